@@ -1,0 +1,1 @@
+"""Capture stage: where frames come from. One file per kind of source; `stage.py` runs them."""

@@ -1,0 +1,100 @@
+"""A camera that needs no camera: the bundled portrait moved by a scripted head motion.
+
+Every frame is a real face, so tracking and effects downstream do real work; the motion applied
+is known exactly (`SyntheticTruth`), so tests and benchmarks can check what the tracker recovers.
+Motion is a function of the frame number, not of the wall clock: the same frame index always
+gives the same image.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+from pydantic import Field
+
+from facecast.assets import default_portrait
+from facecast.capture.reader import CapturedFrame, FrameReader
+from facecast.configbase import StrictModel
+from facecast.types import Image, SyntheticTruth
+
+
+class SyntheticConfig(StrictModel):
+    image: Path | None = Field(None, description="face image to move; empty = the bundled portrait")
+    roll_deg: float = Field(12.0, ge=0, le=45, description="head tilt amplitude, degrees")
+    shift: float = Field(0.05, ge=0, le=0.3, description="side-to-side movement, fraction of the frame")
+    zoom: float = Field(0.08, ge=0, le=0.5, description="towards/away from the camera, fraction of size")
+    period_s: float = Field(6.0, gt=0, description="seconds for one full cycle of the roll motion")
+    face_height: float = Field(0.4, gt=0.05, le=0.9, description="face height (brow to chin) as a fraction of the frame")
+
+
+def motion_at(cfg: SyntheticConfig, t: float) -> SyntheticTruth:
+    """The scripted motion at time t (seconds): incommensurate periods so poses do not repeat in step."""
+    w = 2 * math.pi / cfg.period_s
+    return SyntheticTruth(
+        roll_deg=cfg.roll_deg * math.sin(w * t),
+        shift_px=(math.sin(w * t / 1.37), 0.5 * math.sin(w * t / 0.83)),  # fractions; scaled in render
+        scale=1.0 + cfg.zoom * math.sin(w * t / 1.71),
+    )
+
+
+class SyntheticReader(FrameReader):
+    def __init__(self, cfg: SyntheticConfig, width: int, height: int, fps: float) -> None:
+        self.cfg = cfg
+        self.width, self.height, self.fps = width, height, fps
+        self.index = 0
+        self._portrait: Image | None = None
+        self._face_center = (0.0, 0.0)
+        self._face_height = 1.0
+
+    def open(self) -> None:
+        path = self.cfg.image or default_portrait()
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise OSError(f"capture.synthetic.image: cannot read {path} as an image")
+        from facecast.tracking.face_mesh import track_image
+
+        faces = track_image(image)
+        if not faces:
+            raise OSError(f"capture.synthetic.image: no face found in {path}")
+        x, y, w, h = faces[0].box
+        self._face_center = (x + w / 2.0, y + h / 2.0)
+        self._face_height = float(h)
+        self._portrait = image
+        self.path = Path(path)
+
+    def render(self, index: int) -> CapturedFrame:
+        assert self._portrait is not None, "open() first"
+        motion = motion_at(self.cfg, index / self.fps)
+        cx, cy = self._face_center
+        scale = self.cfg.face_height * self.height / self._face_height * motion.scale
+        dx = self.cfg.shift * self.width * motion.shift_px[0]
+        dy = self.cfg.shift * self.height * motion.shift_px[1]
+        # Rotate and scale about the face centre, then move that centre to the frame centre + shift.
+        m = cv2.getRotationMatrix2D((cx, cy), motion.roll_deg, scale)
+        m[0, 2] += self.width / 2 + dx - cx
+        m[1, 2] += self.height / 2 + dy - cy
+        frame = cv2.warpAffine(
+            self._portrait, m, (self.width, self.height),
+            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE,
+        )
+        truth = SyntheticTruth(roll_deg=motion.roll_deg, shift_px=(dx, dy), scale=motion.scale)
+        return CapturedFrame(frame, truth)
+
+    def read(self) -> CapturedFrame | None:
+        frame = self.render(self.index)
+        self.index += 1
+        return frame
+
+    def describe(self) -> str:
+        name = self.path.name if self._portrait is not None else "portrait"
+        return f"synthetic driver ({name} moved by a scripted head motion, {self.fps:.0f} fps)"
+
+
+def synthetic_frames(count: int, width: int = 640, height: int = 480, fps: float = 30.0,
+                     cfg: SyntheticConfig | None = None) -> list[CapturedFrame]:
+    """`count` consecutive synthetic frames (for tools and tests)."""
+    reader = SyntheticReader(cfg or SyntheticConfig(), width, height, fps)
+    reader.open()
+    return [reader.render(i) for i in range(count)]

@@ -1,0 +1,199 @@
+"""The daemon's configuration: typed models, loading from YAML, --set overrides, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from facecast.capture.stage import CaptureConfig
+from facecast.configbase import StrictModel
+from facecast.effects.stage import EffectConfig
+from facecast.outputs.preview import PreviewOutputConfig
+from facecast.outputs.record import RecordOutputConfig
+from facecast.outputs.stage import OutputConfig
+from facecast.tracking.face_mesh import TrackingConfig
+
+DEFAULT_CONFIG_FILE = "config.yaml"
+
+
+class PipelineConfig(StrictModel):
+    queue_capacity: int = Field(2, ge=1, le=8, description="frames each queue between stages holds")
+    queue_policy: Literal["auto", "drop_oldest", "block"] = Field(
+        "auto", description="full queue: auto = drop the oldest frame for live sources, wait for files"
+    )
+    watchdog_s: float = Field(3.0, gt=0, description="report a stage busy on one frame for this long")
+
+
+class StatsConfig(StrictModel):
+    interval_s: float = Field(5.0, ge=0, description="seconds between console status lines; 0 = none")
+    window: int = Field(600, ge=10, description="recent frames the percentiles are computed over")
+
+
+class LoggingConfig(StrictModel):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def _default_outputs() -> dict[str, Any]:
+    return {"preview": PreviewOutputConfig(), "record": RecordOutputConfig()}
+
+
+class Config(StrictModel):
+    capture: CaptureConfig = CaptureConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    effect: EffectConfig = EffectConfig()
+    outputs: dict[str, OutputConfig] = Field(default_factory=_default_outputs)
+    pipeline: PipelineConfig = PipelineConfig()
+    stats: StatsConfig = StatsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("outputs")
+    @classmethod
+    def _output_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"output name {name!r} must be letters, digits, '-' or '_'")
+        return value
+
+
+class ConfigError(ValueError):
+    """A config problem, already phrased as one line per problem for the streamer."""
+
+
+def default_config_path() -> Path | None:
+    """FACECAST_CONFIG, else ./config.yaml when it exists, else None (built-in defaults)."""
+    env = os.environ.get("FACECAST_CONFIG")
+    if env:
+        return Path(env)
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.is_file() else None
+
+
+def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    raw: dict[str, Any] = {}
+    origin = "defaults"
+    if path is not None:
+        origin = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror or exc}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}".replace("\n", " ")) from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: the top level must be a mapping of sections")
+        raw = loaded or {}
+    for item in overrides:
+        apply_override(raw, item)
+    try:
+        return Config.model_validate(merge(Config().model_dump(mode="json"), raw))
+    except ValidationError as exc:
+        raise ConfigError("\n".join(format_error(e, origin) for e in exc.errors())) from None
+
+
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """`update` on top of `base`, section by section. A plug-in whose `type` changes is replaced
+    whole, so the old backend's keys do not leak into the new one."""
+    out = dict(base)
+    for key, value in update.items():
+        old = out.get(key)
+        if isinstance(old, dict) and isinstance(value, dict) and old.get("type", value.get("type")) == value.get("type", old.get("type")):
+            out[key] = merge(old, value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """`a.b.c=value`: the value is read as YAML, so 30, true, [1, 2] and {type: null} work."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set capture.fps=30")
+    parts = key.strip().split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {item!r}: {'.'.join(parts[: depth + 1])} is a value, not a section")
+        node = child
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        node[parts[-1]] = value
+
+
+def format_error(error: dict[str, Any], origin: str) -> str:
+    path, parent_model = _clean_path(Config, error["loc"])
+    key = ".".join(path) or "(top level)"
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(parent_model.model_fields) if parent_model else "see config.yaml"
+        return f"config error ({origin}): {key}: unknown key; allowed here: {allowed}"
+    if error["type"] == "missing":
+        return f"config error ({origin}): {key}: required, not set"
+    shown = _short(value)
+    message = error["msg"].removeprefix("Value error, ")
+    return f"config error ({origin}): {key} = {shown}: {message}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _clean_path(model: Any, loc: tuple[Any, ...]) -> tuple[list[str], type[BaseModel] | None]:
+    """Walk the model types along a pydantic error location; drop the tags pydantic adds for unions."""
+    path: list[str] = []
+    current: Any = model
+    parent: type[BaseModel] | None = None
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            parent = current
+            path.append(str(part))
+            field = current.model_fields.get(str(part))
+            current = field.annotation if field else None
+        elif typing.get_origin(current) is dict:
+            path.append(str(part))
+            current = typing.get_args(current)[1]
+        elif _union_members(current):
+            tagged = [m for m in _union_members(current) if _tag_of(m) == part]
+            if tagged:
+                current = tagged[0]  # the tag pydantic inserted, not a key the user wrote
+            else:
+                path.append(str(part))
+                current = None
+        else:
+            path.append(str(part))
+            current = None
+    if current is not None and isinstance(_unwrap(current), type) and issubclass(_unwrap(current), BaseModel):
+        parent = _unwrap(current)
+    return path, parent
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    members = _union_members(tp)
+    if members and len([m for m in members if m is not type(None)]) == 1:
+        return next(m for m in members if m is not type(None))
+    return tp
+
+
+def _union_members(tp: Any) -> tuple[Any, ...]:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return typing.get_args(tp)
+    return ()
+
+
+def _tag_of(model: Any) -> Any:
+    if isinstance(model, type) and issubclass(model, BaseModel) and "type" in model.model_fields:
+        return model.model_fields["type"].default
+    return None

@@ -1,0 +1,21 @@
+"""The effect interface: a frame packet in, the image to send out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from facecast.types import FramePacket, Image
+
+
+class Effect(ABC):
+    name: str = "effect"
+
+    def start(self) -> None:
+        """Load what the effect needs (called in the effect thread, before the first frame)."""
+
+    @abstractmethod
+    def apply(self, packet: FramePacket) -> Image:
+        """The output image for this packet: BGR, or BGRA with straight alpha."""
+
+    def close(self) -> None:
+        """Release resources. Must not raise."""

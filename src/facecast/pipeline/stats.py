@@ -1,0 +1,145 @@
+"""Per-stage timing, queue waits, drops, errors and end-to-end latency of the live pipeline.
+
+One `PipelineStats` is shared by the runner threads (which record) and by whoever reads it: the
+console status line, the control API and `facecast bench` all call `snapshot()`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from facecast.pipeline.queues import FrameQueue
+from facecast.types import FramePacket
+
+PERCENTILES = (50, 95, 99)
+FPS_WINDOW_S = 2.0
+
+
+def percentiles(samples: Iterable[float]) -> dict[str, float | None]:
+    values = np.fromiter(samples, dtype=np.float64)
+    if values.size == 0:
+        return {f"p{p}": None for p in PERCENTILES}
+    return {f"p{p}": round(float(v), 3) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))}
+
+
+class PipelineStats:
+    def __init__(self, stage_names: Iterable[str], window: int = 600) -> None:
+        self.stage_names = tuple(stage_names)
+        self.window = window
+        self._lock = threading.Lock()
+        self._busy_ms = {s: deque(maxlen=window) for s in self.stage_names}
+        self._wait_ms = {s: deque(maxlen=window) for s in self.stage_names}
+        self._latency_ms: deque[float] = deque(maxlen=window)
+        self._output_times: deque[float] = deque(maxlen=max(window, 2))
+        self.errors: Counter[str] = Counter()
+        self.stuck: Counter[str] = Counter()
+        self.frames_out = 0
+        self.frames_with_face = 0
+        self.frames_tracked = 0
+        self.faces_last = 0
+        self.started_at = time.monotonic()
+        self._queues: list[FrameQueue] = []
+        self._drops_at_reset: dict[str, int] = {}
+        # Extra figures from plug-ins (e.g. connected NDI receivers), read at snapshot time.
+        self._providers: dict[str, Callable[[], Any]] = {}
+
+    def watch_queues(self, queues: Iterable[FrameQueue]) -> None:
+        self._queues = list(queues)
+
+    def add_provider(self, key: str, provider: Callable[[], Any]) -> None:
+        self._providers[key] = provider
+
+    def record_stage(self, stage: str, wait_ns: int, busy_ns: int) -> None:
+        with self._lock:
+            self._wait_ms[stage].append(wait_ns / 1e6)
+            self._busy_ms[stage].append(busy_ns / 1e6)
+
+    def record_error(self, stage: str) -> None:
+        with self._lock:
+            self.errors[stage] += 1
+
+    def record_stuck(self, stage: str) -> None:
+        with self._lock:
+            self.stuck[stage] += 1
+
+    def record_output(self, packet: FramePacket, done_ns: int) -> None:
+        with self._lock:
+            self.frames_out += 1
+            self._latency_ms.append((done_ns - packet.t_capture_ns) / 1e6)
+            self._output_times.append(done_ns / 1e9)
+            if packet.faces is not None:
+                self.frames_tracked += 1
+                self.faces_last = len(packet.faces)
+                if packet.faces:
+                    self.frames_with_face += 1
+
+    def reset(self) -> None:
+        """Forget every sample (e.g. after a benchmark's warm-up); counters restart from zero."""
+        with self._lock:
+            for d in (*self._busy_ms.values(), *self._wait_ms.values(), self._latency_ms, self._output_times):
+                d.clear()
+            self.errors.clear()
+            self.stuck.clear()
+            self.frames_out = self.frames_with_face = self.frames_tracked = 0
+            self.started_at = time.monotonic()
+            self._drops_at_reset = {q.name: q.dropped for q in self._queues}
+
+    def fps(self) -> float:
+        with self._lock:
+            times = list(self._output_times)
+        if len(times) < 2:
+            return 0.0
+        recent = [t for t in times if t >= times[-1] - FPS_WINDOW_S]
+        if len(recent) < 2 or recent[-1] <= recent[0]:
+            return 0.0
+        return (len(recent) - 1) / (recent[-1] - recent[0])
+
+    def dropped(self) -> dict[str, int]:
+        return {q.name: q.dropped - self._drops_at_reset.get(q.name, 0) for q in self._queues}
+
+    def snapshot(self) -> dict[str, Any]:
+        fps = self.fps()
+        with self._lock:
+            stages = {
+                s: {**percentiles(self._busy_ms[s]), "wait": percentiles(self._wait_ms[s])}
+                for s in self.stage_names
+            }
+            snap: dict[str, Any] = {
+                "frames": self.frames_out,
+                "fps": round(fps, 2),
+                "latency_ms": percentiles(self._latency_ms),
+                "stages": stages,
+                "tracked_ratio": (self.frames_with_face / self.frames_tracked) if self.frames_tracked else 0.0,
+                "faces": self.faces_last,
+                "errors": dict(self.errors),
+                "stuck": dict(self.stuck),
+                "uptime_s": round(time.monotonic() - self.started_at, 1),
+            }
+        snap["dropped"] = self.dropped()
+        for key, provider in self._providers.items():
+            try:
+                snap[key] = provider()
+            except Exception as exc:  # a plug-in's figure must never break the stats
+                snap[key] = f"unavailable: {exc}"
+        return snap
+
+    def status_line(self) -> str:
+        s = self.snapshot()
+
+        def ms(v: float | None) -> str:
+            return "-" if v is None else f"{v:.1f}"
+
+        stage_part = " ".join(f"{name}={ms(v['p50'])}" for name, v in s["stages"].items())
+        drops = sum(s["dropped"].values())
+        errors = sum(s["errors"].values())
+        return (
+            f"{s['fps']:.1f} fps | latency p50 {ms(s['latency_ms']['p50'])} ms p95 {ms(s['latency_ms']['p95'])} ms"
+            f" | stage p50 ms: {stage_part} | faces {s['faces']} | dropped {drops} | errors {errors}"
+            f" | frames {s['frames']}"
+        )

@@ -1,0 +1,1 @@
+"""Tracking stage: MediaPipe face mesh, head pose, eye/mouth openness, One Euro smoothing."""

@@ -1,0 +1,56 @@
+"""One Euro filter (Casiez, Roussel, Vogel, CHI 2012), vectorised over any number of signals.
+
+Low cut-off when the signal is still (no jitter), higher when it moves fast (little lag).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import Field
+
+from facecast.configbase import StrictModel
+
+
+class SmoothingConfig(StrictModel):
+    enabled: bool = True
+    min_cutoff: float = Field(1.0, gt=0, description="Hz; lower = steadier still face, more lag")
+    beta: float = Field(0.05, ge=0, description="speed coefficient; higher = less lag on fast moves")
+    d_cutoff: float = Field(1.0, gt=0, description="Hz; cut-off for the speed estimate")
+
+
+def _alpha(cutoff: np.ndarray | float, rate: float) -> np.ndarray | float:
+    tau = 1.0 / (2.0 * math.pi * cutoff)
+    return 1.0 / (1.0 + tau * rate)
+
+
+class OneEuroFilter:
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0) -> None:
+        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
+        self._x: np.ndarray | None = None
+        self._dx: np.ndarray | None = None
+        self._t: float | None = None
+
+    @classmethod
+    def from_config(cls, cfg: SmoothingConfig) -> OneEuroFilter:
+        return cls(cfg.min_cutoff, cfg.beta, cfg.d_cutoff)
+
+    def reset(self) -> None:
+        self._x = self._dx = self._t = None
+
+    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
+        """Filter sample x taken at time t (seconds). Same shape in and out."""
+        x = np.asarray(x, dtype=np.float64)
+        if self._x is None or self._t is None or self._x.shape != x.shape or t <= self._t:
+            self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
+            return x.copy()
+        rate = 1.0 / (t - self._t)
+        dx = (x - self._x) * rate
+        a_d = _alpha(self.d_cutoff, rate)
+        self._dx = a_d * dx + (1.0 - a_d) * self._dx
+        cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
+        a = _alpha(cutoff, rate)
+        self._x = a * x + (1.0 - a) * self._x
+        self._t = t
+        return self._x.copy()
