@@ -1,0 +1,92 @@
+"""Shared fixtures: the bundled portrait, generated videos, running the real `facecast` command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PORTRAIT = REPO / "assets" / "characters" / "astronaut.png"
+
+
+@pytest.fixture(scope="session")
+def portrait() -> np.ndarray:
+    image = cv2.imread(str(PORTRAIT), cv2.IMREAD_COLOR)
+    assert image is not None
+    return image
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: float = 30.0, audio: bool = False) -> Path:
+    """An H.264 mp4 of BGR frames (optionally with a 440 Hz AAC tone of the same duration)."""
+    import av
+
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        h, w = frames[0].shape[:2]
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        a_stream = container.add_stream("aac", rate=44100) if audio else None
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+        if a_stream is not None:
+            samples = int(44100 * len(frames) / fps)
+            t = np.arange(samples) / 44100
+            tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]
+            for start in range(0, samples, 1024):
+                af = av.AudioFrame.from_ndarray(tone[:, start : start + 1024], format="fltp", layout="mono")
+                af.sample_rate = 44100
+                af.pts = start
+                container.mux(a_stream.encode(af))
+            container.mux(a_stream.encode(None))
+    return path
+
+
+def count_frames(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+@pytest.fixture
+def synthetic_video(tmp_path: Path):
+    """Factory: a video of the synthetic driver (a real moving face)."""
+    from facecast.capture.synthetic import synthetic_frames
+
+    def make(count: int = 30, width: int = 320, height: int = 240, fps: float = 30.0, audio: bool = False) -> Path:
+        frames = [f.image for f in synthetic_frames(count, width, height, fps)]
+        return write_video(tmp_path / f"synthetic-{count}.mp4", frames, fps, audio)
+
+    return make
+
+
+def facecast_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("DISPLAY", None)  # no preview window unless a test asks for one
+    env.pop("FACECAST_CONFIG", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_facecast(*args: str, timeout: float = 120, cwd: Path | None = None, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "facecast", *args],
+        capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, env=env or facecast_env(),
+    )
+
+
+def popen_facecast(*args: str, cwd: Path | None = None, env=None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "facecast", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd or REPO, env=env or facecast_env(),
+    )

@@ -1,0 +1,72 @@
+"""The real MediaPipe model on the bundled portrait and on the synthetic driver."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from facecast.capture.synthetic import SyntheticConfig, synthetic_frames
+from facecast.tracking.face_mesh import FaceTracker, TrackingConfig, track_image
+from facecast.tracking.one_euro import SmoothingConfig
+from facecast.types import NUM_LANDMARKS
+
+
+def _rotate(image: np.ndarray, degrees: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)  # positive = counter-clockwise
+    return cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+
+
+def test_portrait_face_is_found_with_478_landmarks(portrait):
+    faces = track_image(portrait)
+    assert len(faces) == 1
+    face = faces[0]
+    assert face.landmarks.shape == (NUM_LANDMARKS, 3)
+    x, y, w, h = face.box
+    # The astronaut's face is in the upper middle of the 512x512 portrait.
+    assert 150 < x + w / 2 < 300 and 60 < y + h / 2 < 200 and 60 < h < 160
+    assert all(0.2 < e < 0.6 for e in face.eye_openness)  # eyes open
+    assert 0.05 < face.mouth_openness < 0.4  # smiling, lips apart (teeth showing)
+
+
+@pytest.mark.parametrize("degrees", [-20, -10, 15, 25])
+def test_roll_follows_a_known_rotation(portrait, degrees):
+    base = track_image(portrait)[0].pose
+    turned = track_image(_rotate(portrait, degrees))[0].pose
+    assert turned.roll - base.roll == pytest.approx(degrees, abs=3.0)
+    assert abs(turned.yaw - base.yaw) < 5 and abs(turned.pitch - base.pitch) < 5
+
+
+def test_mirrored_face_flips_yaw_and_roll(portrait):
+    pose = track_image(portrait)[0].pose
+    mirrored = track_image(cv2.flip(portrait, 1))[0].pose
+    assert mirrored.roll == pytest.approx(-pose.roll, abs=2.0)
+    assert mirrored.yaw == pytest.approx(-pose.yaw, abs=3.0)
+
+
+def test_no_face_is_an_empty_list_not_an_error():
+    blank = np.full((240, 320, 3), 90, np.uint8)
+    assert track_image(blank) == []
+
+
+def test_tracker_recovers_the_synthetic_drivers_scripted_motion():
+    fps = 30.0
+    frames = synthetic_frames(90, 480, 360, fps, SyntheticConfig(roll_deg=15, period_s=3.0))
+    tracker = FaceTracker(TrackingConfig(smoothing=SmoothingConfig(enabled=False)))
+    try:
+        faces = [tracker.detect(f.image, i / fps) for i, f in enumerate(frames)]
+    finally:
+        tracker.close()
+    assert all(len(f) == 1 for f in faces), "the face must be tracked on every frame"
+    truth_roll = np.array([f.truth.roll_deg for f in frames])
+    est_roll = np.array([f[0].pose.roll for f in faces])
+    offset = np.median(est_roll - truth_roll)  # the portrait's own head tilt
+    assert np.abs(est_roll - truth_roll - offset).max() < 3.0
+    assert np.corrcoef(truth_roll, est_roll)[0, 1] > 0.98
+    truth_x = np.array([f.truth.shift_px[0] for f in frames])
+    est_x = np.array([f[0].center[0] for f in faces])
+    assert np.corrcoef(truth_x, est_x)[0, 1] > 0.95
+    truth_scale = np.array([f.truth.scale for f in frames])
+    est_h = np.array([f[0].box[3] for f in faces], dtype=float)
+    assert np.corrcoef(truth_scale, est_h)[0, 1] > 0.8
