@@ -4,7 +4,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test doctor clean
+.PHONY: run test doctor clean runtime-debs test-debs
+
+# Debian packages: OpenCV's GUI build needs libGL/glib at run time; the tests drive a virtual
+# display and real key presses. Installed only when we are root (CI, containers).
+RUNTIME_DEBS := libgl1 libglib2.0-0
+TEST_DEBS    := xvfb xdotool x11-utils
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,22 +25,26 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	$(BIN)/pip install --quiet -r requirements-test.txt
 	@touch $@
 
-# Debian packages the tests drive for real (virtual display, key presses, codecs for OpenCV).
-# Installed only when we are root (CI, containers); otherwise the tests that need them skip.
-system-packages:
+define install_debs
 	@if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
-	  missing=""; for p in xvfb xdotool libgl1 libglib2.0-0; do \
-	    dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	  if [ -n "$$missing" ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  fi; \
 	fi
+endef
 
-run: $(VENV)/.installed
+runtime-debs:
+	$(call install_debs,$(RUNTIME_DEBS))
+
+test-debs: runtime-debs
+	$(call install_debs,$(TEST_DEBS))
+
+run: runtime-debs $(VENV)/.installed
 	$(BIN)/facecast run $(ARGS)
 
-test: system-packages $(VENV)/.installed-test
+test: test-debs $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(ARGS)
 
 doctor: $(VENV)/.installed
