@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import tempfile
 import sys
 from fractions import Fraction
 from pathlib import Path
@@ -70,23 +72,43 @@ def synthetic_video(tmp_path: Path):
     return make
 
 
+# Per-user folders (models, job queue, engine caches) of every facecast a test starts: never the
+# real user's, never shared with another test run.
+_USER_DIRS = Path(tempfile.mkdtemp(prefix="facecast-test-home-"))
+
+
 def facecast_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DISPLAY", None)  # no preview window unless a test asks for one
     env.pop("FACECAST_CONFIG", None)
     env["PYTHONUNBUFFERED"] = "1"
+    env["XDG_DATA_HOME"] = str(_USER_DIRS / "data")
+    env["XDG_CACHE_HOME"] = str(_USER_DIRS / "cache")
     return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _isolated(args: tuple[str, ...]) -> list[str]:
+    """`run` gets a free control API port unless the test chooses one (--set control.port or its own --config)."""
+    if args and args[0] == "run" and "--config" not in args and not any(a.startswith("control.port=") for a in args):
+        return [args[0], "--set", f"control.port={free_port()}", *args[1:]]
+    return list(args)
 
 
 def run_facecast(*args: str, timeout: float = 120, cwd: Path | None = None, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "facecast", *args],
+        [sys.executable, "-m", "facecast", *_isolated(args)],
         capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, env=env or facecast_env(),
     )
 
 
 def popen_facecast(*args: str, cwd: Path | None = None, env=None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "facecast", *args],
+        [sys.executable, "-m", "facecast", *_isolated(args)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd or REPO, env=env or facecast_env(),
     )

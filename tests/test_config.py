@@ -112,3 +112,10 @@ def test_cli_config_prints_the_merged_config():
     result = run_facecast("config", "--set", "capture.fps=24", timeout=60)
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(result.stdout)["capture"]["fps"] == 24
+
+
+def test_switching_a_backend_from_the_command_line_drops_the_old_backends_keys():
+    cfg = load_config(CONFIG_YAML, ["effect.animate.backend=liveportrait", "effect.animate.pose_multiplier=0.5"])
+    assert cfg.effect.animate.backend == "liveportrait" and cfg.effect.animate.pose_multiplier == 0.5
+    msg = _error("effect.swap.backend=deepfake")
+    assert "effect.swap" in msg and "'mesh'" in msg and "'inswapper'" in msg

@@ -41,6 +41,42 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(cfg)
 
     sub.add_parser("doctor", help="what this machine offers: GPU, providers, cameras, display, outputs")
+
+    from facecast.jobs.command import add_arguments as add_jobs_arguments
+
+    jobs = sub.add_parser("jobs", help="offline video jobs: submit animate|swap|generate, list, show, cancel, retry, run")
+    _add_config_args(jobs)
+    add_jobs_arguments(jobs)
+
+    from facecast.models.command import add_arguments as add_models_arguments
+
+    models = sub.add_parser("models", help="model weights for the neural effects: list | download NAME | verify")
+    _add_config_args(models)
+    add_models_arguments(models)
+
+    ctl = sub.add_parser(
+        "ctl", help="control the running daemon: facecast ctl state | character 2 | record | ...",
+        description="Control the running daemon through its local API (found through control.host/port in the config). "
+        "Commands: state, stats, actions, characters, upload PATH [--select], watch, or any action with its "
+        "arguments, e.g. `character 2`, `effect animate`, `output record off` (see `facecast ctl actions`).",
+    )
+    _add_config_args(ctl)
+    ctl.add_argument("--url", help="the daemon's API address (default: from control.host/control.port)")
+    ctl.add_argument("--token", help="the API token (default: control.token)")
+    ctl.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+    ctl.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon (default 5)")
+    ctl.add_argument("action", metavar="COMMAND", help="state, stats, actions, characters, upload, watch or an action")
+    ctl.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the action's arguments")
+
+    from facecast.bench.args import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="measure fps, latency and resources of the real pipeline on this machine")
+    _add_config_args(bench)
+    add_bench_arguments(bench)
+
+    from facecast.render import add_parser as add_render_parsers
+
+    add_render_parsers(sub, _add_config_args)  # `render animate|swap` and `character check`
     return parser
 
 
@@ -67,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         from facecast.doctor import run_doctor
 
         return run_doctor()
+    if args.command == "bench":
+        from facecast.bench.command import run_command
+        from facecast.config import default_config_path
+
+        return run_command(args, args.config if args.config is not None else default_config_path(), _setup_logging)
 
     from facecast.config import ConfigError
     from facecast.pipeline.stage import StartupError
@@ -83,6 +124,27 @@ def main(argv: list[str] | None = None) -> int:
 
         print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
         return 0
+    if args.command == "jobs":
+        from facecast.jobs.command import run_jobs
+
+        return run_jobs(args, cfg)
+    if args.command == "models":
+        from facecast.models.command import run_models
+
+        return run_models(args, cfg.models.resolved_dir())
+    if args.command == "ctl":
+        from facecast.control.client import run_ctl
+
+        return run_ctl(cfg.control, args.action, args.args, url=args.url, token=args.token,
+                       as_json=args.json, timeout=args.timeout)
+    if args.command == "render":
+        from facecast.render import run_render
+
+        return run_render(args, cfg)
+    if args.command == "character":
+        from facecast.render import run_character_check
+
+        return run_character_check(args.paths, cfg)
     if args.command == "run":
         from facecast.daemon import run_daemon
 

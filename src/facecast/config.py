@@ -12,11 +12,19 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from facecast.capture.stage import CaptureConfig
+from facecast.characters.library import CharactersConfig
 from facecast.configbase import StrictModel
+from facecast.control.config import ControlConfig, HotkeysConfig
 from facecast.effects.stage import EffectConfig
+from facecast.engines.onnxruntime import EngineConfig
+from facecast.jobs.config import JobsConfig
+from facecast.models.registry import ModelsConfig
+from facecast.outputs.ndi import NdiOutputConfig
 from facecast.outputs.preview import PreviewOutputConfig
 from facecast.outputs.record import RecordOutputConfig
+from facecast.outputs.spout import SpoutOutputConfig
 from facecast.outputs.stage import OutputConfig
+from facecast.outputs.virtualcam import VirtualCamOutputConfig
 from facecast.tracking.face_mesh import TrackingConfig
 
 DEFAULT_CONFIG_FILE = "config.yaml"
@@ -40,16 +48,28 @@ class LoggingConfig(StrictModel):
 
 
 def _default_outputs() -> dict[str, Any]:
-    return {"preview": PreviewOutputConfig(), "record": RecordOutputConfig()}
+    return {
+        "preview": PreviewOutputConfig(),
+        "record": RecordOutputConfig(),
+        "ndi": NdiOutputConfig(),
+        "spout": SpoutOutputConfig(),
+        "virtualcam": VirtualCamOutputConfig(),
+    }
 
 
 class Config(StrictModel):
     capture: CaptureConfig = CaptureConfig()
     tracking: TrackingConfig = TrackingConfig()
     effect: EffectConfig = EffectConfig()
+    characters: CharactersConfig = CharactersConfig()
     outputs: dict[str, OutputConfig] = Field(default_factory=_default_outputs)
     pipeline: PipelineConfig = PipelineConfig()
     stats: StatsConfig = StatsConfig()
+    models: ModelsConfig = ModelsConfig()
+    engine: EngineConfig = EngineConfig()
+    jobs: JobsConfig = JobsConfig()
+    control: ControlConfig = ControlConfig()
+    hotkeys: HotkeysConfig = HotkeysConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @field_validator("outputs")
@@ -104,11 +124,18 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in update.items():
         old = out.get(key)
-        if isinstance(old, dict) and isinstance(value, dict) and old.get("type", value.get("type")) == value.get("type", old.get("type")):
+        if isinstance(old, dict) and isinstance(value, dict) and not _switches_backend(old, value):
             out[key] = merge(old, value)
         else:
             out[key] = value
     return out
+
+
+DISCRIMINATORS = ("type", "backend")  # keys that pick a plug-in (outputs' type, effects' backend)
+
+
+def _switches_backend(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    return any(k in old and k in new and old[k] != new[k] for k in DISCRIMINATORS)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -124,9 +151,12 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
             raise ConfigError(f"--set {item!r}: {'.'.join(parts[: depth + 1])} is a value, not a section")
         node = child
     try:
-        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+        parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
-        node[parts[-1]] = value
+        parsed = value
+    if parts[-1] in DISCRIMINATORS and node.get(parts[-1], parsed) != parsed:
+        node.clear()  # another backend: the old one's keys do not apply to it
+    node[parts[-1]] = parsed
 
 
 def format_error(error: dict[str, Any], origin: str) -> str:
@@ -194,6 +224,8 @@ def _union_members(tp: Any) -> tuple[Any, ...]:
 
 
 def _tag_of(model: Any) -> Any:
-    if isinstance(model, type) and issubclass(model, BaseModel) and "type" in model.model_fields:
-        return model.model_fields["type"].default
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        for key in DISCRIMINATORS:
+            if key in model.model_fields:
+                return model.model_fields[key].default
     return None

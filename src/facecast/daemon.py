@@ -8,8 +8,15 @@ import threading
 import time
 
 from facecast.capture.stage import CaptureStage, make_reader
+from facecast.characters.library import CharacterLibrary
 from facecast.config import Config
+from facecast.control.actions import Controls
+from facecast.control.service import ControlSurfaces
 from facecast.effects.stage import EffectStage, build_effects
+from facecast.engines.onnxruntime import EngineError
+from facecast.engines.pool import EnginePool
+from facecast.jobs.service import JobService, default_kinds
+from facecast.pipeline.stage import StartupError
 from facecast.outputs.stage import OutputStage
 from facecast.pipeline.runner import Pipeline
 from facecast.pipeline.stats import PipelineStats
@@ -30,13 +37,19 @@ class Daemon:
         try:
             reader = make_reader(cfg.capture)
         except OSError as exc:
-            from facecast.pipeline.stage import StartupError
-
             raise StartupError(f"capture: {exc}") from exc
         self.capture = CaptureStage(reader, cfg.capture.reconnect)
         self.tracking = TrackingStage(cfg.tracking)
-        self.effect = EffectStage(build_effects(cfg.effect, self.stats), cfg.effect.active)
-        self.output = OutputStage(cfg.outputs)
+        self.characters = build_library(cfg)
+        self._engines: EnginePool | None = None
+        try:
+            effects = build_effects(cfg.effect, self.stats, self.characters, self.engines)
+        except EngineError as exc:  # missing weights, GPU asked for and absent: say so at start-up
+            raise StartupError(f"effect: {exc}") from exc
+        self.effect = EffectStage(effects, cfg.effect.active)
+        self.output = OutputStage(
+            cfg.outputs, self.stats, lossless=self.capture.lossless, watchdog_s=cfg.pipeline.watchdog_s
+        )
         policy = None if cfg.pipeline.queue_policy == "auto" else cfg.pipeline.queue_policy
         self.pipeline = Pipeline(
             self.capture,
@@ -48,12 +61,50 @@ class Daemon:
             status_interval_s=cfg.stats.interval_s,
             max_frames=max_frames,
         )
+        self.controls = Controls(self)  # the live actions: hotkeys, control API, `facecast ctl`
+        self.jobs: JobService | None = None  # offline video jobs, run by the batch thread
+        if cfg.jobs.enabled:
+            self.jobs = JobService(cfg.jobs, default_kinds(cfg, self.engines), live_fps=self.stats.fps)
+            self.stats.add_provider("jobs", self.jobs.snapshot)
+
+    def engines(self) -> EnginePool:
+        """The one engine pool (loaded on first use): live effects and batch jobs share its sessions."""
+        if self._engines is None:
+            self._engines = EnginePool(self.cfg.models.resolved_dir(), self.cfg.engine)
+            self.stats.add_provider("engines", self._engines.loaded)
+        return self._engines
 
     def start(self) -> None:
         self.pipeline.start()
+        if self.jobs is not None:
+            self.jobs.runner.start()  # after the live path: a queued job never delays the first frame
+
+    def request_stop(self, reason: str) -> None:
+        """Ask `run_daemon` to stop (quit action); returns at once."""
+        log.info("stop requested: %s", reason)
+        self.pipeline.finished.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.pipeline.finished.is_set()
 
     def stop(self) -> bool:
+        if self.jobs is not None:
+            self.jobs.runner.stop(timeout=0.5)  # a running job is queued again for the next start
         return self.pipeline.stop(SHUTDOWN_TIMEOUT_S)
+
+
+def build_library(cfg: Config) -> CharacterLibrary:
+    """The character library the effects share. Refused files are logged; the daemon goes on."""
+    from facecast.assets import CHARACTERS_DIR
+
+    folder = cfg.characters.dir or CHARACTERS_DIR
+    library = CharacterLibrary(folder, cfg.characters)
+    library.load_all()
+    if library.active is None and cfg.effect.active in ("animate", "swap"):
+        log.error("characters: no usable character in %s; %s shows nothing until one is added "
+                  "(facecast character check FILE says why an image is refused)", folder, cfg.effect.active)
+    return library
 
 
 def run_daemon(cfg: Config, frames: int | None = None, seconds: float | None = None) -> int:
@@ -67,8 +118,11 @@ def run_daemon(cfg: Config, frames: int | None = None, seconds: float | None = N
         daemon.pipeline.finished.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    surfaces = None
     try:
+        surfaces = ControlSurfaces(daemon)  # checks the hotkey bindings, takes the API port
         daemon.start()
+        surfaces.start()
         log.info("running; Ctrl+C to stop")
         deadline = None if seconds is None else time.monotonic() + seconds
         while not daemon.pipeline.finished.is_set():
@@ -79,7 +133,11 @@ def run_daemon(cfg: Config, frames: int | None = None, seconds: float | None = N
             daemon.pipeline.finished.wait(0.2 if remaining is None else min(0.2, remaining))
     finally:
         t0 = time.monotonic()
+        if surfaces is not None:
+            surfaces.stop_soon()
         clean = daemon.stop()
+        if surfaces is not None:
+            surfaces.stop(max(0.2, SHUTDOWN_TIMEOUT_S - (time.monotonic() - t0)))
         for s, handler in previous.items():
             signal.signal(s, handler)
         log.info("stopped in %.2f s; %s", time.monotonic() - t0, daemon.stats.status_line())

@@ -79,6 +79,25 @@ def outputs_report() -> Iterator[str]:
             yield f"{label}: available ({module})"
         except Exception as exc:  # ImportError, or pynput's error without a display
             yield f"{label}: unavailable ({type(exc).__name__}: {exc}); {hint}"
+    if sys.platform.startswith("linux"):
+        yield v4l2loopback_report()
+
+
+def v4l2loopback_report() -> str:
+    """The virtual camera's Linux backend needs a v4l2loopback device: list them."""
+    from pathlib import Path
+
+    devices = []
+    for entry in sorted(Path("/sys/devices/virtual/video4linux").glob("video*")):
+        try:
+            label = (entry / "name").read_text().strip()
+        except OSError:
+            label = "?"
+        devices.append(f"/dev/{entry.name} ({label})")
+    if devices:
+        return f"v4l2loopback: {', '.join(devices)}"
+    return ("v4l2loopback: no device (the virtual camera needs one: sudo apt install v4l2loopback-dkms && "
+            "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=facecast)")
 
 
 def report() -> Iterator[str]:

@@ -56,6 +56,10 @@ class SyntheticTruth:
     roll_deg: float
     shift_px: tuple[float, float]
     scale: float
+    yaw_deg: float = 0.0  # HeadPose convention, applied by the mesh warp
+    pitch_deg: float = 0.0
+    eye_open: float = 1.0  # both eyes: 1 = as in the portrait, 0 = closed
+    mouth_open: float = 0.0  # jaw drop added to the portrait's, in mouth widths
 
 
 @dataclass(slots=True)
@@ -66,6 +70,8 @@ class FramePacket:
     image: Image
     t_capture_ns: int
     stage_done_ns: dict[str, int] = field(default_factory=dict)
+    # Time each stage spent working on this frame (queue waits excluded); the capture entry is the read.
+    stage_busy_ns: dict[str, int] = field(default_factory=dict)
     faces: list[Face] | None = None  # None: not tracked (yet); []: tracked, no face in the frame
     source_fps: float = 0.0
     truth: SyntheticTruth | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import cv2
+import numpy as np
 from pydantic import Field
 
 from facecast.configbase import StrictModel
@@ -52,7 +53,22 @@ class DebugOverlay(Effect):
         self.live_figures = live_figures  # () -> (fps, latency p50 ms), read from the pipeline stats
 
     def apply(self, packet: FramePacket) -> Image:
-        out = packet.image.copy()
+        return self._draw(packet.image.copy(), packet)
+
+    def draw_over(self, image: Image, packet: FramePacket) -> Image:
+        """The overlay drawn on a copy of another effect's output (the live `debug_overlay` control).
+        On BGRA the drawn pixels are made opaque, so the overlay shows over transparent areas too."""
+        if image.ndim == 3 and image.shape[2] == 4:
+            bgr = np.ascontiguousarray(image[:, :, :3])
+            before = bgr.copy()
+            self._draw(bgr, packet)
+            out = image.copy()
+            out[:, :, :3] = bgr
+            out[(bgr != before).any(axis=2), 3] = 255
+            return out
+        return self._draw(image.copy(), packet)
+
+    def _draw(self, out: Image, packet: FramePacket) -> Image:
         faces = packet.faces
         for i, face in enumerate(faces or []):
             draw_face(out, face, self.cfg, i)

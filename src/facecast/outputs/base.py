@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any, Literal
 
+import cv2
 import numpy as np
 
 from facecast.types import FramePacket, Image
@@ -13,9 +15,26 @@ class OutputUnavailable(RuntimeError):
     """This output cannot run on this machine (no display, missing runtime...): skip it, say why."""
 
 
+# How frames reach an output; each output runs on its own thread (see outputs/worker.py):
+#   paced  - live senders (NDI, Spout, virtual camera): the newest frame leaves at `fps` from absolute
+#            deadlines; when no new frame is ready the last one is sent again. Never out of order.
+#   latest - the newest frame as soon as it is ready, older unsent ones are skipped (preview window).
+#   every  - every delivered frame, in order, through a bounded queue (recording): nothing repeated.
+Delivery = Literal["paced", "latest", "every"]
+
+
 class Output(ABC):
+    delivery: Delivery = "latest"
+
     def __init__(self, name: str) -> None:
         self.name = name  # the key under `outputs:` in the config
+        self.fps = 0.0  # paced outputs: the rate frames leave at
+
+    @property
+    def kind(self) -> str:
+        """The output's `type` in the config (ndi, record...)."""
+        cfg = getattr(self, "cfg", None)
+        return getattr(cfg, "type", type(self).__name__)
 
     def open(self) -> None:
         """Prepare. Raise OutputUnavailable to be skipped with a warning, anything else to stop start-up."""
@@ -26,11 +45,24 @@ class Output(ABC):
     def close(self) -> None:
         """Flush and release. Must not raise."""
 
+    def stats(self) -> dict[str, Any]:
+        """Extra figures for the stats (e.g. connected NDI receivers). Called from another thread:
+        return cached values, never touch the backend here."""
+        return {}
+
 
 def flatten_alpha(image: Image, background: tuple[int, int, int] = (0, 0, 0)) -> Image:
-    """BGRA (straight alpha) composited over a solid BGR colour; BGR images pass through."""
+    """BGRA (straight alpha) composited over a solid BGR colour; BGR images pass through.
+
+    Outputs call this for every frame on their own threads: OpenCV's saturating uint8 arithmetic
+    does it in a few SIMD passes with the GIL released (rounded to the nearest level).
+    """
     if image.ndim == 3 and image.shape[2] == 4:
-        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
-        bg = np.array(background, dtype=np.float32)
-        return (image[:, :, :3].astype(np.float32) * alpha + bg * (1.0 - alpha)).astype(np.uint8)
+        colour = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+        alpha = cv2.cvtColor(np.ascontiguousarray(image[:, :, 3]), cv2.COLOR_GRAY2BGR)
+        back = np.empty_like(colour)
+        back[:] = background
+        front = cv2.multiply(colour, alpha, scale=1.0 / 255.0)
+        behind = cv2.multiply(back, cv2.bitwise_not(alpha), scale=1.0 / 255.0)
+        return cv2.add(front, behind)
     return image

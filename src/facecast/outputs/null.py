@@ -15,6 +15,8 @@ class NullOutputConfig(StrictModel):
 
 
 class NullOutput(Output):
+    delivery = "every"
+
     def __init__(self, name: str, cfg: NullOutputConfig) -> None:
         super().__init__(name)
         self.frames = 0

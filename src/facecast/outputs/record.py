@@ -36,15 +36,21 @@ def resolve_path(pattern: str) -> Path:
 
 
 class RecordOutput(Output):
+    delivery = "every"  # a recording gets every delivered frame once, in order; never a repeat
+
     def __init__(self, name: str, cfg: RecordOutputConfig) -> None:
         super().__init__(name)
         self.cfg = cfg
         self.path = resolve_path(cfg.path)
         self._container = None
         self._stream = None
+        self._opened = False
         self.frames = 0
 
     def open(self) -> None:
+        if self._opened:  # reopened after a failure: never overwrite what was already recorded
+            self.path = _unused(resolve_path(self.cfg.path))
+        self._opened = True
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.parent.is_dir() or not _writable(self.path.parent):
             raise OSError(f"outputs.{self.name}.path: cannot write in {self.path.parent}")
@@ -63,6 +69,7 @@ class RecordOutput(Output):
         if self.cfg.codec == "libx264":
             stream.options = {"crf": str(self.cfg.crf), "preset": self.cfg.preset}
         self._stream = stream
+        self.frames = 0
         log.info("record: writing %s (%dx%d, %s fps, %s)", self.path, stream.width, stream.height, rate, self.cfg.codec)
 
     def write(self, packet: FramePacket) -> None:
@@ -94,3 +101,13 @@ def _writable(folder: Path) -> bool:
     import os
 
     return os.access(folder, os.W_OK)
+
+
+def _unused(path: Path) -> Path:
+    """`path`, or `name-2.mp4`, `name-3.mp4`... when it already exists."""
+    n = 2
+    candidate = path
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
+        n += 1
+    return candidate

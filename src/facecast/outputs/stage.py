@@ -1,33 +1,55 @@
-"""The output stage: sends each frame to every enabled output; one failing output never stops the others."""
+"""The output stage: hands each frame to every enabled output, each running on its own thread.
+
+`process()` never waits for an output (except a recording fed by a file, which must not lose a
+frame): a slow NDI receiver, a virtual camera nobody reads or a recorder that fell behind cannot
+stall capture, inference or the other outputs. See outputs/worker.py for the per-output thread.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import Counter
-from typing import Annotated, Union
+import time
+from typing import Annotated, Any, Union
 
 from pydantic import Field
 
 from facecast.outputs.base import Output, OutputUnavailable
+from facecast.outputs.ndi import NdiOutput, NdiOutputConfig
 from facecast.outputs.null import NullOutput, NullOutputConfig
 from facecast.outputs.preview import PreviewOutput, PreviewOutputConfig
 from facecast.outputs.record import RecordOutput, RecordOutputConfig
+from facecast.outputs.spout import SpoutOutput, SpoutOutputConfig
+from facecast.outputs.virtualcam import VirtualCamOutput, VirtualCamOutputConfig
+from facecast.outputs.worker import OutputWorker
 from facecast.pipeline.stage import Stage, StartupError
+from facecast.pipeline.stats import PipelineStats
 from facecast.types import FramePacket
 
 log = logging.getLogger(__name__)
 
 # The `type` key picks the backend; adding an output = a file with its config + class, and a line here.
+# Backend libraries (NDIlib, SpoutGL, pyvirtualcam) are imported by their output's open(), so a
+# missing one is a start-up error for that output only, never an import error for the daemon.
 OutputConfig = Annotated[
-    Union[PreviewOutputConfig, RecordOutputConfig, NullOutputConfig],
+    Union[
+        PreviewOutputConfig, RecordOutputConfig, NullOutputConfig,
+        NdiOutputConfig, SpoutOutputConfig, VirtualCamOutputConfig,
+    ],
     Field(discriminator="type"),
 ]
 OUTPUT_CLASSES: dict[str, type[Output]] = {
     "preview": PreviewOutput,
     "record": RecordOutput,
     "null": NullOutput,
+    "ndi": NdiOutput,
+    "spout": SpoutOutput,
+    "virtualcam": VirtualCamOutput,
 }
+
+OPEN_TIMEOUT_S = 30.0  # an output that has not opened by then is a start-up error
+CLOSE_TIMEOUT_S = 1.5  # per output, at shutdown (a recording flushes its encoder here)
+CONTROL_OPEN_TIMEOUT_S = 10.0  # an output started from the live controls
 
 
 def build_output(name: str, cfg) -> Output:
@@ -37,48 +59,157 @@ def build_output(name: str, cfg) -> Output:
 class OutputStage(Stage):
     name = "output"
 
-    def __init__(self, configs: dict) -> None:
+    def __init__(
+        self,
+        configs: dict,
+        stats: PipelineStats | None = None,
+        *,
+        lossless: bool = False,
+        watchdog_s: float = 3.0,
+        outputs: dict[str, Output] | None = None,
+    ) -> None:
+        """`configs`: name -> output config (the `outputs:` section). `outputs`: ready-made Output
+        objects used instead (tools and tests). `lossless`: the source is a file, so a recording
+        waits instead of dropping frames."""
         self.configs = configs
-        self.outputs: dict[str, Output] = {}
-        self.failures: Counter[str] = Counter()
-        self._lock = threading.Lock()
+        self.stats = stats
+        self.lossless = lossless
+        self.watchdog_s = watchdog_s
+        self._given = outputs
+        self.workers: dict[str, OutputWorker] = {}
+        self._control_lock = threading.Lock()
+        self._stopped: list[OutputWorker] = []  # stopped by set_enabled, still closing
+        self._closed = False
+        if stats is not None:
+            stats.add_provider("outputs", self.snapshot)
+            stats.add_status_part(self.status_text)
+
+    @property
+    def outputs(self) -> dict[str, Output]:
+        return {name: w.output for name, w in self.workers.items()}
+
+    def _enabled_outputs(self) -> dict[str, Output]:
+        if self._given is not None:
+            return dict(self._given)
+        return {name: build_output(name, cfg) for name, cfg in self.configs.items() if cfg.enabled}
 
     def start(self) -> None:
-        for name, cfg in self.configs.items():
-            if not cfg.enabled:
+        candidates = {
+            name: OutputWorker(output, stats=self.stats, lossless=self.lossless)
+            for name, output in self._enabled_outputs().items()
+        }
+        for worker in candidates.values():
+            worker.start()  # every output opens at the same time, each on its own thread
+        deadline = time.monotonic() + OPEN_TIMEOUT_S
+        problems: list[str] = []
+        for name, worker in candidates.items():
+            kind = worker.output.kind
+            if not worker.ready.wait(max(0.0, deadline - time.monotonic())):
+                problems.append(f"output {name} ({kind}) did not open within {OPEN_TIMEOUT_S:.0f} s")
+                worker.stop()
                 continue
-            output = build_output(name, cfg)
-            try:
-                output.open()
-            except OutputUnavailable as exc:
-                log.warning("output %s (%s) skipped: %s", name, cfg.type, exc)
-                continue
-            except Exception as exc:
-                self.close()
-                raise StartupError(f"output {name} ({cfg.type}) cannot start: {exc}") from exc
-            self.outputs[name] = output
-            log.info("output %s (%s) ready", name, cfg.type)
-        if not self.outputs:
+            exc = worker.open_error
+            if exc is None:
+                self.workers[name] = worker
+                log.info("output %s (%s) ready%s", name, kind, _rate_note(worker.output))
+            elif isinstance(exc, OutputUnavailable):
+                log.warning("output %s (%s) skipped: %s", name, kind, exc)
+            else:
+                problems.append(f"output {name} ({kind}) cannot start: {exc}")
+        if problems:
+            self.close()
+            raise StartupError("; ".join(problems))
+        if not self.workers:
             log.warning("no output is active: frames are processed and then discarded")
 
     def process(self, packet: FramePacket) -> FramePacket:
-        with self._lock:
-            outputs = list(self.outputs.values())
-        for output in outputs:
-            try:
-                output.write(packet)
-            except Exception:
-                self.failures[output.name] += 1
-                n = self.failures[output.name]
-                if n <= 3 or n % 100 == 0:
-                    log.exception("output %s failed on frame %d (%d failures)", output.name, packet.seq, n)
+        now = time.monotonic()
+        for worker in self.workers.values():
+            worker.offer(packet)
+            self._watch(worker, now)
         return packet
 
+    def _watch(self, worker: OutputWorker, now: float) -> None:
+        """Say so when an output spends seconds in one write (a hung device or driver)."""
+        busy = worker.busy_for(now)
+        if busy > self.watchdog_s and not worker.stuck_reported:
+            worker.stuck_reported = True
+            if self.stats is not None:
+                self.stats.record_stuck(f"output.{worker.name}")
+            log.warning("output %s has been stuck in one write for %.1f s; the other outputs go on", worker.name, busy)
+        elif busy == 0.0 and worker.stuck_reported:
+            worker.stuck_reported = False
+            log.info("output %s is sending again", worker.name)
+
+    # -- live controls (facecast.control): start/stop one output by name while the stream runs --
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Every configured output: its type, whether it runs now, and its file when it has one."""
+        workers = self.workers
+        kinds = {name: cfg.type for name, cfg in self.configs.items()}
+        kinds.update({name: w.output.kind for name, w in workers.items() if name not in kinds})
+        status: dict[str, dict[str, Any]] = {}
+        for name, kind in kinds.items():
+            worker = workers.get(name)
+            info: dict[str, Any] = {"type": kind, "enabled": worker is not None}
+            if worker is not None:
+                info["state"] = worker.state
+                path = getattr(worker.output, "path", None)
+                if path is not None:
+                    info["path"] = str(path)
+            status[name] = info
+        return status
+
+    def set_enabled(self, name: str, on: bool) -> None:
+        """Start or stop the output `name` (its key under `outputs:`). KeyError: no such output.
+        Starting one that cannot open here raises why (OutputUnavailable...) and changes nothing.
+        A stopped output closes on its own thread (a recording flushes and is finalised)."""
+        with self._control_lock:
+            if self._closed:
+                raise RuntimeError("the daemon is stopping")
+            worker = self.workers.get(name)
+            if on == (worker is not None):
+                return
+            if not on:
+                # A new dict, not a change in place: process() may be iterating the old one.
+                self.workers = {n: w for n, w in self.workers.items() if n != name}
+                worker.stop()
+                self._stopped.append(worker)
+                log.info("output %s stopped", name)
+                return
+            worker = OutputWorker(build_output(name, self.configs[name]), stats=self.stats, lossless=self.lossless)
+            worker.start()
+            if not worker.ready.wait(CONTROL_OPEN_TIMEOUT_S):
+                worker.stop()
+                self._stopped.append(worker)
+                raise TimeoutError(f"it did not open within {CONTROL_OPEN_TIMEOUT_S:.0f} s")
+            if worker.open_error is not None:
+                raise worker.open_error
+            self.workers = {**self.workers, name: worker}
+            log.info("output %s (%s) started%s", name, worker.output.kind, _rate_note(worker.output))
+
+    def status_text(self) -> str:
+        """For the console status line: the live senders' rates and receivers, and any output down."""
+        return ", ".join(w.status_text() for w in list(self.workers.values()) if w.status_text())
+
+    def snapshot(self) -> dict[str, Any]:
+        """Per output: state, send rate, new/repeated/dropped frames, errors, reopens, latency from
+        capture to send, and the backend's own figures (NDI: receivers)."""
+        return {name: worker.snapshot() for name, worker in list(self.workers.items())}
+
     def close(self) -> None:
-        with self._lock:
-            outputs, self.outputs = list(self.outputs.values()), {}
-        for output in outputs:
-            try:
-                output.close()
-            except Exception:
-                log.exception("output %s failed to close", output.name)
+        with self._control_lock:
+            self._closed = True
+            workers, self.workers = list(self.workers.values()) + self._stopped, {}
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            if not worker.join(CLOSE_TIMEOUT_S):
+                log.warning("output %s did not stop within %.1f s", worker.name, CLOSE_TIMEOUT_S)
+
+
+def _rate_note(output: Output) -> str:
+    if output.delivery == "paced":
+        return f", {output.fps:g} fps paced (repeats the last frame when none is new)"
+    if output.delivery == "every":
+        return ", every frame in order"
+    return ""

@@ -146,6 +146,7 @@ class Pipeline:
                     return
                 done = time.perf_counter_ns()
                 packet.stage_done_ns[source.name] = done
+                packet.stage_busy_ns[source.name] = source.last_read_ns
                 # A source's "busy" time is the read itself; pacing sleeps are not charged to it.
                 self.stats.record_stage(source.name, 0, source.last_read_ns)
                 self._put(out_q, packet)
@@ -184,6 +185,7 @@ class Pipeline:
                 if result is None:
                     continue
                 result.stage_done_ns[stage.name] = done
+                result.stage_busy_ns[stage.name] = done - t_get
                 if out_q is not None:
                     self._put(out_q, result)
                 else:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,18 @@ from facecast.types import FramePacket
 
 PERCENTILES = (50, 95, 99)
 FPS_WINDOW_S = 2.0
+
+
+@dataclass(slots=True)
+class FrameTiming:
+    """One delivered frame, as a trace keeps it. Times are time.perf_counter_ns() values."""
+
+    seq: int
+    t_capture_ns: int
+    stage_done_ns: dict[str, int]  # when each stage finished with the frame (the last one = delivery)
+    stage_busy_ns: dict[str, int]  # time each stage worked on it, queue waits excluded
+    faces: int | None  # faces found; None when tracking did not run
+    size: tuple[int, int]  # width, height of the delivered image
 
 
 def percentiles(samples: Iterable[float]) -> dict[str, float | None]:
@@ -48,12 +61,19 @@ class PipelineStats:
         self._drops_at_reset: dict[str, int] = {}
         # Extra figures from plug-ins (e.g. connected NDI receivers), read at snapshot time.
         self._providers: dict[str, Callable[[], Any]] = {}
+        # Short texts plug-ins add to the console status line (e.g. "ndi 60.0 fps 1 receiver").
+        self._status_parts: list[Callable[[], str]] = []
+        # Every delivered frame's timings, only while a trace is on (`facecast bench`); bounded.
+        self._trace: deque[FrameTiming] | None = None
 
     def watch_queues(self, queues: Iterable[FrameQueue]) -> None:
         self._queues = list(queues)
 
     def add_provider(self, key: str, provider: Callable[[], Any]) -> None:
         self._providers[key] = provider
+
+    def add_status_part(self, part: Callable[[], str]) -> None:
+        self._status_parts.append(part)
 
     def record_stage(self, stage: str, wait_ns: int, busy_ns: int) -> None:
         with self._lock:
@@ -73,11 +93,31 @@ class PipelineStats:
             self.frames_out += 1
             self._latency_ms.append((done_ns - packet.t_capture_ns) / 1e6)
             self._output_times.append(done_ns / 1e9)
+            if self._trace is not None:
+                self._trace.append(FrameTiming(
+                    packet.seq, packet.t_capture_ns, dict(packet.stage_done_ns), dict(packet.stage_busy_ns),
+                    None if packet.faces is None else len(packet.faces),
+                    (packet.image.shape[1], packet.image.shape[0]),
+                ))
             if packet.faces is not None:
                 self.frames_tracked += 1
                 self.faces_last = len(packet.faces)
                 if packet.faces:
                     self.frames_with_face += 1
+
+    def start_trace(self, max_frames: int) -> None:
+        """Keep the timings of every delivered frame from now on (the last `max_frames` of them).
+
+        Unlike the percentile window, a trace lets a benchmark cover exactly the frames it measured,
+        frame by frame. `reset()` leaves it alone.
+        """
+        with self._lock:
+            self._trace = deque(maxlen=max_frames)
+
+    def trace(self) -> list[FrameTiming]:
+        """The traced frames in delivery order (empty when no trace was started)."""
+        with self._lock:
+            return list(self._trace or ())
 
     def reset(self) -> None:
         """Forget every sample (e.g. after a benchmark's warm-up); counters restart from zero."""
@@ -142,4 +182,13 @@ class PipelineStats:
             f"{s['fps']:.1f} fps | latency p50 {ms(s['latency_ms']['p50'])} ms p95 {ms(s['latency_ms']['p95'])} ms"
             f" | stage p50 ms: {stage_part} | faces {s['faces']} | dropped {drops} | errors {errors}"
             f" | frames {s['frames']}"
-        )
+        ) + "".join(f" | {text}" for text in self._status_texts() if text)
+
+    def _status_texts(self) -> list[str]:
+        texts = []
+        for part in self._status_parts:
+            try:
+                texts.append(part())
+            except Exception as exc:  # a plug-in's text must never break the status line
+                texts.append(f"unavailable: {exc}")
+        return texts

@@ -1,0 +1,502 @@
+"""`animate` with backend `mesh`: a character portrait follows the person on camera, on the CPU.
+
+No neural network and no downloaded weights: the character is a 2-D puppet rigged on its own
+MediaPipe face mesh.
+
+- `MeshRig` (one per character and output size, built once): the portrait framed to the output
+  size with its matte as alpha, a thin-plate-spline basis over ~200 control points (face mesh, a
+  rigid ring around the head, fixed image borders), a closed-eyes layer and the mouth colours.
+  `render(RigParams)` turns head angles, eye openness, mouth opening and an expression field into
+  the output image: a (grid x points) matrix product, a fixed-point inversion on the coarse grid,
+  one cv2.remap, then the eyelids and the mouth interior painted in their small boxes.
+- `Retargeter` turns the tracked driver face into RigParams, relative to a neutral pose taken from
+  the first tracked frames (and again on `recalibrate()`), scaled by the configured multipliers,
+  easing back to neutral when the face is lost.
+- `AnimateMesh` is the Effect: it reads the active character from the library every frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from facecast.configbase import StrictModel
+from facecast.effects import warp
+from facecast.effects.base import Effect
+from facecast.tracking.geometry import pose_from_rotation
+from facecast.types import Face, FramePacket, Image, Landmarks
+
+log = logging.getLogger(__name__)
+
+BackgroundMode = Literal["transparent", "original", "color"]
+
+GRID_STEP = 8  # output pixels between coarse grid points
+MAX_ANGLE = {"pitch": 30.0, "yaw": 40.0, "roll": 40.0}  # beyond this a 2-D warp tears
+
+# The expression regions whose motion relative to the skull is copied from the driver.
+_LOWER_OVAL = [361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132]
+MOUTH_REGION = sorted(set(warp.LIPS_OUTER + warp.INNER_LIP_UPPER + warp.INNER_LIP_LOWER + warp.CHIN
+                          + _LOWER_OVAL + [205, 425, 207, 427, 187, 411, 147, 376, 36, 266]))
+BROW_REGION = sorted(set(warp.BROW_LEFT + warp.BROW_RIGHT))
+
+
+class PoseMultipliers(StrictModel):
+    yaw: float = Field(1.0, ge=0, le=3, description="turning left/right")
+    pitch: float = Field(1.0, ge=0, le=3, description="nodding up/down")
+    roll: float = Field(1.0, ge=0, le=3, description="tilting the head")
+
+
+class AnimateMeshConfig(StrictModel):
+    backend: Literal["mesh"] = Field("mesh", description="mesh = landmark-driven warp on the CPU, no weights")
+    width: int = Field(512, ge=64, le=4096, description="output width in pixels")
+    height: int = Field(512, ge=64, le=4096, description="output height in pixels")
+    background: BackgroundMode = Field("transparent", description="transparent | original | color")
+    background_color: tuple[int, int, int] = Field((0, 177, 64), description="BGR used by background: color")
+    pose: PoseMultipliers = PoseMultipliers()
+    movement: float = Field(0.5, ge=0, le=2, description="how much the character follows head shifts and zoom")
+    eyes: float = Field(1.0, ge=0, le=2, description="blink strength")
+    mouth: float = Field(1.0, ge=0, le=3, description="mouth and jaw movement")
+    brows: float = Field(1.0, ge=0, le=3, description="eyebrow movement")
+    calibration_frames: int = Field(10, ge=1, le=300, description="tracked frames averaged into the neutral pose")
+    return_to_neutral_s: float = Field(0.35, gt=0, le=10, description="time constant of easing back when no face is tracked")
+
+
+@dataclass(slots=True)
+class RigParams:
+    """What the puppet does in one frame, in the character's own terms."""
+
+    pitch: float = 0.0  # degrees, HeadPose convention (chin up > 0)
+    yaw: float = 0.0  # face turns toward the image's right > 0
+    roll: float = 0.0  # counter-clockwise on screen > 0
+    shift: tuple[float, float] = (0.0, 0.0)  # output pixels
+    scale: float = 1.0
+    eyes: tuple[float, float] = (1.0, 1.0)  # openness relative to the portrait: 0 closed, 1 as drawn
+    mouth: float = 0.0  # extra jaw drop in mouth widths (the synthetic driver's knob)
+    expression: np.ndarray | None = None  # (478, 3) landmark offsets in output pixels, skull frame
+
+
+def rotation_from_pose(pitch: float, yaw: float, roll: float) -> np.ndarray:
+    """The 3x3 rotation (camera axes: x right, y down, z away) that `pose_from_rotation` reads back
+    as HeadPose(pitch, yaw, roll)."""
+    p, y, r = (math.radians(-v) for v in (pitch, yaw, roll))
+    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    rz = np.array([[math.cos(r), -math.sin(r), 0], [math.sin(r), math.cos(r), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _face_scale(lm: np.ndarray) -> float:
+    pts = lm[warp.RIGID, :2]
+    return float(np.sqrt(((pts - pts.mean(0)) ** 2).sum(1).mean()))
+
+
+def _mouth_drop_weights() -> dict[int, float]:
+    """How far each landmark moves down, per unit of jaw drop (the parametric mouth)."""
+    w: dict[int, float] = {}
+    for i in warp.INNER_LIP_LOWER + [375, 321, 405, 314, 17, 84, 181, 91, 146]:
+        w[i] = 1.0
+    for i in warp.INNER_LIP_UPPER + [185, 40, 39, 37, 0, 267, 269, 270, 409]:
+        w[i] = -0.06
+    for i in (61, 291, 78, 308):
+        w[i] = 0.4
+    for i in warp.CHIN + [152, 148, 176, 377, 400, 378, 149]:
+        w[i] = 0.85
+    for i, v in ((150, 0.6), (379, 0.6), (136, 0.45), (365, 0.45), (172, 0.3), (397, 0.3), (58, 0.15), (288, 0.15),
+                 (205, 0.15), (425, 0.15), (207, 0.25), (427, 0.25), (147, 0.1), (376, 0.1), (36, 0.05), (266, 0.05)):
+        w[i] = v
+    return w
+
+
+MOUTH_DROP = _mouth_drop_weights()
+_CONTROL_FACE = sorted(set(
+    warp.FACE_OVAL + warp.EYE_LEFT + warp.EYE_RIGHT + warp.EYE_LEFT_RING + warp.EYE_RIGHT_RING
+    + warp.BROW_LEFT + warp.BROW_RIGHT + warp.NOSE + warp.LIPS_OUTER + warp.CHEEKS + warp.FOREHEAD + warp.CHIN
+))
+
+
+class MeshRig:
+    """One character prepared for one output size. Immutable after construction; render() is pure."""
+
+    def __init__(self, image: Image, matte: np.ndarray | None, landmarks: Landmarks, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        h, w = image.shape[:2]
+        lm = np.asarray(landmarks, dtype=np.float64)
+        # Frame the portrait: cover the output, centred on the face horizontally, clamped to the image.
+        s = max(width / w, height / h)
+        cx = float(np.clip(lm[warp.FACE_OVAL, 0].mean() * s - width / 2, 0, w * s - width))
+        cy = float(np.clip(h * s / 2 - height / 2, 0, h * s - height))
+        self.framing = np.array([[s, 0, -cx], [0, s, -cy]])
+        bgra = np.dstack([image[:, :, :3], matte if matte is not None else np.full((h, w), 255, np.uint8)])
+        self.source = cv2.warpAffine(bgra, self.framing, (width, height), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+                                     borderMode=cv2.BORDER_REPLICATE)
+        self.landmarks = np.hstack([warp.apply_affine(self.framing, lm[:, :2]), lm[:, 2:3] * s]).astype(np.float32)
+        # Depth: a smooth head surface plus a little of the mesh's own relief. Raw per-point depth
+        # makes close points with different depth (nose ridge, eye corners) cross over when the head
+        # turns, which folds the warp.
+        xy = self.landmarks[:, :2].astype(np.float64)
+        design = np.column_stack([np.ones(len(xy)), xy, xy**2, xy[:, :1] * xy[:, 1:]])
+        coef, *_ = np.linalg.lstsq(design, self.landmarks[:, 2], rcond=None)
+        smooth_z = design @ coef
+        self.landmarks[:, 2] = (smooth_z + 0.35 * (self.landmarks[:, 2] - smooth_z)).astype(np.float32)
+        L = self.landmarks.astype(np.float64)
+        self.scale = _face_scale(L)
+        self.mouth_width = float(np.linalg.norm(L[61, :2] - L[291, :2]))
+        self.rest_gap = float(np.linalg.norm(L[13, :2] - L[14, :2]))
+        # Rotation pivot: between the ears, behind the face.
+        self.pivot = np.array([*L[warp.RIGID, :2].mean(0), L[[234, 454], 2].mean()])
+
+        # Control points: face mesh points, a ring around the skull that moves rigidly, fixed borders.
+        self.face_idx = np.array(_CONTROL_FACE)
+        face_xy = L[self.face_idx, :2]
+        oval = L[warp.FACE_OVAL]
+        centre = oval[:, :2].mean(0)
+        # The ring turns with the skull at the top (hair) and stays put at the neck, smoothly between.
+        y_eyes, y_chin = L[[33, 263], 1].mean(), L[152, 1]
+        ring, ring_w = [], []
+        for p in oval:
+            w_rigid = _smoothstep(0.0, 1.0, float((y_chin - p[1]) / max(y_chin - y_eyes, 1.0)))
+            for k, w in ((1.3, w_rigid), (1.65, 0.85 * w_rigid)):
+                if k == 1.3 and w_rigid < 0.5:
+                    continue  # near the jaw a close fixed point would fold the skin
+                q = centre + k * (p[:2] - centre)
+                ring.append((q[0], q[1], p[2]))
+                ring_w.append(w)
+        border = []
+        for t in np.linspace(0, 1, 6):
+            border += [(t * (width - 1), 0), (t * (width - 1), height - 1), (0, t * (height - 1)), (width - 1, t * (height - 1))]
+        border = np.unique(np.round(np.array(border), 3), axis=0)
+        margin = 0.08 * min(width, height)
+        keep = [i for i, r in enumerate(ring) if margin <= r[0] <= width - 1 - margin and margin <= r[1] <= height - 1 - margin]
+        ring = np.array([ring[i] for i in keep]).reshape(-1, 3)
+        self.ring_weight = np.array([ring_w[i] for i in keep])[:, None]
+        self.ring = ring
+        centres = np.vstack([face_xy, ring[:, :2], border])
+        self.n_face, self.n_ring = len(face_xy), len(ring)
+        self.grid = warp.Grid.covering(0, 0, width, height, GRID_STEP)
+        self.tps = warp.TpsField(centres, self.grid, smoothing=1e-5)
+        self.grid_points = self.grid.points()
+        self.n_border = len(border)
+
+        # Eyelids: the portrait with its eyes painted shut, blended in as the eyes close.
+        self.closed, self.eye_masks = self._closed_eyes()
+        # Mouth interior colours: a dark throat from the lip colour, teeth if the portrait shows them.
+        self.cavity, self.teeth = self._mouth_colours()
+        self._identity = warp.identity_map(width, height)
+
+    # -- per character precomputation ---------------------------------------------------------------
+    def _closed_eyes(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        bgr = np.ascontiguousarray(self.source[:, :, :3])
+        L = self.landmarks
+        hole = np.zeros(bgr.shape[:2], np.uint8)
+        masks = []
+        for poly in (warp.EYE_LEFT, warp.EYE_RIGHT):
+            pts = L[poly, :2].round().astype(np.int32)
+            m = np.zeros_like(hole)
+            cv2.fillPoly(m, [pts], 255)
+            eye_w = float(np.linalg.norm(L[poly[0], :2] - L[poly[8], :2]))
+            k = max(3, int(eye_w * 0.15) | 1)
+            m = cv2.dilate(m, np.ones((k, k), np.uint8))
+            hole |= m
+            masks.append(cv2.GaussianBlur(m, (0, 0), max(1.0, eye_w * 0.06)).astype(np.float32) / 255.0)
+        closed = cv2.inpaint(bgr, hole, 5, cv2.INPAINT_TELEA)
+        # The lash line where the lids meet, a little above the lower lid.
+        for upper, lower in ((warp.EYE_LEFT_UPPER, warp.EYE_LEFT_LOWER[::-1]), (warp.EYE_RIGHT_UPPER, warp.EYE_RIGHT_LOWER[::-1])):
+            line = (0.25 * L[upper, :2] + 0.75 * L[lower, :2])
+            eye_w = float(np.linalg.norm(L[upper[0], :2] - L[upper[-1], :2]))
+            lash = tuple(int(v) for v in (np.median(bgr[hole > 0], axis=0) * 0.25))
+            cv2.polylines(closed, [np.round(line * 4).astype(np.int32)], False, lash, max(1, round(eye_w * 0.07)),
+                          cv2.LINE_AA, shift=2)
+        return closed, masks
+
+    def _mouth_colours(self) -> tuple[np.ndarray, tuple[int, int, int] | None]:
+        L = self.landmarks
+        bgr = self.source[:, :, :3]
+        lips = np.zeros(bgr.shape[:2], np.uint8)
+        cv2.fillPoly(lips, [L[warp.LIPS_OUTER, :2].round().astype(np.int32)], 255)
+        inner = np.zeros_like(lips)
+        cv2.fillPoly(inner, [L[warp.MOUTH_INNER, :2].round().astype(np.int32)], 255)
+        lip_colour = np.median(bgr[(lips > 0) & (inner == 0)], axis=0) if np.any((lips > 0) & (inner == 0)) else np.array([90, 90, 160])
+        cavity = lip_colour * 0.22
+        tongue = lip_colour * 0.6
+        teeth = None
+        if self.rest_gap > 2.0 and np.count_nonzero(inner) > 10:
+            px = bgr[inner > 0].astype(np.float32)
+            bright = px[px.mean(1) > np.percentile(px.mean(1), 60)]
+            if bright.mean() > 110:
+                teeth = tuple(int(v) for v in np.median(bright, axis=0))
+        # A vertical gradient: dark throat at the top, the tongue's colour toward the lower lip.
+        t = np.linspace(0.0, 1.0, 64)[:, None] ** 2
+        ramp = (cavity * (1 - t) + tongue * t).astype(np.float32)
+        return ramp, teeth
+
+    # -- per frame -----------------------------------------------------------------------------------
+    def targets(self, params: RigParams) -> tuple[np.ndarray, np.ndarray]:
+        """Where the landmarks (478, 2) and the skull ring (n, 2) go for these params."""
+        L = self.landmarks.astype(np.float64)
+        moved = L.copy()
+        if params.expression is not None:
+            moved += params.expression
+        if params.mouth:
+            drop = params.mouth * self.mouth_width
+            for i, wgt in MOUTH_DROP.items():
+                moved[i, 1] += wgt * drop
+        for eye, pairs in zip(params.eyes, (warp.LID_PAIRS_LEFT, warp.LID_PAIRS_RIGHT), strict=True):
+            closure = float(np.clip(1.0 - eye, -0.3, 1.0))
+            if closure == 0.0:
+                continue
+            up, lo = [p[0] for p in pairs], [p[1] for p in pairs]
+            gap = moved[lo] - moved[up]
+            # The upper lid does most of the travel; they meet a quarter of the way up from the lower lid.
+            moved[up] += 0.75 * closure * gap
+            moved[lo] -= 0.25 * max(closure, 0.0) * gap
+        r = rotation_from_pose(params.pitch, params.yaw, params.roll)
+        shift = np.array(params.shift)
+        out = (moved - self.pivot) @ r.T * params.scale + self.pivot
+        ring = (self.ring - self.pivot) @ r.T * params.scale + self.pivot
+        return out[:, :2] + shift, ring[:, :2] + shift
+
+    def backward_map(self, params: RigParams) -> tuple[np.ndarray, np.ndarray]:
+        """(map (h, w, 2) float32 for cv2.remap, landmark targets (478, 2))."""
+        lm_t, ring_t = self.targets(params)
+        disp = np.zeros((self.n_face + self.n_ring + self.n_border, 2), np.float32)
+        disp[: self.n_face] = lm_t[self.face_idx] - self.landmarks[self.face_idx, :2]
+        disp[self.n_face: self.n_face + self.n_ring] = (ring_t - self.ring[:, :2]) * self.ring_weight
+        forward = self.tps.field(disp)
+        back = warp.invert_displacement(self.grid, forward, self.grid_points)
+        fine = warp.upsample(back - self.grid_points, self.width, self.height)
+        fine += self._identity
+        return fine, lm_t
+
+    def render(self, params: RigParams) -> Image:
+        """The character as `params` say: BGRA, straight alpha, the rig's output size."""
+        fmap, lm_t = self.backward_map(params)
+        out = cv2.remap(self.source, fmap, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        for eye, poly, mask in zip(params.eyes, (warp.EYE_LEFT, warp.EYE_RIGHT), self.eye_masks, strict=True):
+            weight = _smoothstep(0.25, 0.9, 1.0 - eye)
+            if weight > 0.0:
+                self._paint_eyelid(out, fmap, lm_t[poly], mask, weight)
+        self._paint_mouth(out, lm_t)
+        return out
+
+    def _roi(self, pts: np.ndarray, pad: float) -> tuple[int, int, int, int] | None:
+        x0, y0 = np.floor(pts.min(0) - pad).astype(int)
+        x1, y1 = np.ceil(pts.max(0) + pad).astype(int)
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.width, x1), min(self.height, y1)
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+    def _paint_eyelid(self, out: Image, fmap: np.ndarray, eye_pts: np.ndarray, mask: np.ndarray, weight: float) -> None:
+        eye_w = float(np.ptp(eye_pts[:, 0]))
+        roi = self._roi(eye_pts, 0.35 * eye_w + 2)
+        if roi is None:
+            return
+        x0, y0, x1, y1 = roi
+        sub = fmap[y0:y1, x0:x1]
+        closed = cv2.remap(self.closed, sub, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        a = cv2.remap(mask, sub, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[:, :, None] * weight
+        region = out[y0:y1, x0:x1, :3]
+        region[:] = (region * (1 - a) + closed * a).astype(np.uint8)
+
+    def _paint_mouth(self, out: Image, lm_t: np.ndarray) -> None:
+        gap = float(np.linalg.norm(lm_t[13] - lm_t[14]))
+        extra = gap - self.rest_gap
+        if extra < 1.0:
+            return
+        poly = lm_t[warp.MOUTH_INNER]
+        roi = self._roi(poly, 3)
+        if roi is None:
+            return
+        x0, y0, x1, y1 = roi
+        region = out[y0:y1, x0:x1, :3]
+        local = np.round((poly - (x0, y0)) * 4).astype(np.int32)
+        mask = np.zeros(region.shape[:2], np.uint8)
+        cv2.fillPoly(mask, [local], 255, cv2.LINE_AA, shift=2)
+        top, bottom = poly[:, 1].min() - y0, poly[:, 1].max() - y0
+        rows = np.clip((np.arange(y1 - y0) - top) / max(bottom - top, 1.0) * 63, 0, 63).astype(int)
+        paint = np.empty_like(region)
+        paint[:] = self.cavity[rows][:, None, :].astype(np.uint8)
+        if self.teeth is not None:
+            # Upper teeth hang from the upper lip: the lip line moved down by the teeth height.
+            upper = lm_t[warp.INNER_LIP_UPPER] - (x0, y0)
+            height = min(max(self.rest_gap, 0.12 * self.mouth_width), 0.6 * gap)
+            band = np.vstack([upper, (upper + (0, height))[::-1]])
+            teeth = np.zeros(region.shape[:2], np.uint8)
+            cv2.fillPoly(teeth, [np.round(band * 4).astype(np.int32)], 255, cv2.LINE_AA, shift=2)
+            ta = cv2.GaussianBlur(teeth, (0, 0), 0.8).astype(np.float32)[:, :, None] / 255.0
+            paint = (paint * (1 - ta) + np.array(self.teeth, np.float32) * ta).astype(np.uint8)
+        # Fade in over the first pixels of opening so the mouth does not pop.
+        strength = min(1.0, extra / 3.0)
+        a = (mask.astype(np.float32) * (strength / 255.0))[:, :, None]
+        region[:] = (region * (1 - a) + paint * a).astype(np.uint8)
+
+
+def _smoothstep(e0: float, e1: float, x: float) -> float:
+    t = min(1.0, max(0.0, (x - e0) / (e1 - e0)))
+    return t * t * (3 - 2 * t)
+
+
+# -- the driver side -------------------------------------------------------------------------------
+@dataclass
+class Neutral:
+    landmarks: np.ndarray  # (478, 3) averaged neutral face, frame pixels
+    eyes: tuple[float, float]
+    scale: float
+
+
+@dataclass
+class Retargeter:
+    """Driver face -> RigParams for one character, relative to the driver's neutral pose."""
+
+    cfg: AnimateMeshConfig
+    neutral: Neutral | None = None
+    _samples: list[Face] = field(default_factory=list)
+    _state: RigParams = field(default_factory=RigParams)
+    _last_t: float | None = None
+
+    def recalibrate(self) -> None:
+        self.neutral = None
+        self._samples = []
+
+    def update(self, face: Face | None, t: float, rig: MeshRig) -> RigParams:
+        dt = 0.0 if self._last_t is None else max(0.0, t - self._last_t)
+        self._last_t = t
+        if face is None:
+            self._state = _ease(self._state, math.exp(-dt / self.cfg.return_to_neutral_s))
+            return self._state
+        if self.neutral is None:
+            self._samples.append(face)
+            if len(self._samples) >= self.cfg.calibration_frames:
+                self.neutral = _neutral_from(self._samples)
+                self._samples = []
+                log.info("animate: neutral pose taken from %d frames", self.cfg.calibration_frames)
+            self._state = _ease(self._state, math.exp(-dt / self.cfg.return_to_neutral_s))
+            return self._state
+        self._state = self.params(face, rig)
+        return self._state
+
+    def params(self, face: Face, rig: MeshRig) -> RigParams:
+        cfg, n = self.cfg, self.neutral
+        assert n is not None
+        cur = face.landmarks.astype(np.float64)
+        s, r, t = warp.kabsch(n.landmarks[warp.RIGID], cur[warp.RIGID])
+        pose = pose_from_rotation(r)
+        pitch = float(np.clip(pose.pitch * cfg.pose.pitch, -MAX_ANGLE["pitch"], MAX_ANGLE["pitch"]))
+        yaw = float(np.clip(pose.yaw * cfg.pose.yaw, -MAX_ANGLE["yaw"], MAX_ANGLE["yaw"]))
+        roll = float(np.clip(pose.roll * cfg.pose.roll, -MAX_ANGLE["roll"], MAX_ANGLE["roll"]))
+        # Expression: the landmarks in the neutral skull frame, minus the neutral face.
+        in_skull = (cur - t) @ r / s
+        resid = in_skull - n.landmarks
+        k = rig.scale / n.scale
+        q = warp.similarity(n.landmarks[warp.RIGID, :2], rig.landmarks[warp.RIGID, :2])[:, :2]
+        q = q / max(np.sqrt(abs(np.linalg.det(q))), 1e-9)  # rotation only
+        expr = np.zeros((len(cur), 3))
+        for idx, mult in ((MOUTH_REGION, cfg.mouth), (BROW_REGION, cfg.brows)):
+            if mult:
+                expr[idx, :2] = resid[idx, :2] @ q.T * (k * mult)
+                expr[idx, 2] = resid[idx, 2] * k * mult
+        # Eyes: openness relative to the driver's own neutral, so any eye shape closes fully.
+        eyes = []
+        for open_now, open_neutral in zip(face.eye_openness, n.eyes, strict=True):
+            ratio = open_now / max(open_neutral, 1e-3)
+            closure = float(np.clip((0.85 - ratio) / 0.55, 0.0, 1.0)) * cfg.eyes
+            eyes.append(1.0 - min(closure, 1.0))
+        centre_now = cur[warp.RIGID, :2].mean(0)
+        centre_neutral = n.landmarks[warp.RIGID, :2].mean(0)
+        move = (centre_now - centre_neutral) / n.scale * rig.scale * cfg.movement
+        limit = 0.25 * np.array([rig.width, rig.height])
+        move = np.clip(move, -limit, limit)
+        scale = float(np.clip(1.0 + (s - 1.0) * cfg.movement, 0.75, 1.33))
+        return RigParams(pitch=pitch, yaw=yaw, roll=roll, shift=(float(move[0]), float(move[1])), scale=scale,
+                         eyes=(eyes[0], eyes[1]), expression=expr)
+
+
+def _neutral_from(faces: list[Face]) -> Neutral:
+    ref = faces[0].landmarks.astype(np.float64)
+    aligned = []
+    for f in faces:
+        cur = f.landmarks.astype(np.float64)
+        s, r, t = warp.kabsch(cur[warp.RIGID], ref[warp.RIGID])
+        aligned.append(cur @ r.T * s + t)
+    lm = np.mean(aligned, axis=0)
+    eyes = tuple(float(np.median([f.eye_openness[i] for f in faces])) for i in (0, 1))
+    return Neutral(landmarks=lm, eyes=(eyes[0], eyes[1]), scale=_face_scale(lm))
+
+
+def _ease(p: RigParams, keep: float) -> RigParams:
+    """Move params a step toward neutral: `keep` of the way from neutral remains."""
+    return RigParams(
+        pitch=p.pitch * keep, yaw=p.yaw * keep, roll=p.roll * keep,
+        shift=(p.shift[0] * keep, p.shift[1] * keep), scale=1.0 + (p.scale - 1.0) * keep,
+        eyes=(1.0 - (1.0 - p.eyes[0]) * keep, 1.0 - (1.0 - p.eyes[1]) * keep),
+        mouth=p.mouth * keep, expression=None if p.expression is None else p.expression * keep,
+    )
+
+
+# -- the effect ------------------------------------------------------------------------------------
+class AnimateMesh(Effect):
+    """The active character, driven by the first (largest) tracked face."""
+
+    name = "animate"
+
+    def __init__(self, cfg: AnimateMeshConfig, characters) -> None:
+        self.cfg = cfg
+        self.characters = characters  # CharacterLibrary (or anything with .active)
+        self._rigs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._retarget = Retargeter(cfg)
+        self._recalibrate = threading.Event()
+        self._blank: Image | None = None
+
+    def start(self) -> None:
+        for character in getattr(self.characters, "characters", lambda: [])():
+            self.rig_for(character)  # build every rig before the first frame: switching is instant
+
+    def recalibrate(self) -> None:
+        """Take the neutral pose again from the next tracked frames (any thread)."""
+        self._recalibrate.set()
+
+    def rig_for(self, character) -> MeshRig:
+        rig = self._rigs.get(character)
+        if rig is None:
+            rig = MeshRig(character.image, character.matte, character.landmarks, self.cfg.width, self.cfg.height)
+            self._rigs[character] = rig
+        return rig
+
+    def apply(self, packet: FramePacket) -> Image:
+        character = self.characters.active
+        if character is None:
+            return self._no_character()
+        rig = self.rig_for(character)
+        if self._recalibrate.is_set():
+            self._recalibrate.clear()
+            self._retarget.recalibrate()
+        faces = packet.faces or []
+        face = max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None
+        params = self._retarget.update(face, packet.t_capture_ns / 1e9, rig)
+        return compose_background(rig.render(params), rig, self.cfg.background, self.cfg.background_color)
+
+    def _no_character(self) -> Image:
+        if self._blank is None:
+            self._blank = np.zeros((self.cfg.height, self.cfg.width, 4), np.uint8)
+            cv2.putText(self._blank, "no character loaded", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
+                        (255, 255, 255, 255), 2, cv2.LINE_AA)
+        return self._blank
+
+
+def compose_background(bgra: Image, rig: MeshRig, mode: BackgroundMode, color: tuple[int, int, int]) -> Image:
+    if mode == "transparent":
+        return bgra
+    if mode == "original":
+        return np.ascontiguousarray(bgra[:, :, :3])
+    a = bgra[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
+    bg = np.array(color, np.float32)
+    return (bgra[:, :, :3] * a + bg * (1.0 - a)).astype(np.uint8)
+
+
+__all__ = ["AnimateMesh", "AnimateMeshConfig", "MeshRig", "RigParams", "Retargeter", "rotation_from_pose"]

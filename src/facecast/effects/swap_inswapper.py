@@ -1,0 +1,52 @@
+"""`swap` with backend `inswapper`: InsightFace's swapper on the shared engine pool."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from facecast.configbase import StrictModel
+from facecast.effects.base import Effect
+from facecast.engines.pool import EnginePool
+from facecast.neural import faceswap
+from facecast.types import FramePacket, Image
+
+
+class SwapInswapperConfig(StrictModel):
+    backend: Literal["inswapper"] = Field("inswapper", description="inswapper_128 + ArcFace on the engine pool (non-commercial licence)")
+    max_faces: int = Field(4, ge=1, le=8, description="faces swapped per frame (tracking.max_faces limits how many are tracked)")
+    keep_mouth: bool = Field(True, description="show the target's own mouth interior when it speaks")
+
+
+class SwapInswapper(Effect):
+    name = "swap"
+
+    def __init__(self, cfg: SwapInswapperConfig, characters, pool: EnginePool) -> None:
+        pool.require(faceswap.MODELS, "inswapper")
+        self.cfg = cfg
+        self.characters = characters
+        self.pool = pool
+        self.swapper: faceswap.InSwapper | None = None
+        self._latents: dict[int, np.ndarray] = {}
+        self.priority = "live"  # "batch" when a job renders with it: live frames go first on the engines
+
+    def start(self) -> None:
+        self.swapper = faceswap.InSwapper(self.pool)
+
+    def _latent(self, character) -> np.ndarray:
+        key = id(character)
+        if key not in self._latents:  # the ArcFace embedding is computed once per character
+            self._latents = {key: self.swapper.latent_for(character.image, character.landmarks, self.priority)}
+        return self._latents[key]
+
+    def apply(self, packet: FramePacket) -> Image:
+        character = self.characters.active
+        if character is None or self.swapper is None or not packet.faces:
+            return packet.image
+        latent = self._latent(character)
+        frame = packet.image.copy()
+        for face in packet.faces[: self.cfg.max_faces]:
+            self.swapper.swap_face(frame, face.landmarks, latent, keep_mouth=self.cfg.keep_mouth, priority=self.priority)
+        return frame

@@ -1,0 +1,218 @@
+"""Dense image warps driven by a few hundred control points, cheap enough for every frame.
+
+The recipe (shared by the `animate` and `swap` mesh backends and the synthetic driver):
+
+1. Per character, once: a thin-plate spline (TPS) over fixed control points, evaluated on a coarse
+   grid. Because the centres never move, the whole interpolation collapses into one matrix
+   `basis` (grid points x control points): the displacement field of a frame is `basis @ d`.
+2. Per frame: that matrix product gives the forward displacement f(x) = x + d(x) on the grid.
+   Image warping needs the backward map g = f^-1 (for each output pixel, where to read from); it
+   is found by fixed-point iteration x <- y - d(x), sampling d bilinearly on the tiny grid.
+3. The coarse backward map is upsampled with cv2.resize and applied with one cv2.remap.
+
+Everything here is pure numpy/OpenCV: no model, no state between frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float32]
+
+# Mesh landmark groups (MediaPipe face mesh indices), ordered along each contour.
+FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+LIPS_OUTER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146]
+INNER_LIP_UPPER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
+INNER_LIP_LOWER = [308, 324, 318, 402, 317, 14, 87, 178, 88, 95, 78]
+MOUTH_INNER = INNER_LIP_UPPER + INNER_LIP_LOWER[1:-1]  # closed polygon, upper lip left to right then back
+# Eyes as seen in the image: "left" = the eye on the image's left (the subject's right eye).
+EYE_LEFT_UPPER = [33, 246, 161, 160, 159, 158, 157, 173, 133]
+EYE_LEFT_LOWER = [133, 155, 154, 153, 145, 144, 163, 7, 33]
+EYE_RIGHT_UPPER = [362, 398, 384, 385, 386, 387, 388, 466, 263]
+EYE_RIGHT_LOWER = [263, 249, 390, 373, 374, 380, 381, 382, 362]
+EYE_LEFT = EYE_LEFT_UPPER + EYE_LEFT_LOWER[1:-1]
+EYE_RIGHT = EYE_RIGHT_UPPER + EYE_RIGHT_LOWER[1:-1]
+# Upper/lower lid pairs (same position along the eye), for closing the eyes.
+LID_PAIRS_LEFT = [(246, 7), (161, 163), (160, 144), (159, 145), (158, 153), (157, 154), (173, 155)]
+LID_PAIRS_RIGHT = [(398, 382), (384, 381), (385, 380), (386, 374), (387, 373), (388, 390), (466, 249)]
+EYE_LEFT_RING = [130, 25, 110, 24, 23, 22, 26, 112, 243]  # skin below the lower lid
+EYE_RIGHT_RING = [359, 255, 339, 254, 253, 252, 256, 341, 463]
+BROW_LEFT = [70, 63, 105, 66, 107, 46, 53, 52, 65, 55]
+BROW_RIGHT = [300, 293, 334, 296, 336, 276, 283, 282, 295, 285]
+NOSE = [1, 2, 4, 5, 6, 168, 195, 197, 98, 327, 94, 129, 358, 49, 279]
+CHEEKS = [50, 280, 205, 425, 187, 411, 123, 352, 116, 345, 147, 376, 207, 427, 36, 266]
+FOREHEAD = [151, 9, 108, 337, 69, 299, 104, 333]
+CHIN = [175, 199, 200, 18, 83, 313, 32, 262, 201, 421, 208, 428]
+# Points that move with the skull only (no expression): used to find head rotation and scale.
+RIGID = [10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 33, 133, 362, 263, 234, 454, 93, 323, 127, 356,
+         162, 389, 21, 251, 54, 284, 103, 332, 109, 338, 116, 345, 98, 327]
+
+
+def _tps_u(r2: np.ndarray) -> np.ndarray:
+    """TPS radial basis r^2 log r, written with r^2 (0 at r = 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = 0.5 * r2 * np.log(r2)
+    return np.nan_to_num(u, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A coarse grid whose point (i, j) sits at (x0 + j*sx, y0 + i*sy) in image pixels."""
+
+    x0: float
+    y0: float
+    sx: float
+    sy: float
+    cols: int
+    rows: int
+
+    @classmethod
+    def covering(cls, x: float, y: float, width: int, height: int, step: float) -> Grid:
+        """The grid that cv2.resize of a (rows, cols) array to (height, width) interpolates exactly.
+
+        Coarse sample j sits at fine coordinate (j + 0.5) * width / cols - 0.5 (OpenCV's pixel-centre
+        convention), offset by (x, y).
+        """
+        cols = max(2, int(round(width / step)))
+        rows = max(2, int(round(height / step)))
+        sx, sy = width / cols, height / rows
+        return cls(x + 0.5 * sx - 0.5, y + 0.5 * sy - 0.5, sx, sy, cols, rows)
+
+    def points(self) -> FloatArray:
+        xs = self.x0 + self.sx * np.arange(self.cols, dtype=np.float32)
+        ys = self.y0 + self.sy * np.arange(self.rows, dtype=np.float32)
+        gx, gy = np.meshgrid(xs, ys)
+        return np.stack([gx, gy], axis=-1).astype(np.float32)  # (rows, cols, 2)
+
+    def sample(self, field: FloatArray, at: FloatArray) -> FloatArray:
+        """Bilinear sample of a (rows, cols, 2) field at image points `at` (..., 2); edges replicate."""
+        u = ((at[..., 0] - self.x0) / self.sx).astype(np.float32)
+        v = ((at[..., 1] - self.y0) / self.sy).astype(np.float32)
+        return cv2.remap(field, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+class TpsField:
+    """Thin-plate spline through fixed centres, pre-evaluated on a grid: field = basis @ values."""
+
+    def __init__(self, centres: np.ndarray, grid: Grid, smoothing: float = 1e-4) -> None:
+        centres = np.asarray(centres, dtype=np.float64)
+        k = len(centres)
+        if k < 3:
+            raise ValueError("a thin-plate spline needs at least 3 control points")
+        scale = float(max(grid.cols * grid.sx, grid.rows * grid.sy))
+        c = centres / scale  # normalised coordinates keep the system well conditioned
+        d2 = ((c[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+        big_k = _tps_u(d2) + smoothing * np.eye(k)
+        p = np.hstack([np.ones((k, 1)), c])
+        lhs = np.zeros((k + 3, k + 3))
+        lhs[:k, :k], lhs[:k, k:], lhs[k:, :k] = big_k, p, p.T
+        inv = np.linalg.pinv(lhs)[:, :k]  # (k+3, k): values -> [weights; affine]
+        g = grid.points().reshape(-1, 2).astype(np.float64) / scale
+        gd2 = ((g[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+        design = np.hstack([_tps_u(gd2), np.ones((len(g), 1)), g])
+        self.grid = grid
+        self.centres = centres.astype(np.float32)
+        self.basis = (design @ inv).astype(np.float32)  # (rows*cols, k)
+        self._inv = inv.astype(np.float32)
+        self._scale = scale
+
+    def field(self, values: np.ndarray) -> FloatArray:
+        """The (rows, cols, 2) field interpolating `values` (k, 2) given at the centres."""
+        out = self.basis @ np.asarray(values, dtype=np.float32)
+        return out.reshape(self.grid.rows, self.grid.cols, 2)
+
+
+def invert_displacement(grid: Grid, disp: FloatArray, targets: FloatArray, iterations: int = 3) -> FloatArray:
+    """Solve x + d(x) = y for each y in `targets` (..., 2), d given on `grid`: the backward map.
+
+    Newton steps with the field's Jacobian (sampled from the grid like the field itself) converge
+    where the warp stretches a lot (a jaw dropping opens the lips to several times their gap), where
+    plain fixed-point iteration x <- y - d(x) would not. Where the warp folds (det J <= 0) the step
+    falls back to the fixed-point one.
+    """
+    dxdx = np.gradient(disp[..., 0], axis=1) / grid.sx
+    dxdy = np.gradient(disp[..., 0], axis=0) / grid.sy
+    dydx = np.gradient(disp[..., 1], axis=1) / grid.sx
+    dydy = np.gradient(disp[..., 1], axis=0) / grid.sy
+    packed = np.dstack([disp, dxdx, dxdy, dydx, dydy]).astype(np.float32)  # one remap samples everything
+    x = targets - grid.sample(disp, targets)
+    for _ in range(iterations):
+        s = _sample_n(grid, packed, x)
+        r0 = x[..., 0] + s[..., 0] - targets[..., 0]  # residual f(x) - y
+        r1 = x[..., 1] + s[..., 1] - targets[..., 1]
+        a, b, c, d = 1 + s[..., 2], s[..., 3], s[..., 4], 1 + s[..., 5]
+        det = a * d - b * c
+        ok = det > 0.05
+        safe = np.where(ok, det, 1.0)
+        step0 = np.where(ok, (d * r0 - b * r1) / safe, r0)
+        step1 = np.where(ok, (a * r1 - c * r0) / safe, r1)
+        # Newton can overshoot across a fold: cap a step at a few grid cells.
+        cap = 3.0 * max(grid.sx, grid.sy)
+        x = x - np.dstack([np.clip(step0, -cap, cap), np.clip(step1, -cap, cap)]).reshape(x.shape)
+    return x.astype(np.float32)
+
+
+def _sample_n(grid: Grid, field: FloatArray, at: FloatArray) -> FloatArray:
+    """Bilinear sample of a (rows, cols, n) field (n > 4 allowed) at image points `at`."""
+    u = ((at[..., 0] - grid.x0) / grid.sx).astype(np.float32)
+    v = ((at[..., 1] - grid.y0) / grid.sy).astype(np.float32)
+    n = field.shape[-1]
+    parts = [cv2.remap(np.ascontiguousarray(field[..., i:i + 4]), u, v, cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_REPLICATE) for i in range(0, n, 4)]
+    parts = [p if p.ndim == 3 else p[..., None] for p in parts]
+    return np.concatenate(parts, axis=-1)
+
+
+def upsample(coarse: FloatArray, width: int, height: int) -> FloatArray:
+    """A (rows, cols, 2) coarse field to (height, width, 2), bilinear, matching Grid.covering."""
+    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def identity_map(width: int, height: int, x: float = 0.0, y: float = 0.0) -> FloatArray:
+    xs = np.arange(width, dtype=np.float32) + x
+    ys = np.arange(height, dtype=np.float32) + y
+    gx, gy = np.meshgrid(xs, ys)
+    return np.stack([gx, gy], axis=-1)
+
+
+def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 least-squares similarity (rotation, uniform scale, translation) taking src to dst."""
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    denom = (a**2).sum()
+    if denom < 1e-9:
+        return np.array([[1, 0, md[0] - ms[0]], [0, 1, md[1] - ms[1]]], dtype=np.float64)
+    c = (a * b).sum() / denom
+    s = (a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum() / denom
+    rot = np.array([[c, -s], [s, c]])
+    t = md - rot @ ms
+    return np.hstack([rot, t[:, None]])
+
+
+def apply_affine(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ m[:, :2].T + m[:, 2]
+
+
+def invert_affine(m: np.ndarray) -> np.ndarray:
+    return cv2.invertAffineTransform(m.astype(np.float64))
+
+
+def kabsch(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Scale s, rotation r (3x3) and translation t with s * r @ src + t ~ dst (points as rows)."""
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    h = a.T @ b
+    u, sv, vt = np.linalg.svd(h)
+    d = np.sign(np.linalg.det(vt.T @ u.T))
+    fix = np.diag([1.0, 1.0, d])
+    r = vt.T @ fix @ u.T
+    s = float((sv * np.diag(fix)).sum() / max((a**2).sum(), 1e-12))
+    t = md - s * r @ ms
+    return s, r, t

@@ -1,0 +1,186 @@
+"""`facecast jobs submit KIND ... | list | show ID | cancel ID | retry ID | run`."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from facecast.jobs.runner import JobRejected
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--offline", action="store_true", help="use the job queue file directly, not the daemon")
+    sub = parser.add_subparsers(dest="jobs_command", required=True)
+    submit = sub.add_parser("submit", help="queue a job; prints its id")
+    kinds = submit.add_subparsers(dest="kind", required=True)
+    animate = kinds.add_parser("animate", help="a character driven by the face in a video (keeps its audio)")
+    animate.add_argument("--character", required=True, metavar="IMG")
+    animate.add_argument("--driving", required=True, metavar="VIDEO")
+    animate.add_argument("--backend", choices=["mesh", "liveportrait"])
+    swap = kinds.add_parser("swap", help="a face put on every face of a video (keeps its audio)")
+    swap.add_argument("--face", required=True, metavar="IMG")
+    swap.add_argument("--target", required=True, metavar="VIDEO")
+    swap.add_argument("--backend", choices=["mesh", "inswapper"])
+    generate = kinds.add_parser("generate", help="image-to-video of a character with a diffusion model")
+    generate.add_argument("--character", required=True, metavar="IMG")
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--model", metavar="DIR", help="diffusers pipeline folder (default: jobs.generate_model)")
+    for name, default in (("frames", 49), ("steps", 30), ("width", 512), ("height", 512), ("seed", 0)):
+        generate.add_argument(f"--{name}", type=int, default=default)
+    generate.add_argument("--fps", type=float)
+    for p in (animate, swap, generate):
+        p.add_argument("-o", "--output", required=True, metavar="OUT", help="output video, inside jobs.output_dirs")
+    listing = sub.add_parser("list", help="recent jobs")
+    listing.add_argument("--status", choices=["queued", "running", "done", "failed", "cancelled"])
+    for name, text in (("show", "one job: status, progress, output"), ("cancel", "cancel a job"), ("retry", "queue a failed or cancelled job again")):
+        sub.add_parser(name, help=text).add_argument("id")
+    sub.add_parser("run", help="process the queue here, without the live pipeline, until it is empty")
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    absolute = lambda v: str(Path(v).expanduser().resolve())  # noqa: E731 - the daemon has another cwd
+    if args.kind == "animate":
+        p = {"character": absolute(args.character), "driving": absolute(args.driving)}
+    elif args.kind == "swap":
+        p = {"face": absolute(args.face), "target": absolute(args.target)}
+    else:
+        p = {"character": absolute(args.character), "prompt": args.prompt, "frames": args.frames, "steps": args.steps,
+             "width": args.width, "height": args.height, "seed": args.seed}
+        if args.model:
+            p["model"] = absolute(args.model)
+        if args.fps:
+            p["fps"] = args.fps
+    if getattr(args, "backend", None):
+        p["backend"] = args.backend
+    return p
+
+
+def format_job(job: dict[str, Any]) -> str:
+    line = f"{job['id']}  {job['status']:<9}  {job['kind']:<8}  {job['progress'] * 100:5.1f}%  {job['output']}"
+    if job.get("error"):
+        line += f"\n    error: {job['error']}"
+    return line
+
+
+def run_jobs(args: argparse.Namespace, cfg) -> int:
+    if args.jobs_command == "run":
+        return _run_here(cfg)
+    if not args.offline:
+        from facecast.control.client import ControlClient, Refused, Unreachable, base_url
+
+        client = ControlClient(base_url(cfg.control), cfg.control.token, timeout=10)
+        try:
+            return _through_daemon(client, args)
+        except Unreachable:
+            print("no daemon running: using the job queue directly", file=sys.stderr)
+        except Refused as exc:
+            print(exc.message, file=sys.stderr)
+            return 2
+        finally:
+            client.close()
+    return _offline(args, cfg)
+
+
+def _through_daemon(client, args: argparse.Namespace) -> int:
+    if args.jobs_command == "submit":
+        job = client.request("POST", "/jobs", json={"kind": args.kind, "params": _params(args), "output": str(Path(args.output).expanduser().resolve())})
+        print(job["id"])
+    elif args.jobs_command == "list":
+        body = client.request("GET", "/jobs", params={"status": args.status} if args.status else None)
+        for job in body["jobs"]:
+            print(format_job(job))
+    else:
+        method, path = ("GET", f"/jobs/{args.id}") if args.jobs_command == "show" else ("POST", f"/jobs/{args.id}/{args.jobs_command}")
+        print(format_job(client.request(method, path)))
+    return 0
+
+
+def _offline(args: argparse.Namespace, cfg) -> int:
+    from facecast.jobs.service import JobService, default_kinds
+    from facecast.jobs.store import JobNotFound, JobStateError
+
+    service = JobService(cfg.jobs, default_kinds(cfg))
+    try:
+        if args.jobs_command == "submit":
+            job = service.submit(args.kind, _params(args), args.output)
+            print(job.id)
+            print(f"queued in {service.store.path}; `facecast jobs run` or the daemon will process it", file=sys.stderr)
+        elif args.jobs_command == "list":
+            for job in service.store.list(args.status):
+                print(format_job(job.as_dict()))
+        else:
+            store = service.store
+            job = store.get(args.id) if args.jobs_command == "show" else getattr(store, args.jobs_command)(args.id)
+            print(format_job(job.as_dict()))
+        return 0
+    except JobRejected as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    except JobNotFound:
+        print(f"no job {args.id}", file=sys.stderr)
+        return 2
+    except JobStateError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    finally:
+        service.store.close()
+
+
+def _run_here(cfg) -> int:
+    """Process the queue in this process (no live pipeline), with a progress line per job."""
+    from facecast.engines.pool import EnginePool
+    from facecast.jobs.service import JobService, default_kinds
+
+    pool: list[EnginePool] = []
+
+    def engines() -> EnginePool:
+        if not pool:
+            pool.append(EnginePool(cfg.models.resolved_dir(), cfg.engine))
+        return pool[0]
+
+    service = JobService(cfg.jobs, default_kinds(cfg, engines))
+    runner = service.runner
+    previous = signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    try:
+        for job_id in runner.recover():
+            print(f"job {job_id} was interrupted earlier: queued again", file=sys.stderr)
+        failed = 0
+        while True:
+            shown = threading_progress(runner)
+            try:
+                job = runner.run_one()
+            finally:
+                shown.set()
+            if job is None or runner.stopping:
+                break
+            print("\r" + format_job(job.as_dict()) + " " * 10, file=sys.stderr)
+            failed += job.status == "failed"
+        return 1 if failed else 0
+    except KeyboardInterrupt:
+        runner.stop()
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        service.store.close()
+
+
+def threading_progress(runner):
+    """A thread printing the running job's progress every half second; set the returned event to stop it."""
+    import threading
+
+    stop = threading.Event()
+
+    def show() -> None:
+        while not stop.wait(0.5):
+            ctx = runner.current
+            if ctx is not None:
+                bar = "#" * int(30 * ctx._progress)
+                print(f"\r{ctx.job.id} {ctx.job.kind} [{bar:<30}] {ctx._progress * 100:5.1f}%", end="", file=sys.stderr, flush=True)
+
+    threading.Thread(target=show, daemon=True).start()
+    return stop
+
+

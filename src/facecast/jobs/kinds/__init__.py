@@ -1,0 +1,1 @@
+"""Job kinds: one file per kind of offline video job."""

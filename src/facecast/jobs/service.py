@@ -1,0 +1,67 @@
+"""What the control API, the CLI and the daemon share: submit (validated), list, cancel, retry."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from facecast.jobs.config import JobsConfig
+from facecast.jobs.runner import BatchRunner, JobKind, JobRejected, LiveGovernor
+from facecast.jobs.store import Job, JobStore
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
+
+
+def check_output(output: str | Path, allowed: list[Path]) -> Path:
+    """The resolved output path, or JobRejected saying why it cannot be written."""
+    out = Path(output).expanduser().resolve()
+    if out.suffix.lower() not in VIDEO_SUFFIXES:
+        raise JobRejected(f"output {out.name}: use a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
+    roots = [Path(a).expanduser().resolve() for a in allowed]
+    if not any(out.is_relative_to(root) for root in roots):
+        raise JobRejected(f"output {out} is outside the allowed folders ({', '.join(map(str, roots))}; jobs.output_dirs)")
+    if out.exists():
+        raise JobRejected(f"output {out} already exists: choose another name")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobRejected(f"cannot create the output folder {out.parent}: {exc.strerror or exc}") from exc
+    if not os.access(out.parent, os.W_OK):
+        raise JobRejected(f"cannot write in {out.parent}")
+    return out
+
+
+class JobService:
+    def __init__(self, cfg: JobsConfig, kinds: dict[str, JobKind], live_fps=None) -> None:
+        self.cfg = cfg
+        self.kinds = kinds
+        self.store = JobStore(cfg.db_path())
+        governor = LiveGovernor(live_fps, cfg.min_live_ratio) if live_fps is not None else None
+        self.runner = BatchRunner(self.store, kinds, governor=governor, lease_s=cfg.lease_s)
+
+    def submit(self, kind: str, params: dict[str, Any], output: str) -> Job:
+        if kind not in self.kinds:
+            raise JobRejected(f"unknown job kind {kind!r}; known: {', '.join(self.kinds)}")
+        out = check_output(output, self.cfg.output_dirs)
+        self.kinds[kind].validate(params)
+        return self.store.submit(kind, params, str(out))
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.runner.snapshot()
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.store.close()
+
+
+def default_kinds(cfg, engines=None) -> dict[str, JobKind]:
+    """Every job kind, on the daemon's config (same effect settings) and engine pool."""
+    from facecast.jobs.kinds.generate import GenerateKind
+    from facecast.jobs.kinds.video_effect import VideoEffectKind
+
+    return {
+        "animate": VideoEffectKind("animate", cfg, engines),
+        "swap": VideoEffectKind("swap", cfg, engines),
+        "generate": GenerateKind(cfg.jobs.generate_model, cfg.jobs.generate_device),
+    }

@@ -1,0 +1,1 @@
+"""Model weights: the registry of what each effect needs, and the verified downloader."""

@@ -1,0 +1,1 @@
+"""Neural model pipelines (LivePortrait, inswapper): pure prepare/postprocess around engine calls."""

@@ -1,0 +1,141 @@
+"""inswapper_128 on onnxruntime: 5-point alignment from MediaPipe, ArcFace latent through the
+model's own emap, swap, feathered paste-back into the face box only, FP32 fallback on NaN/black."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facecast.engines.contracts import ContractError
+from facecast.engines.gate import Priority
+from facecast.engines.pool import EnginePool
+from facecast.neural.crop import invert, paste_into
+from facecast.neural.liveportrait import postprocess_image
+from facecast.types import Image, Landmarks
+
+log = logging.getLogger(__name__)
+
+MODELS = ["inswapper_128", "w600k_r50"]
+# ArcFace's 5-point template for 112x112 (image-left eye, image-right eye, nose tip, mouth corners).
+TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+TEMPLATE_128 = TEMPLATE_112 + np.array([8.0, 0.0])  # the 112 template placed in a 128 box
+IRIS_LEFT, IRIS_RIGHT, NOSE_TIP, MOUTH_LEFT, MOUTH_RIGHT = 468, 473, 1, 61, 291
+INNER_LIPS = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95]
+
+
+def five_points(landmarks: Landmarks) -> np.ndarray:
+    return landmarks[[IRIS_LEFT, IRIS_RIGHT, NOSE_TIP, MOUTH_LEFT, MOUTH_RIGHT], :2].astype(np.float64)
+
+
+def alignment(points: np.ndarray, template: np.ndarray) -> np.ndarray:
+    """Similarity transform (rotation, uniform scale, shift) from the face's 5 points to the template."""
+    m, _ = cv2.estimateAffinePartial2D(points, template, method=cv2.LMEDS)
+    if m is None:
+        raise ValueError("cannot align the face (degenerate landmarks)")
+    return m
+
+
+def read_emap(path: Path) -> np.ndarray:
+    """The 512x512 identity projection stored as the inswapper graph's last initializer."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    if not model.graph.initializer:
+        raise ContractError(f"{path.name}: no initializers, so no emap: is this inswapper_128.onnx?")
+    emap = numpy_helper.to_array(model.graph.initializer[-1])
+    if emap.shape != (512, 512):
+        raise ContractError(f"{path.name}: the last initializer (emap) is {list(emap.shape)}, expected [512, 512]")
+    return emap.astype(np.float32)
+
+
+def prepare_arcface(crop112: Image) -> np.ndarray:
+    rgb = cv2.cvtColor(crop112[:, :, :3], cv2.COLOR_BGR2RGB).astype(np.float32)
+    return ((rgb - 127.5) / 127.5).transpose(2, 0, 1)[None]
+
+
+def prepare_target(crop128: Image) -> np.ndarray:
+    rgb = cv2.cvtColor(crop128[:, :, :3], cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+    return rgb.transpose(2, 0, 1)[None]
+
+
+def source_latent(embedding: np.ndarray, emap: np.ndarray) -> np.ndarray:
+    e = embedding.reshape(1, -1).astype(np.float32)
+    e /= max(float(np.linalg.norm(e)), 1e-12)
+    latent = e @ emap
+    return latent / max(float(np.linalg.norm(latent)), 1e-12)
+
+
+def output_is_valid(out: np.ndarray) -> bool:
+    """False for NaN/inf or an all-black face (the FP16 failure seen on some GPUs)."""
+    return bool(np.isfinite(out).all() and out.max() > 0.02)
+
+
+def face_mask(size: int = 128) -> np.ndarray:
+    """Soft ellipse over the aligned face, feathered so no box edge shows after paste-back."""
+    mask = np.zeros((size, size), np.float32)
+    cv2.ellipse(mask, (size // 2, int(size * 0.54)), (int(size * 0.36), int(size * 0.44)), 0, 0, 360, 1.0, -1)
+    return cv2.GaussianBlur(mask, (0, 0), size * 0.05)
+
+
+def mouth_mask(landmarks: Landmarks, m: np.ndarray, size: int = 128) -> np.ndarray:
+    """1 inside the target's own mouth opening (in crop space), feathered; keeps speech natural."""
+    pts = landmarks[INNER_LIPS, :2].astype(np.float64)
+    crop_pts = np.hstack([pts, np.ones((len(pts), 1))]) @ m.T
+    mask = np.zeros((size, size), np.float32)
+    cv2.fillPoly(mask, [np.round(crop_pts).astype(np.int32)], 1.0)
+    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=2)
+    return cv2.GaussianBlur(mask, (0, 0), 2.0)
+
+
+class InSwapper:
+    def __init__(self, pool: EnginePool) -> None:
+        pool.require(MODELS, "inswapper")
+        self.pool = pool
+        self.swapper = pool.get("inswapper_128")
+        self.arcface = pool.get("w600k_r50")
+        self.emap = read_emap(pool.path_of("inswapper_128"))
+        self.fell_back = False  # switched to the FP32 session after a NaN/black output
+        self.bad_outputs = 0
+
+    def latent_for(self, image: Image, landmarks: Landmarks, priority: Priority = "live") -> np.ndarray:
+        """The identity latent of the face in `image` (compute once per character and cache it)."""
+        m = alignment(five_points(landmarks), TEMPLATE_112)
+        crop = cv2.warpAffine(image, m, (112, 112), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        embedding = self.arcface.run({"input.1": prepare_arcface(crop)}, priority)["683"]
+        return source_latent(embedding, self.emap)
+
+    def _swap(self, target: np.ndarray, latent: np.ndarray, priority: Priority) -> np.ndarray | None:
+        out = self.swapper.run({"target": target, "source": latent}, priority)["output"]
+        if output_is_valid(out):
+            return out
+        self.bad_outputs += 1
+        if not self.fell_back:
+            self.fell_back = True
+            log.warning("inswapper returned a NaN/black face (%s); switching to FP32", self.swapper.precision)
+            self.swapper = self.pool.get("inswapper_128", precision="fp32")
+            out = self.swapper.run({"target": target, "source": latent}, priority)["output"]
+            if output_is_valid(out):
+                return out
+            self.bad_outputs += 1
+        return None
+
+    def swap_face(self, frame: Image, landmarks: Landmarks, latent: np.ndarray, keep_mouth: bool = False,
+                  priority: Priority = "live") -> bool:
+        """Swap one face in `frame` in place. False when the model gave no usable face (frame unchanged)."""
+        m = alignment(five_points(landmarks), TEMPLATE_128)
+        crop = cv2.warpAffine(frame[:, :, :3], m, (128, 128), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out = self._swap(prepare_target(crop), latent, priority)
+        if out is None:
+            return False
+        mask = face_mask()
+        if keep_mouth:
+            mask = mask * (1.0 - mouth_mask(landmarks, m))
+        paste_into(frame, postprocess_image(out), mask, invert(m))
+        return True

@@ -1,0 +1,276 @@
+"""`facecast render animate|swap`: the live effects applied to a whole video file, offline.
+
+Every frame of the input is tracked (MediaPipe in video mode, timestamps from the file) and put
+through the same Effect the daemon runs; the output keeps the input's frame rate and frame count,
+and the input's audio packets are copied into it untouched. The file is written under a temporary
+name in the destination folder and renamed when complete, so a crash never leaves a half-written
+file under the final name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+class RenderError(RuntimeError):
+    """The render cannot be done; the message says why, for the user."""
+
+
+def add_parser(sub, add_config_args) -> None:
+    render = sub.add_parser("render", help="apply animate or swap to a video file (keeps fps, frame count, audio)")
+    kinds = render.add_subparsers(dest="render_kind", required=True)
+    animate = kinds.add_parser("animate", help="a character portrait driven by the face in a video")
+    animate.add_argument("--character", type=Path, required=True, metavar="IMG", help="the portrait to animate")
+    animate.add_argument("--driving", type=Path, required=True, metavar="VIDEO", help="video of the face that drives it")
+    swap = kinds.add_parser("swap", help="put the face of an image on every face in a video")
+    swap.add_argument("--face", type=Path, required=True, metavar="IMG", help="the face to put in")
+    swap.add_argument("--target", type=Path, required=True, metavar="VIDEO", help="the video whose faces are replaced")
+    for p in (animate, swap):
+        p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output video (.mp4)")
+        p.add_argument("--backend", default=None,
+                       choices=["mesh", "liveportrait"] if p is animate else ["mesh", "inswapper"],
+                       help="effect backend (default: the config's, mesh = CPU without weights)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        add_config_args(p)
+
+    character = sub.add_parser("character", help="character images: check PATH... says whether each is usable")
+    actions = character.add_subparsers(dest="character_action", required=True)
+    check = actions.add_parser("check", help="say whether each image can be a character, and why not")
+    check.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    add_config_args(check)
+
+
+def run_render(args: argparse.Namespace, cfg) -> int:
+    from facecast.characters.library import check_files
+
+    image = args.character if args.render_kind == "animate" else args.face
+    video = args.driving if args.render_kind == "animate" else args.target
+    (_, character, reason), = check_files([image], cfg.characters)
+    if character is None:
+        print(f"{image}: cannot use this image: {reason}", file=sys.stderr)
+        return 2
+    if args.backend is not None:
+        use_backend(cfg, args.render_kind, args.backend)
+    try:
+        frames = render_video(args.render_kind, character, video, args.output, cfg,
+                              progress=None if args.quiet else Progress())
+    except RenderError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"wrote {args.output} ({frames} frames)", file=sys.stderr)
+    return 0
+
+
+def use_backend(cfg, kind: str, backend: str) -> None:
+    """Switch effect.<kind> to another backend (with that backend's defaults) unless it is already it."""
+    from pydantic import TypeAdapter
+
+    from facecast.effects.stage import AnimateConfig, SwapConfig
+
+    if getattr(cfg.effect, kind).backend != backend:
+        adapter = TypeAdapter(AnimateConfig if kind == "animate" else SwapConfig)
+        setattr(cfg.effect, kind, adapter.validate_python({"backend": backend}))
+
+
+def run_character_check(paths: list[Path], cfg) -> int:
+    from facecast.characters.library import check_files
+
+    bad = 0
+    for path, character, text in check_files(paths, cfg.characters):
+        if character is None:
+            bad += 1
+            print(f"REFUSED {path}: {text}")
+        else:
+            print(f"OK      {path}: {text}")
+    return 1 if bad else 0
+
+
+class _One:
+    """A one-character library for the effects."""
+
+    def __init__(self, character) -> None:
+        self.active = character
+
+    def characters(self) -> list:
+        return [self.active]
+
+
+def render_video(kind: str, character, src: Path, dst: Path, cfg, progress: Progress | None = None,
+                 engines=None, priority: str = "live", in_place: bool = False) -> int:
+    """Apply `kind` ("animate" or "swap") to every frame of `src`, write `dst`; returns the frame count.
+    `engines`: () -> the EnginePool to share (the daemon's); by default one is made for this render.
+    `in_place`: write `dst` directly (a job's own temporary file) instead of a temp renamed into place."""
+    import av
+
+    from facecast.effects.stage import make_effect
+    from facecast.media.video import publish
+    from facecast.engines.onnxruntime import EngineError
+    from facecast.engines.pool import EnginePool
+    from facecast.outputs.base import flatten_alpha
+    from facecast.tracking.face_mesh import FaceTracker
+    from facecast.types import FramePacket
+
+    try:
+        inp = av.open(str(src))
+    except (av.error.FFmpegError, OSError) as exc:
+        raise RenderError(f"cannot read {src} as a video: {exc}") from exc
+    try:
+        if not inp.streams.video:
+            raise RenderError(f"{src} has no video stream")
+        vin = inp.streams.video[0]
+        vin.thread_type = "AUTO"
+        ain = inp.streams.audio[0] if inp.streams.audio else None
+        rate = vin.average_rate or vin.guessed_rate or Fraction(30)
+        total = vin.frames or (int(float(inp.duration) / 1e6 * float(rate)) if inp.duration else 0)
+
+        section = cfg.effect.animate if kind == "animate" else cfg.effect.swap
+        background = tuple(cfg.effect.animate.background_color) if kind == "animate" else (0, 0, 0)
+        if engines is None:
+            engines = lambda: EnginePool(cfg.models.resolved_dir(), cfg.engine)  # noqa: E731
+        try:
+            effect = make_effect(kind, section, _One(character), engines)
+            if hasattr(effect, "priority"):
+                effect.priority = priority  # a batch job's engine calls yield to live frames
+            effect.start()
+        except EngineError as exc:
+            raise RenderError(f"{kind} ({section.backend}): {exc}") from exc
+        tracker = FaceTracker(cfg.tracking)
+
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if in_place:
+            tmp = dst  # the caller (a job) already writes to a temporary name of its own
+        else:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.stem}-", suffix=dst.suffix or ".mp4", dir=dst.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
+        count = 0
+        try:
+            out = av.open(str(tmp), mode="w", format=_format_for(dst))
+            # Every stream is added before the first packet is written (the header goes out then).
+            if kind == "animate":
+                size = (cfg.effect.animate.width, cfg.effect.animate.height)
+            else:
+                size = (vin.codec_context.width, vin.codec_context.height)
+            vout = _video_stream(out, size, rate)
+            aout = out.add_stream_from_template(ain) if ain is not None else None
+            streams = [s for s in (vin, ain) if s is not None]
+            t_start = time.monotonic()
+            try:
+                for packet in inp.demux(*streams):
+                    if packet.stream is ain:
+                        if packet.dts is None:
+                            continue  # the demuxer's flush packet
+                        packet.stream = aout
+                        out.mux(packet)
+                        continue
+                    for frame in _decode(packet, src):
+                        bgr = frame.to_ndarray(format="bgr24")
+                        t = float(frame.time) if frame.time is not None else count / float(rate)
+                        faces = tracker.detect(bgr, t)
+                        image = effect.apply(FramePacket(seq=count, image=bgr, t_capture_ns=int(t * 1e9),
+                                                         faces=faces, source_fps=float(rate)))
+                        image = flatten_alpha(image, background)
+                        h, w = vout.height, vout.width
+                        if image.shape[0] < h or image.shape[1] < w:
+                            raise RenderError(f"{src}: frame {count} is {image.shape[1]}x{image.shape[0]}, "
+                                              f"not {w}x{h}: videos that change size are not supported")
+                        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="bgr24")
+                        vf.pts = count
+                        out.mux(vout.encode(vf))
+                        count += 1
+                        if progress is not None:
+                            progress.update(count, total, time.monotonic() - t_start)
+                out.mux(vout.encode(None))
+            finally:
+                out.close()
+                tracker.close()
+                effect.close()
+            if count == 0:
+                raise RenderError(f"{src}: no video frame could be decoded")
+            if tmp != dst:
+                publish(tmp, dst)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            if progress is not None:
+                progress.done()
+        return count
+    finally:
+        inp.close()
+
+
+def _decode(packet, src: Path):
+    import av
+
+    try:
+        return packet.decode()
+    except av.error.FFmpegError as exc:  # a damaged packet: skip it, like a player would
+        log.warning("render: %s: a damaged video packet was skipped (%s)", src, exc)
+        return []
+
+
+def _format_for(dst: Path) -> str | None:
+    return {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}.get(dst.suffix.lower())
+
+
+def _video_stream(out, size: tuple[int, int], rate: Fraction):
+    stream = out.add_stream("libx264", rate=rate)
+    w, h = size
+    stream.width, stream.height = w - w % 2, h - h % 2  # yuv420p needs even sizes
+    stream.pix_fmt = "yuv420p"
+    stream.codec_context.time_base = 1 / rate
+    stream.options = {"crf": "18", "preset": "veryfast"}
+    return stream
+
+
+class Progress:
+    """A one-line progress bar on stderr: frames done, fps, time left."""
+
+    def __init__(self, stream=sys.stderr, interval_s: float = 0.25) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.interval = interval_s if self.tty else 2.0
+        self._last = 0.0
+        self._line = ""
+
+    def update(self, done: int, total: int, elapsed: float) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval and done != total:
+            return
+        self._last = now
+        fps = done / elapsed if elapsed > 0 else 0.0
+        if total:
+            left = max(0, total - done) / fps if fps > 0 else 0.0
+            width = 30
+            filled = int(width * min(done, total) / total)
+            bar = "#" * filled + "-" * (width - filled)
+            self._line = f"[{bar}] {done}/{total} frames  {fps:5.1f} fps  {_clock(left)} left"
+        else:
+            self._line = f"{done} frames  {fps:5.1f} fps"
+        if self.tty:
+            self.stream.write("\r" + self._line)
+        else:
+            self.stream.write(self._line + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty and self._line:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 60}:{s % 60:02d}"

@@ -1,0 +1,144 @@
+"""`animate` (mesh backend) end to end with the real MediaPipe model: the synthetic driver's known
+yaw, mouth and blinks go in, the animated character is re-tracked, its motion must follow."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facecast.assets import CHARACTERS_DIR
+from facecast.capture.synthetic import SyntheticConfig, SyntheticReader
+from facecast.characters import CharacterLibrary
+from facecast.effects.animate_mesh import AnimateMesh, AnimateMeshConfig, MeshRig, RigParams
+from facecast.tracking.face_mesh import FaceTracker, TrackingConfig, track_image
+from facecast.tracking.one_euro import SmoothingConfig
+from facecast.types import FramePacket
+
+FPS = 30.0
+
+
+@pytest.fixture(scope="module")
+def library() -> CharacterLibrary:
+    lib = CharacterLibrary(CHARACTERS_DIR)
+    assert lib.load_all() == []
+    return lib
+
+
+@pytest.fixture(scope="module")
+def driven(library):
+    """120 synthetic driver frames -> tracker -> animate -> re-tracked output, with the truth."""
+    cfg = SyntheticConfig(roll_deg=8, yaw_deg=20, pitch_deg=0, blink_period_s=1.0, blink_s=0.4, mouth=0.3,
+                          mouth_period_s=1.7, zoom=0.0, shift=0.02)
+    reader = SyntheticReader(cfg, 480, 360, FPS)
+    reader.open()
+    effect = AnimateMesh(AnimateMeshConfig(background="original", calibration_frames=3), library)
+    effect.start()
+    driver_tracker = FaceTracker(TrackingConfig(smoothing=SmoothingConfig(enabled=False)))
+    output_tracker = FaceTracker(TrackingConfig(smoothing=SmoothingConfig(enabled=False)))
+    rows = []
+    try:
+        for i in range(120):
+            frame = reader.render(i)
+            faces = driver_tracker.detect(frame.image, i / FPS)
+            out = effect.apply(FramePacket(seq=i, image=frame.image, t_capture_ns=int(i / FPS * 1e9), faces=faces))
+            assert out.shape == (512, 512, 3)
+            seen = output_tracker.detect(out, i / FPS)
+            assert len(seen) == 1, f"the animated character lost its face at frame {i}"
+            rows.append((frame.truth, seen[0]))
+    finally:
+        driver_tracker.close()
+        output_tracker.close()
+    return rows[5:]  # after the neutral pose is taken
+
+
+def test_output_yaw_follows_the_drivers_yaw(driven):
+    truth = np.array([t.yaw_deg for t, _ in driven])
+    seen = np.array([f.pose.yaw for _, f in driven])
+    assert np.corrcoef(truth, seen)[0, 1] > 0.85
+    assert np.polyfit(truth, seen, 1)[0] > 0.25  # it turns, not just twitches (two warps: driver and output)
+
+
+def test_output_roll_follows_the_drivers_roll(driven):
+    truth = np.array([t.roll_deg for t, _ in driven])
+    seen = np.array([f.pose.roll for _, f in driven])
+    assert np.corrcoef(truth, seen)[0, 1] > 0.9
+
+
+def test_output_mouth_follows_the_drivers_mouth(driven):
+    truth = np.array([t.mouth_open for t, _ in driven])
+    seen = np.array([f.mouth_openness for _, f in driven])
+    assert np.corrcoef(truth, seen)[0, 1] > 0.85
+
+
+def test_closed_eyes_in_the_driver_close_the_characters_eyes(driven):
+    closed = [np.mean(f.eye_openness) for t, f in driven if t.eye_open < 0.2]
+    opened = [np.mean(f.eye_openness) for t, f in driven if t.eye_open > 0.99]
+    assert len(closed) >= 3 and len(opened) >= 30
+    assert np.median(closed) < 0.6 * np.median(opened)
+
+
+def _face(image):
+    faces = track_image(image)
+    assert faces
+    return faces[0]
+
+
+def test_eases_back_to_neutral_when_the_face_is_lost(library):
+    character = library.active
+    effect = AnimateMesh(AnimateMeshConfig(background="original", calibration_frames=1, return_to_neutral_s=0.2), library)
+    neutral_face = _face(character.image)
+    turned = MeshRig(character.image, None, character.landmarks, *character.size).render(RigParams(yaw=25, mouth=0.3))
+    turned_face = _face(turned[:, :, :3])
+    effect.apply(FramePacket(seq=0, image=character.image, t_capture_ns=0, faces=[neutral_face]))  # calibrates
+    posed = effect.apply(FramePacket(seq=1, image=turned, t_capture_ns=33_000_000, faces=[turned_face]))
+    rest = MeshRig(character.image, character.matte, character.landmarks, 512, 512).render(RigParams())[:, :, :3]
+    assert np.abs(posed.astype(int) - rest).mean() > 3
+    diffs = []
+    for k in range(2, 40):
+        out = effect.apply(FramePacket(seq=k, image=turned, t_capture_ns=k * 33_000_000, faces=[]))
+        diffs.append(np.abs(out.astype(int) - rest).mean())
+    assert diffs[0] > 1.0, "one frame without a face must not snap back"
+    assert diffs[-1] < 0.3, "after about a second without a face the character is neutral again"
+    assert all(b <= a + 0.05 for a, b in zip(diffs, diffs[1:], strict=False))
+
+
+def test_background_modes_and_alpha(library):
+    character = library.active
+    packet = FramePacket(seq=0, image=character.image, t_capture_ns=0, faces=[])
+    transparent = AnimateMesh(AnimateMeshConfig(), library).apply(packet)
+    assert transparent.shape == (512, 512, 4)
+    x, y = character.landmarks[1, :2].astype(int)
+    assert transparent[y, x, 3] == 255 and transparent[5, 500, 3] < 30
+    green = AnimateMesh(AnimateMeshConfig(background="color", background_color=(0, 255, 0)), library).apply(packet)
+    assert green.shape == (512, 512, 3)
+    assert green[5, 500, 1] > 200 and green[5, 500, 0] < 60
+    small = AnimateMesh(AnimateMeshConfig(width=320, height=240), library).apply(packet)
+    assert small.shape == (240, 320, 4)
+
+
+def test_switching_character_takes_effect_on_the_next_frame(tmp_path):
+    import shutil
+
+    import cv2
+
+    from tests.conftest import PORTRAIT
+
+    shutil.copy(PORTRAIT, tmp_path / "a.png")
+    cv2.imwrite(str(tmp_path / "b.png"), cv2.flip(cv2.imread(str(PORTRAIT)), 1))
+    lib = CharacterLibrary(tmp_path)
+    assert lib.load_all() == []
+    effect = AnimateMesh(AnimateMeshConfig(background="original"), lib)
+    effect.start()
+    packet = FramePacket(seq=0, image=lib.active.image, t_capture_ns=0, faces=[])
+    first = effect.apply(packet)
+    lib.select("b")
+    second = effect.apply(packet)
+    assert np.abs(first.astype(int) - cv2.flip(second, 1)).mean() < 2.0  # the mirrored portrait
+
+
+def test_no_character_shows_a_message_instead_of_failing(tmp_path):
+    lib = CharacterLibrary(tmp_path)
+    assert lib.load_all() == []
+    out = AnimateMesh(AnimateMeshConfig(), lib).apply(FramePacket(seq=0, image=np.zeros((240, 320, 3), np.uint8),
+                                                                  t_capture_ns=0, faces=[]))
+    assert out.shape == (512, 512, 4) and out[:, :, 3].any()

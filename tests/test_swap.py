@@ -1,0 +1,169 @@
+"""`swap` (mesh backend) with the real MediaPipe model: the source's appearance on the target's
+geometry, the rest of the frame untouched, the target's own mouth kept, faces coming and going."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from facecast.capture.synthetic import SyntheticConfig, SyntheticReader
+from facecast.characters.library import CharacterAnalyser, CharactersConfig, prepare_character
+from facecast.effects import warp
+from facecast.effects.swap_mesh import SwapMesh, SwapMeshConfig
+from facecast.tracking.face_mesh import FaceTracker, TrackingConfig, track_image
+from facecast.tracking.one_euro import SmoothingConfig
+from facecast.types import FramePacket
+from tests.conftest import PORTRAIT
+
+PAINT = (255, 40, 0)  # vivid blue face paint: the source's identity mark, absent from the target
+MARKS = (50, 280, 151)  # both cheeks and the forehead
+
+
+def painted_source() -> np.ndarray:
+    image = cv2.imread(str(PORTRAIT))
+    lm = track_image(image)[0].landmarks
+    for i in MARKS:
+        cv2.circle(image, tuple(int(v) for v in lm[i, :2]), 8, PAINT, -1, cv2.LINE_AA)
+    return image
+
+
+def is_paint(bgr: np.ndarray) -> np.ndarray:
+    b, g, r = (bgr[..., i].astype(int) for i in range(3))
+    return (b > r + 60) & (b > g + 40)
+
+
+class One:
+    def __init__(self, character):
+        self.active = character
+
+    def characters(self):
+        return [self.active]
+
+
+@pytest.fixture(scope="module")
+def source():
+    analyser = CharacterAnalyser()
+    try:
+        data = cv2.imencode(".png", painted_source())[1].tobytes()
+        return prepare_character(data, Path("painted.png"), CharactersConfig(), analyser)
+    finally:
+        analyser.close()
+
+
+@pytest.fixture(scope="module")
+def swapped(source):
+    """30 target frames (the synthetic driver: turning, talking, blinking) and their swaps."""
+    reader = SyntheticReader(SyntheticConfig(yaw_deg=15, mouth=0.3, mouth_period_s=1.0), 640, 480, 30.0)
+    reader.open()
+    effect = SwapMesh(SwapMeshConfig(), One(source))
+    effect.start()
+    tracker = FaceTracker(TrackingConfig(smoothing=SmoothingConfig(enabled=False)))
+    rows = []
+    try:
+        for i in range(30):
+            frame = reader.render(i).image
+            faces = tracker.detect(frame, i / 30)
+            assert len(faces) == 1
+            out = effect.apply(FramePacket(seq=i, image=frame, t_capture_ns=int(i / 30 * 1e9), faces=faces))
+            rows.append((frame, faces[0], out))
+    finally:
+        tracker.close()
+    return rows
+
+
+def _oval_mask(shape, lm, grow: int = 0) -> np.ndarray:
+    mask = np.zeros(shape[:2], np.uint8)
+    cv2.fillPoly(mask, [np.round(lm[warp.FACE_OVAL, :2]).astype(np.int32)], 255)
+    if grow:
+        mask = cv2.dilate(mask, np.ones((2 * grow + 1, 2 * grow + 1), np.uint8))
+    return mask > 0
+
+
+def test_the_rest_of_the_frame_is_unchanged(swapped):
+    for frame, face, out in swapped:
+        outside = ~_oval_mask(frame.shape, face.landmarks, grow=3)
+        assert np.array_equal(out[outside], frame[outside])
+        inside = _oval_mask(frame.shape, face.landmarks)
+        assert np.abs(out[inside].astype(int) - frame[inside]).mean() > 2  # and the face did change
+
+
+def test_the_face_looks_like_the_source_not_the_target(swapped, source):
+    src_face = _oval_mask(source.image.shape, source.landmarks)
+    src_share = is_paint(source.image)[src_face].mean()
+    assert src_share > 0.03
+    for frame, face, out in swapped:
+        inside = _oval_mask(frame.shape, face.landmarks)
+        assert is_paint(frame)[inside].mean() == 0.0
+        share = is_paint(out)[inside].mean()
+        assert 0.5 * src_share < share < 1.5 * src_share
+        # The forehead mark sits where the target's own landmark is (a cheek mark can turn out of view).
+        x, y = face.landmarks[151, :2].round().astype(int)
+        assert is_paint(out[y - 2:y + 3, x - 2:x + 3]).mean() > 0.5
+
+
+def test_the_output_face_has_the_targets_geometry(swapped):
+    mouths = []
+    for frame, face, out in swapped[::2]:
+        seen = track_image(out)
+        assert len(seen) == 1
+        size = np.ptp(face.landmarks[warp.FACE_OVAL, 1])
+        err = np.linalg.norm(seen[0].landmarks[:, :2] - face.landmarks[:, :2], axis=1)
+        assert np.median(err) < 0.03 * size
+        assert abs(seen[0].pose.yaw - face.pose.yaw) < 6
+        mouths.append((face.mouth_openness, seen[0].mouth_openness))
+    target, output = np.array(mouths).T
+    assert np.corrcoef(target, output)[0, 1] > 0.9  # the swapped face talks with the target's mouth
+
+
+def test_the_targets_own_open_mouth_shows_through(swapped):
+    checked = 0
+    for frame, face, out in swapped:
+        if face.mouth_openness < 0.3:
+            continue
+        mouth = np.zeros(frame.shape[:2], np.uint8)
+        cv2.fillPoly(mouth, [np.round(face.landmarks[warp.MOUTH_INNER, :2]).astype(np.int32)], 255)
+        mouth = cv2.erode(mouth, np.ones((5, 5), np.uint8)) > 0
+        if mouth.sum() < 20:
+            continue
+        assert np.abs(out[mouth].astype(int) - frame[mouth]).mean() < 12
+        checked += 1
+    assert checked >= 3
+
+
+def test_faces_entering_and_leaving(source):
+    head = cv2.imread(str(PORTRAIT))[0:300, 75:375]
+    two = np.ascontiguousarray(np.hstack([head, cv2.flip(head, 1)]))
+    effect = SwapMesh(SwapMeshConfig(), One(source))
+    tracker = FaceTracker(TrackingConfig(max_faces=2, smoothing=SmoothingConfig(enabled=False)))
+    try:
+        faces = tracker.detect(two, 0.0)
+        assert len(faces) == 2
+        out = effect.apply(FramePacket(seq=0, image=two, t_capture_ns=0, faces=faces))
+        for face in faces:
+            x, y = face.landmarks[151, :2].round().astype(int)
+            assert is_paint(out[y - 2:y + 3, x - 2:x + 3]).mean() > 0.5
+        empty = effect.apply(FramePacket(seq=1, image=two, t_capture_ns=33_000_000, faces=[]))
+        assert np.array_equal(empty, two)
+        one = effect.apply(FramePacket(seq=2, image=two, t_capture_ns=66_000_000, faces=faces[:1]))
+        assert one.shape == two.shape
+        partial = two[:, 380:]  # a face cut by the frame edge must not break the frame
+        edge_faces = tracker.detect(np.ascontiguousarray(partial), 0.1)
+        effect.apply(FramePacket(seq=3, image=np.ascontiguousarray(partial), t_capture_ns=99_000_000, faces=edge_faces))
+    finally:
+        tracker.close()
+
+
+def test_seamless_blend_and_no_character(swapped, source):
+    frame, face, _ = swapped[0]
+    out = SwapMesh(SwapMeshConfig(blend="seamless"), One(source)).apply(
+        FramePacket(seq=0, image=frame, t_capture_ns=0, faces=[face]))
+    outside = ~_oval_mask(frame.shape, face.landmarks, grow=3)
+    assert np.array_equal(out[outside], frame[outside])
+    x, y = face.landmarks[151, :2].round().astype(int)
+    # Poisson blending keeps the mark's edges, not its exact colour: it must stand out from the target.
+    assert np.abs(out[y - 2:y + 3, x - 2:x + 3].astype(int) - frame[y - 2:y + 3, x - 2:x + 3]).mean() > 15
+    nothing = SwapMesh(SwapMeshConfig(), One(None)).apply(FramePacket(seq=0, image=frame, t_capture_ns=0, faces=[face]))
+    assert nothing is frame

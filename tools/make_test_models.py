@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Generate small ONNX **test fixtures** with exactly the real models' contracts.
+
+They have the tensor names, shapes, dtypes and opset of the LivePortrait, inswapper and ArcFace
+files users download (the warping model really contains a 5-D GridSample), and their outputs depend
+on their inputs, so the effects can be run end to end on a machine without the weights. They are
+random little networks: they animate nothing and swap no identity. Tests only; never models.
+
+    python tools/make_test_models.py OUT_DIR [--nan-swapper] [--rename MODEL:OLD:NEW]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 20  # GridSample on 5-D inputs needs opset 20
+F = TensorProto.FLOAT
+
+
+def _model(nodes, inputs, outputs, initializers, name: str) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="facecast-test-fixture")
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model
+
+
+def _init(rng: np.random.Generator, name: str, shape, scale: float = 0.05) -> onnx.TensorProto:
+    return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def _const(name: str, value) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(value), name)
+
+
+def appearance(rng) -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("AveragePool", ["img"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),  # 64x64
+        helper.make_node("Conv", ["pooled", "w"], ["feat"]),  # 3 -> 512 channels
+        helper.make_node("Reshape", ["feat", "shape"], ["output"]),
+    ]
+    return _model(
+        nodes, [helper.make_tensor_value_info("img", F, [1, 3, 256, 256])],
+        [helper.make_tensor_value_info("output", F, [1, 32, 16, 64, 64])],
+        [_init(rng, "w", [512, 3, 1, 1], 1.0), _const("shape", np.array([1, 32, 16, 64, 64], np.int64))], "appearance",
+    )
+
+
+MOTION_OUTPUTS = [("pitch", 66), ("yaw", 66), ("roll", 66), ("t", 3), ("exp", 63), ("scale", 1), ("kp", 63)]
+
+
+def motion(rng) -> onnx.ModelProto:
+    total = sum(n for _, n in MOTION_OUTPUTS)
+    nodes = [
+        helper.make_node("AveragePool", ["img"], ["pooled"], kernel_shape=[16, 16], strides=[16, 16]),  # 16x16
+        helper.make_node("Flatten", ["pooled"], ["flat"]),  # [1, 768]
+        helper.make_node("Gemm", ["flat", "w", "b"], ["all"]),
+        helper.make_node("Split", ["all", "sizes"], [f"raw_{n}" for n, _ in MOTION_OUTPUTS], axis=1),
+    ]
+    for name, _ in MOTION_OUTPUTS:
+        if name == "scale":  # keep the scale positive, as a real one is
+            nodes += [helper.make_node("Sigmoid", ["raw_scale"], ["sig_scale"]),
+                      helper.make_node("Add", ["sig_scale", "half"], ["scale"])]
+        else:
+            nodes.append(helper.make_node("Identity", [f"raw_{name}"], [name]))
+    return _model(
+        nodes, [helper.make_tensor_value_info("img", F, [1, 3, 256, 256])],
+        [helper.make_tensor_value_info(n, F, [1, k]) for n, k in MOTION_OUTPUTS],
+        [_init(rng, "w", [768, total], 0.5), _init(rng, "b", [total], 0.1),
+         _const("sizes", np.array([k for _, k in MOTION_OUTPUTS], np.int64)), _const("half", np.float32(0.5))],
+        "motion",
+    )
+
+
+def warping(rng) -> onnx.ModelProto:
+    # Identity sampling grid over the 16x64x64 volume, shifted by the mean keypoint motion.
+    z, y, x = np.meshgrid(np.linspace(-1, 1, 16), np.linspace(-1, 1, 64), np.linspace(-1, 1, 64), indexing="ij")
+    grid = np.stack([x, y, z], axis=-1)[None].astype(np.float32)  # [1,16,64,64,3]
+    nodes = [
+        helper.make_node("Sub", ["kp_driving", "kp_source"], ["motion"]),
+        helper.make_node("ReduceMean", ["motion", "axis1"], ["mean_motion"], keepdims=1),  # [1,1,3]
+        helper.make_node("Reshape", ["mean_motion", "grid_shape"], ["shift"]),  # [1,1,1,1,3]
+        helper.make_node("Add", ["base_grid", "shift"], ["grid"]),
+        helper.make_node("GridSample", ["feature_3d", "grid"], ["warped"], mode="linear", padding_mode="zeros",
+                         align_corners=0),  # the 5-D GridSample the real model has
+        helper.make_node("ReduceMean", ["warped", "axis2"], ["flat"], keepdims=0),  # [1,32,64,64]
+        helper.make_node("Conv", ["flat", "w"], ["rgb64"]),
+        helper.make_node("Resize", ["rgb64", "", "scales"], ["rgb512"], mode="linear"),
+        helper.make_node("Sigmoid", ["rgb512"], ["out"]),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("feature_3d", F, [1, 32, 16, 64, 64]),
+         helper.make_tensor_value_info("kp_driving", F, [1, 21, 3]),
+         helper.make_tensor_value_info("kp_source", F, [1, 21, 3])],
+        [helper.make_tensor_value_info("out", F, [1, 3, 512, 512])],
+        [numpy_helper.from_array(grid, "base_grid"), _const("axis1", np.array([1], np.int64)),
+         _const("axis2", np.array([2], np.int64)), _const("grid_shape", np.array([1, 1, 1, 1, 3], np.int64)),
+         _init(rng, "w", [3, 32, 1, 1], 0.5), _const("scales", np.array([1, 1, 8, 8], np.float32))],
+        "warping_spade",
+    )
+
+
+def mlp(rng, n_in: int, n_out: int, name: str) -> onnx.ModelProto:
+    return _model(
+        [helper.make_node("Gemm", ["input", "w", "b"], ["output"])],
+        [helper.make_tensor_value_info("input", F, [1, n_in])],
+        [helper.make_tensor_value_info("output", F, [1, n_out])],
+        [_init(rng, "w", [n_in, n_out], 0.01), _init(rng, "b", [n_out], 0.001)], name,
+    )
+
+
+def inswapper(rng, nan: bool = False) -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("Conv", ["target", "w_target"], ["t_feat"]),  # [1,3,128,128]
+        helper.make_node("Gemm", ["source", "w_source"], ["s_feat"]),  # [1,3]
+        helper.make_node("Reshape", ["s_feat", "s_shape"], ["s_bias"]),  # [1,3,1,1]
+        helper.make_node("Add", ["t_feat", "s_bias"], ["mixed"]),
+        helper.make_node("Sigmoid", ["mixed"], ["sig"]),
+        helper.make_node("Mul", ["sig", "gain"], ["output"]),
+    ]
+    inits = [
+        numpy_helper.from_array((np.eye(3, dtype=np.float32) * 4.0).reshape(3, 3, 1, 1), "w_target"),
+        _init(rng, "w_source", [512, 3], 0.5),
+        _const("s_shape", np.array([1, 3, 1, 1], np.int64)),
+        _const("gain", np.float32(np.nan if nan else 1.0)),
+        # The identity projection, stored like the real file: the graph's last initializer.
+        numpy_helper.from_array((np.eye(512) + rng.standard_normal((512, 512)) * 0.01).astype(np.float32), "emap"),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("target", F, [1, 3, 128, 128]), helper.make_tensor_value_info("source", F, [1, 512])],
+        [helper.make_tensor_value_info("output", F, [1, 3, 128, 128])], inits, "inswapper",
+    )
+
+
+def arcface(rng) -> onnx.ModelProto:
+    nodes = [
+        helper.make_node("AveragePool", ["input.1"], ["pooled"], kernel_shape=[8, 8], strides=[8, 8]),  # 14x14
+        helper.make_node("Flatten", ["pooled"], ["flat"]),  # [N, 588]
+        helper.make_node("MatMul", ["flat", "w"], ["683"]),
+    ]
+    return _model(
+        nodes, [helper.make_tensor_value_info("input.1", F, ["batch", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", F, ["batch", 512])], [_init(rng, "w", [588, 512], 0.2)], "arcface",
+    )
+
+
+def make_models(out_dir: Path, nan_swapper: bool = False, rename: tuple[str, str, str] | None = None) -> Path:
+    """Write every fixture under out_dir in the hub's layout; returns out_dir."""
+    rng = np.random.default_rng(1234)
+    files = {
+        "liveportrait_onnx/appearance_feature_extractor.onnx": appearance(rng),
+        "liveportrait_onnx/motion_extractor.onnx": motion(rng),
+        "liveportrait_onnx/warping_spade.onnx": warping(rng),
+        "liveportrait_onnx/stitching.onnx": mlp(rng, 126, 65, "stitching"),
+        "liveportrait_onnx/stitching_eye.onnx": mlp(rng, 66, 63, "stitching_eye"),
+        "liveportrait_onnx/stitching_lip.onnx": mlp(rng, 65, 63, "stitching_lip"),
+        "inswapper_128.onnx": inswapper(rng, nan=nan_swapper),
+        "w600k_r50.onnx": arcface(rng),
+    }
+    if rename is not None:
+        target, old, new = rename
+        model = files[target]
+        for value_info in (*model.graph.input, *model.graph.output):
+            if value_info.name == old:
+                value_info.name = new
+        for node in model.graph.node:
+            node.input[:] = [new if n == old else n for n in node.input]
+            node.output[:] = [new if n == old else n for n in node.output]
+    for relative, model in files.items():
+        path = Path(out_dir) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(model, str(path))
+    return Path(out_dir)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--nan-swapper", action="store_true", help="an inswapper fixture that returns NaN")
+    parser.add_argument("--rename", metavar="FILE:OLD:NEW", help="rename one tensor (to test the contract check)")
+    args = parser.parse_args()
+    rename = tuple(args.rename.split(":")) if args.rename else None
+    make_models(args.out_dir, args.nan_swapper, rename)  # type: ignore[arg-type]
+    print(f"test fixtures written to {args.out_dir} (not models: random weights, real contracts)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
