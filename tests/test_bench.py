@@ -261,3 +261,19 @@ def test_no_gpu_is_a_reason_not_a_crash(monkeypatch):
     sampler.open()
     sampler.sample()
     assert sampler.summary() == {"available": False, "reason": "nvidia-ml-py not installed (pip install nvidia-ml-py)", "devices": []}
+
+
+def test_bench_config_measures_the_live_pipeline_alone(tmp_path):
+    from facecast.bench.run import BenchOptions, bench_config
+
+    cfg = bench_config(None, [], BenchOptions())
+    assert cfg.capture.source == "synthetic"  # auto never picks a camera for a bench
+    assert list(cfg.outputs) == ["bench"] and cfg.outputs["bench"].type == "null"
+    assert cfg.capture.synthetic.realtime is False and cfg.pipeline.queue_policy == "block"
+    if hasattr(cfg, "jobs"):
+        assert cfg.jobs.enabled is False  # the batch thread would run whatever is queued for the user
+    # --set comes last: it can still force any key.
+    forced = bench_config(None, ["pipeline.queue_policy=drop_oldest"], BenchOptions(mode="max"))
+    assert forced.pipeline.queue_policy == "drop_oldest"
+    paced = bench_config(None, [], BenchOptions(mode="realtime"))
+    assert paced.capture.synthetic.realtime is True and paced.pipeline.queue_policy == "auto"

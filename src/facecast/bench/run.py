@@ -105,6 +105,10 @@ def bench_config(path: Path | None, overrides: list[str], opts: BenchOptions) ->
     if opts.mode == "max":
         mode.append("pipeline.queue_policy=block")  # throughput: every captured frame is processed
     quiet = ["stats.interval_s=0", "logging.level=warning"]
+    if "jobs" in Config.model_fields:
+        # The daemon's batch thread would pick up whatever is queued in the user's job queue and run
+        # it during the measurement: a bench measures the live pipeline alone.
+        quiet.append("jobs.enabled=false")
     cfg = load_config(path, [*quiet, *mode, *flags, *overrides])
     if not opts.with_outputs:
         cfg.outputs = {"bench": NullOutputConfig(enabled=True)}
