@@ -277,3 +277,23 @@ def test_bench_config_measures_the_live_pipeline_alone(tmp_path):
     assert forced.pipeline.queue_policy == "drop_oldest"
     paced = bench_config(None, [], BenchOptions(mode="realtime"))
     assert paced.capture.synthetic.realtime is True and paced.pipeline.queue_policy == "auto"
+
+
+def test_with_batch_measures_live_fps_alone_and_beside_a_real_job(tmp_path):
+    out = tmp_path / "batch.json"
+    result = run_facecast("bench", "--with-batch", "--realtime", "--source", "synthetic", "--effect", "swap",
+                          *SMALL, "--set", "capture.fps=15", "--frames", "45", "--warmup", "5", "--rounds", "2",
+                          "--json", str(out), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    order = [line.split(": ", 1)[1].rstrip(".") for line in result.stderr.splitlines() if line.startswith("round ")]
+    assert order == ["live alone", "live + swap job", "live + swap job", "live alone"]  # alternated
+    alone = np.median([r["fps"] for r in data["without_batch"]["runs"]])
+    loaded = np.median([r["fps"] for r in data["with_batch"]["runs"]])
+    assert data["ratios"]["fps"] == pytest.approx(loaded / alone, rel=1e-3)
+    jobs = data["with_batch"]["batch"]
+    assert all(j["kind"] == "swap" and j["jobs_failed"] == 0 for j in jobs)
+    assert max(j["frames_per_s"] for j in jobs) > 0  # the batch thread really worked during the measurement
+    assert all("batch" not in r for r in data["without_batch"]["runs"])
+    assert data["meets_target"] == (data["ratios"]["fps"] >= data["target_ratio"])
+    assert "live fps      alone" in result.stdout

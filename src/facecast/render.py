@@ -129,7 +129,10 @@ def render_video(kind: str, character, src: Path, dst: Path, cfg, progress: Prog
         if not inp.streams.video:
             raise RenderError(f"{src} has no video stream")
         vin = inp.streams.video[0]
-        vin.thread_type = "AUTO"
+        if priority == "batch":
+            vin.codec_context.thread_count = 1  # beside the live stream: codecs must not take every core
+        else:
+            vin.thread_type = "AUTO"
         ain = inp.streams.audio[0] if inp.streams.audio else None
         rate = vin.average_rate or vin.guessed_rate or Fraction(30)
         total = vin.frames or (int(float(inp.duration) / 1e6 * float(rate)) if inp.duration else 0)
@@ -162,7 +165,7 @@ def render_video(kind: str, character, src: Path, dst: Path, cfg, progress: Prog
                 size = (cfg.effect.animate.width, cfg.effect.animate.height)
             else:
                 size = (vin.codec_context.width, vin.codec_context.height)
-            vout = _video_stream(out, size, rate)
+            vout = _video_stream(out, size, rate, threads=1 if priority == "batch" else 0)
             aout = out.add_stream_from_template(ain) if ain is not None else None
             streams = [s for s in (vin, ain) if s is not None]
             t_start = time.monotonic()
@@ -225,13 +228,13 @@ def _format_for(dst: Path) -> str | None:
     return {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}.get(dst.suffix.lower())
 
 
-def _video_stream(out, size: tuple[int, int], rate: Fraction):
+def _video_stream(out, size: tuple[int, int], rate: Fraction, threads: int = 0):
     stream = out.add_stream("libx264", rate=rate)
     w, h = size
     stream.width, stream.height = w - w % 2, h - h % 2  # yuv420p needs even sizes
     stream.pix_fmt = "yuv420p"
     stream.codec_context.time_base = 1 / rate
-    stream.options = {"crf": "18", "preset": "veryfast"}
+    stream.options = {"crf": "18", "preset": "veryfast", "threads": str(threads)}  # 0 = x264 decides
     return stream
 
 

@@ -46,4 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write one row per measured frame: latency, each stage's wait and time (ms)")
     p.add_argument("--compare", nargs=2, metavar=("CONFIG_A", "CONFIG_B"), type=Path,
                    help="run two config files alternately in this process and report the ratios B/A")
-    p.add_argument("--rounds", type=_positive, default=3, help="runs of each config with --compare (default 3)")
+    p.add_argument("--rounds", type=_positive, default=3,
+                   help="runs of each side with --compare or --with-batch (default 3)")
+    p.add_argument("--with-batch", action="store_true",
+                   help="measure the live pipeline alone and while the batch thread runs offline jobs"
+                        " (the live effect on a generated clip), alternately; report the fps ratio")

@@ -74,6 +74,61 @@ def compare(paths: tuple[Path, Path], overrides: list[str], opts: BenchOptions, 
     }
 
 
+def with_batch(cfg, opts: BenchOptions, rounds: int, system: dict[str, Any]) -> dict[str, Any]:
+    """Live alone (A) and live with a batch job running (B), alternately: B/A is what the job costs."""
+    from facecast.bench.batch import BatchLoad
+
+    kind = cfg.effect.active if cfg.effect.active in ("animate", "swap") else "swap"
+    runs: list[list[dict[str, Any]]] = [[], []]
+    for r in range(rounds):
+        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+            label = ("live alone", f"live + {kind} job")[i]
+            print(f"round {r + 1}/{rounds}: {label}...", file=sys.stderr, flush=True)
+            result = run_once(cfg, opts, system, batch=BatchLoad(kind) if i else None).result
+            runs[i].append(result)
+            extra = f", batch {result['batch']['frames_per_s']} frames/s" if i else ""
+            print(f"  {result['fps']:.1f} fps, latency p50 {result['latency_ms']['p50']} ms{extra}", file=sys.stderr, flush=True)
+    alone, loaded = (_side_summary(rs) for rs in runs)
+    ratio = _ratio(loaded["fps"], alone["fps"])
+    return {
+        "schema": runs[0][0]["schema"],
+        "rounds": rounds,
+        "mode": opts.mode,
+        "without_batch": {"summary": alone, "runs": runs[0]},
+        "with_batch": {"summary": loaded, "runs": runs[1],
+                       "batch": [r["batch"] for r in runs[1]]},
+        "ratios": {
+            "fps": ratio,
+            "latency_p50": _ratio(loaded["latency_ms"]["p50"], alone["latency_ms"]["p50"]),
+            "latency_p95": _ratio(loaded["latency_ms"]["p95"], alone["latency_ms"]["p95"]),
+            "fps_per_round": [_ratio(rb["fps"], ra["fps"]) for ra, rb in zip(runs[0], runs[1])],
+        },
+        "target_ratio": cfg.jobs.min_live_ratio,
+        "meets_target": ratio is not None and ratio >= cfg.jobs.min_live_ratio,
+        "system": system,
+        "notes": sorted({n for side in runs for r in side for n in r["notes"]}),
+    }
+
+
+def format_with_batch(data: dict[str, Any]) -> str:
+    a, b = data["without_batch"]["summary"], data["with_batch"]["summary"]
+    jobs = data["with_batch"]["batch"]
+    rate = [j["frames_per_s"] for j in jobs if j["frames_per_s"] is not None]
+    lines = [
+        f"live pipeline: {a['description']} ({data['mode']}, {data['rounds']} rounds each, alternating)",
+        f"live fps      alone {a['fps']}   with a batch job {b['fps']}   ratio {data['ratios']['fps']}"
+        f"  (per round {data['ratios']['fps_per_round']})",
+        f"latency p50   alone {a['latency_ms']['p50']} ms   with {b['latency_ms']['p50']} ms"
+        f"   p95 {a['latency_ms']['p95']} / {b['latency_ms']['p95']} ms",
+        f"batch work    {statistics.median(rate) if rate else '-'} frames/s of {jobs[0]['kind']} jobs"
+        f" ({sum(j['jobs_done'] for j in jobs)} jobs done, {sum(j['jobs_failed'] for j in jobs)} failed)",
+        f"target        live fps with a job >= {data['target_ratio']:.0%} of alone: "
+        + ("met" if data["meets_target"] else "NOT met"),
+    ]
+    lines += [f"note          {n}" for n in data["notes"]]
+    return "\n".join(lines)
+
+
 def _emit(table: str, data: dict[str, Any], json_out: Path | None) -> None:
     if json_out is not None and str(json_out) == "-":
         print(table, file=sys.stderr)
@@ -96,6 +151,9 @@ def run_command(args: argparse.Namespace, config_path: Path | None, setup_loggin
     if args.compare and args.config is not None:
         print("--compare takes the two config files to compare; leave out --config", file=sys.stderr)
         return 2
+    if args.with_batch and args.compare:
+        print("--with-batch measures one config: leave out --compare", file=sys.stderr)
+        return 2
     if args.compare and args.trace is not None:
         print("--trace records one run: leave it out with --compare", file=sys.stderr)
         return 2
@@ -113,6 +171,10 @@ def run_command(args: argparse.Namespace, config_path: Path | None, setup_loggin
         if args.compare:
             data = compare(tuple(args.compare), args.overrides, opts, args.rounds, system)
             _emit(format_compare(data), data, args.json)
+            return 0
+        if args.with_batch:
+            data = with_batch(cfg, opts, args.rounds, system)
+            _emit(format_with_batch(data), data, args.json)
             return 0
         run: BenchRun = run_once(cfg, opts, system)
     except ConfigError as exc:

@@ -219,9 +219,10 @@ def _input_size(reader, cfg: Config) -> tuple[int | None, int | None]:
     return getattr(reader, "width", None), getattr(reader, "height", None)
 
 
-def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any]) -> BenchRun:
+def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None) -> BenchRun:
     """Start the pipeline, warm up, measure `opts.frames` delivered frames, stop. Raises StartupError
-    when a stage cannot start and BenchError when nothing could be measured."""
+    when a stage cannot start and BenchError when nothing could be measured. `batch`: a BatchLoad
+    started after the warm-up and stopped with the measurement (live figures under batch work)."""
     from facecast.daemon import Daemon
 
     total = opts.warmup + opts.frames
@@ -239,12 +240,17 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any]) -> BenchRu
         # The output stage lets go of its workers when the pipeline stops: keep them to read their figures.
         workers = dict(getattr(daemon.output, "workers", {}))
         _wait(daemon, lambda: stats.frames_out >= opts.warmup, "warm-up", 0.002)
+        batch_figures = None
+        if batch is not None:
+            batch.start(daemon)
         stats.reset()  # drops, errors and stuck counts from here on are the measurement's
         monitor.start()
         monitoring = True
         _wait(daemon, lambda: False, "measurement", 0.05)
         resources = monitor.stop()
         monitoring = False
+        if batch is not None:
+            batch_figures = batch.stop()
         counters = stats.snapshot()
         outputs = {name: {**w.snapshot(), "type": cfg.outputs[name].type} for name, w in workers.items()}
         reader = daemon.capture.reader
@@ -330,6 +336,8 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any]) -> BenchRu
         "system": run_system,
         "notes": notes,
     }
+    if batch_figures is not None:
+        result["batch"] = batch_figures
     return BenchRun(result, measured, stats.stage_names)
 
 
