@@ -50,8 +50,11 @@ def cameras_report(max_index: int = 4) -> list[str]:
 
     found = []
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    from facecast.capture.camera import quiet_opencv
+
     for index in range(max_index):
-        cap = cv2.VideoCapture(index)
+        with quiet_opencv():
+            cap = cv2.VideoCapture(index)
         try:
             if cap.isOpened():
                 ok, frame = cap.read()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 import cv2
@@ -21,6 +23,18 @@ _APIS = {
     "msmf": cv2.CAP_MSMF,
     "avfoundation": cv2.CAP_AVFOUNDATION,
 }
+
+
+@contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own log while probing cameras that may not exist (it prints an ERROR line
+    for every missing index); the probe's result is reported by facecast itself."""
+    previous = cv2.getLogLevel()
+    cv2.setLogLevel(0)  # LOG_LEVEL_SILENT
+    try:
+        yield
+    finally:
+        cv2.setLogLevel(previous)
 
 
 class CameraConfig(StrictModel):

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from facecast.capture.camera import CameraConfig, CameraReader
+from facecast.capture.camera import CameraConfig, CameraReader, quiet_opencv
 from facecast.capture.reader import FrameReader
 from facecast.capture.stream import StreamReader, UrlConfig
 from facecast.capture.synthetic import SyntheticConfig, SyntheticReader
@@ -60,7 +60,8 @@ def make_reader(cfg: CaptureConfig) -> FrameReader:
         return SyntheticReader(cfg.synthetic, cfg.width, cfg.height, cfg.fps)
     camera = CameraReader(cfg.camera, cfg.width, cfg.height, cfg.fps)
     try:
-        camera.open()
+        with quiet_opencv():
+            camera.open()
         camera.close()
         log.info("capture: auto picked camera %d", cfg.camera.index)
         return camera
