@@ -114,7 +114,7 @@ def render_video(kind: str, character, src: Path, dst: Path, cfg, progress: Prog
     import av
 
     from facecast.effects.stage import make_effect
-    from facecast.media.video import publish
+    from facecast.media.video import add_video_stream, container_format, publish
     from facecast.engines.onnxruntime import EngineError
     from facecast.engines.pool import EnginePool
     from facecast.outputs.base import flatten_alpha
@@ -159,13 +159,13 @@ def render_video(kind: str, character, src: Path, dst: Path, cfg, progress: Prog
             tmp = Path(tmp_name)
         count = 0
         try:
-            out = av.open(str(tmp), mode="w", format=_format_for(dst))
+            out = av.open(str(tmp), mode="w", format=container_format(dst))
             # Every stream is added before the first packet is written (the header goes out then).
             if kind == "animate":
                 size = (cfg.effect.animate.width, cfg.effect.animate.height)
             else:
                 size = (vin.codec_context.width, vin.codec_context.height)
-            vout = _video_stream(out, size, rate, threads=1 if priority == "batch" else 0)
+            vout = add_video_stream(out, *size, rate, crf=18, threads=1 if priority == "batch" else 0)
             aout = out.add_stream_from_template(ain) if ain is not None else None
             streams = [s for s in (vin, ain) if s is not None]
             t_start = time.monotonic()
@@ -222,20 +222,6 @@ def _decode(packet, src: Path):
     except av.error.FFmpegError as exc:  # a damaged packet: skip it, like a player would
         log.warning("render: %s: a damaged video packet was skipped (%s)", src, exc)
         return []
-
-
-def _format_for(dst: Path) -> str | None:
-    return {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}.get(dst.suffix.lower())
-
-
-def _video_stream(out, size: tuple[int, int], rate: Fraction, threads: int = 0):
-    stream = out.add_stream("libx264", rate=rate)
-    w, h = size
-    stream.width, stream.height = w - w % 2, h - h % 2  # yuv420p needs even sizes
-    stream.pix_fmt = "yuv420p"
-    stream.codec_context.time_base = 1 / rate
-    stream.options = {"crf": "18", "preset": "veryfast", "threads": str(threads)}  # 0 = x264 decides
-    return stream
 
 
 class Progress:

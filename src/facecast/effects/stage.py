@@ -74,8 +74,7 @@ def build_effects(cfg: EffectConfig, stats: PipelineStats | None = None, charact
     def live_figures() -> tuple[float, float | None]:
         if stats is None:
             return 0.0, None
-        snap = stats.snapshot()
-        return snap["fps"], snap["latency_ms"]["p50"]
+        return stats.live_figures()
 
     return {
         "passthrough": Passthrough(),

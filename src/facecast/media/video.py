@@ -10,23 +10,34 @@ from pathlib import Path
 import numpy as np
 
 
+def frame_rate(fps: float) -> Fraction:
+    """An exact rational rate: 29.97 -> 30000/1001, 60 -> 60."""
+    return Fraction(fps).limit_denominator(1001)
+
+
+def add_video_stream(container, width: int, height: int, rate: Fraction, codec: str = "libx264",
+                     crf: int = 20, preset: str = "veryfast", threads: int = 0):
+    """An H.264 (or other) yuv420p stream at a constant rate; odd sizes are cut to even (yuv420p needs
+    them). `threads`: encoder threads, 0 = the encoder decides (1 beside the live stream)."""
+    stream = container.add_stream(codec, rate=rate)
+    stream.width, stream.height, stream.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
+    stream.codec_context.time_base = 1 / rate
+    if codec == "libx264":
+        stream.options = {"crf": str(crf), "preset": preset, "threads": str(threads)}
+    return stream
+
+
 def write_video(path: Path, frames: Iterable[np.ndarray], fps: float, codec: str = "libx264", crf: int = 20) -> int:
     """Encode `frames` (HxWx3 BGR uint8) to `path`; returns the number of frames written."""
     import av
 
-    rate = Fraction(fps).limit_denominator(1001)
+    rate = frame_rate(fps)
     count = 0
-    # The container format is given explicitly: temporary names such as ".x.partial.mp4" still end in .mp4,
-    # but callers may pass other suffixes.
-    with av.open(str(path), mode="w", format=_format_for(path)) as container:
+    with av.open(str(path), mode="w", format=container_format(path)) as container:
         stream = None
         for image in frames:
             if stream is None:
-                h, w = image.shape[:2]
-                stream = container.add_stream(codec, rate=rate)
-                stream.width, stream.height, stream.pix_fmt = w - w % 2, h - h % 2, "yuv420p"
-                if codec == "libx264":
-                    stream.options = {"crf": str(crf), "preset": "veryfast"}
+                stream = add_video_stream(container, image.shape[1], image.shape[0], rate, codec, crf)
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: stream.height, : stream.width, :3]), format="bgr24")
             frame.pts = count
             container.mux(stream.encode(frame))
@@ -51,5 +62,7 @@ def publish(temp: Path, final: Path) -> None:
     os.replace(temp, final)  # atomic: same folder
 
 
-def _format_for(path: Path) -> str:
+def container_format(path: Path) -> str:
+    """The container for a file name; given explicitly because temporary names (".x.partial.mp4",
+    mkstemp names) must still get the final file's format."""
     return {".mov": "mov", ".mkv": "matroska", ".webm": "webm"}.get(path.suffix.lower(), "mp4")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -58,16 +57,13 @@ class RecordOutput(Output):
     def _start(self, image: Image, source_fps: float) -> None:
         import av
 
+        from facecast.media.video import add_video_stream, frame_rate
+
         fps = self.cfg.fps or source_fps or 30.0
-        rate = Fraction(fps).limit_denominator(1001)
+        rate = frame_rate(fps)
         h, w = image.shape[:2]
         self._container = av.open(str(self.path), mode="w")
-        stream = self._container.add_stream(self.cfg.codec, rate=rate)
-        stream.width, stream.height = w - w % 2, h - h % 2  # yuv420p needs even sizes
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = 1 / rate
-        if self.cfg.codec == "libx264":
-            stream.options = {"crf": str(self.cfg.crf), "preset": self.cfg.preset}
+        stream = add_video_stream(self._container, w, h, rate, self.cfg.codec, self.cfg.crf, self.cfg.preset)
         self._stream = stream
         self.frames = 0
         log.info("record: writing %s (%dx%d, %s fps, %s)", self.path, stream.width, stream.height, rate, self.cfg.codec)

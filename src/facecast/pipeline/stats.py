@@ -143,6 +143,12 @@ class PipelineStats:
     def dropped(self) -> dict[str, int]:
         return {q.name: q.dropped - self._drops_at_reset.get(q.name, 0) for q in self._queues}
 
+    def live_figures(self) -> tuple[float, float | None]:
+        """fps and end-to-end latency p50 only: cheap enough for an overlay drawn on every frame."""
+        with self._lock:
+            latency = float(np.median(self._latency_ms)) if self._latency_ms else None
+        return self.fps(), latency
+
     def snapshot(self) -> dict[str, Any]:
         fps = self.fps()
         with self._lock:
