@@ -21,8 +21,9 @@ $(VENV)/.installed: $(BIN)/python requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt requirements-diffusion.txt
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt requirements-diffusion.txt requirements-reference.txt
 	$(BIN)/pip install --quiet -r requirements-test.txt
+	$(BIN)/pip install --quiet --no-deps -r requirements-reference.txt
 	@touch $@
 
 define install_debs

@@ -12,7 +12,7 @@ from onnx import numpy_helper
 
 from facecast.engines.onnxruntime import EngineConfig
 from facecast.engines.pool import EnginePool
-from facecast.neural.crop import crop_transform, paste_region
+from facecast.neural.crop import CROP_POINTS, crop_transform, paste_region
 from facecast.neural.faceswap import TEMPLATE_112, InSwapper, alignment, five_points, read_emap, source_latent
 from facecast.neural.liveportrait import (
     SOURCE_CROP, LivePortrait, Motion, angle_from_logits, keypoints, relative_keypoints, rotation,
@@ -39,10 +39,12 @@ def face(portrait):
 def test_crop_lands_on_the_face(face):
     m = crop_transform(face.landmarks, 256, *SOURCE_CROP)
     pts = np.hstack([face.landmarks[:, :2], np.ones((478, 1))]) @ m.T
-    centre = (pts.min(axis=0) + pts.max(axis=0)) / 2
-    # vertical offset -0.125 (upward positive): the crop centre sits below the face, which shows above it
-    assert np.allclose(centre, [128, 128 - 0.125 * 256 / SOURCE_CROP[0]], atol=256 * 0.03)
-    side = (pts.max(axis=0) - pts.min(axis=0)).max()
+    box = pts[CROP_POINTS]  # brows to chin, ear to ear: the extent the crop rule is calibrated on
+    centre = (box.min(axis=0) + box.max(axis=0)) / 2
+    # vy_ratio -0.125: the crop centre moves towards the forehead by 1/8 of the crop side, so the face
+    # box sits that much below the crop's centre (the hair and forehead fit in)
+    assert np.allclose(centre, [128, 128 + 0.125 * 256], atol=256 * 0.03)
+    side = (box.max(axis=0) - box.min(axis=0)).max()
     assert side == pytest.approx(256 / SOURCE_CROP[0], rel=0.05)  # face size = crop / scale
     eyes = pts[[33, 263]]
     assert abs(eyes[0, 1] - eyes[1, 1]) < 2.0  # eyes levelled

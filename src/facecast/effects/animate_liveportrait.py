@@ -29,6 +29,7 @@ class AnimateLivePortraitConfig(StrictModel):
     pose_multiplier: float = Field(1.0, ge=0, le=3, description="scale of the head rotation since the neutral pose")
     expression_multiplier: float = Field(1.0, ge=0, le=3, description="scale of the expression change")
     stitching: bool = Field(True, description="the stitching network (keeps the shoulders still, no seam)")
+    lip_zero: bool = Field(True, description="close the character's own open mouth first, so the performer's mouth drives it")
     eye_retargeting: bool = Field(False, description="drive the eyes from the measured eye openness")
     lip_retargeting: bool = Field(False, description="drive the lips from the measured mouth openness")
     return_to_neutral_s: float = Field(0.35, gt=0, le=10, description="easing back when no face is tracked")
@@ -61,7 +62,7 @@ class AnimateLivePortrait(Effect):
         self.priority = "live"  # "batch" when a job renders with it: live frames go first on the engines
 
     def start(self) -> None:
-        self.model = lp.LivePortrait(self.pool, stitching=self.cfg.stitching)
+        self.model = lp.LivePortrait(self.pool, stitching=self.cfg.stitching, lip_zero=self.cfg.lip_zero)
 
     def recalibrate(self) -> None:
         self._neutral = None  # the next tracked frame becomes the neutral pose

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from facecast.configbase import StrictModel
+from facecast.engines.base import CallStats, TransferStats
 from facecast.engines.contracts import ModelContract, Precision, check_contract
 from facecast.engines.gate import PriorityGate, Priority
 from facecast.paths import user_cache_dir
@@ -20,14 +22,16 @@ from facecast.paths import user_cache_dir
 log = logging.getLogger(__name__)
 
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
-Device = Literal["auto", "tensorrt", "cuda", "cpu"]
+Device = Literal["auto", "tensorrt", "cuda", "torch", "cpu"]
 
 
 class EngineConfig(StrictModel):
     device: Device = Field(
-        "auto", description="auto = the fastest provider installed; tensorrt/cuda = required, error if missing"
+        "auto",
+        description="auto = the fastest onnxruntime provider installed; tensorrt/cuda = required, error if missing; "
+        "torch = the same ONNX files as PyTorch modules on CUDA (FP16, CUDA graphs), error if PyTorch has no CUDA",
     )
-    fp16: bool = Field(True, description="TensorRT in FP16 (the motion extractor always stays FP32)")
+    fp16: bool = Field(True, description="TensorRT and torch in FP16 (the motion extractor always stays FP32)")
     allow_cpu_fallback: bool = Field(False, description="run on the CPU when device asks for a GPU that is not there")
     device_id: int = Field(0, ge=0, description="GPU number")
     cache_dir: Path | None = Field(None, description="TensorRT engine cache; null = the per-user cache folder")
@@ -168,20 +172,36 @@ class OnnxEngine:
         self.gate = gate
         self._input_types = {a.name: _NP_TYPES.get(a.type, np.float32) for a in self.session.get_inputs()}
         self._output_names = [o.name for o in contract.outputs]
+        self.call_stats = CallStats()
+        self.transfers = TransferStats()
         log.info("engine %s: %s (%s)", contract.key, ", ".join(self.providers), self.precision)
 
+    def upload(self, array: np.ndarray) -> Any:
+        """A copy of `array` that stays where the model runs (an OrtValue on the GPU; the array itself
+        on the CPU): bind it to every call instead of sending it again (per-character tensors)."""
+        import onnxruntime as ort
+
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if not self.on_gpu:
+            return array
+        self.transfers.add(h2d=array.nbytes)
+        return ort.OrtValue.ortvalue_from_numpy(array, "cuda", self.device_id)
+
     def run(self, feeds: dict[str, Any], priority: Priority = "live", keep_on_device: tuple[str, ...] = ()) -> dict[str, Any]:
-        """Run the model. Inputs may be numpy arrays or OrtValues already on the device; outputs named
-        in `keep_on_device` stay OrtValues there (feed them to the next model without a CPU round trip)."""
+        """Run the model. Inputs may be numpy arrays or values already on the device (`upload`, or an
+        output kept there); outputs named in `keep_on_device` stay on the device (feed them to the next
+        model without a round trip through the CPU)."""
         import onnxruntime as ort
 
         binding = self.session.io_binding()
+        h2d = d2h = 0
         for name, value in feeds.items():
             if isinstance(value, ort.OrtValue):
                 binding.bind_ortvalue_input(name, value)
             else:
                 array = np.ascontiguousarray(value, dtype=self._input_types.get(name, np.float32))
                 if self.on_gpu:
+                    h2d += array.nbytes
                     binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array, "cuda", self.device_id))
                 else:
                     binding.bind_cpu_input(name, array)
@@ -191,12 +211,24 @@ class OnnxEngine:
             else:
                 binding.bind_output(name)
         with self.gate.enter(priority):
+            start = time.perf_counter()
             self.session.run_with_iobinding(binding)  # the only line that runs a model
+            if not self.on_gpu:  # on the GPU the time is taken when the outputs are read back below
+                self.call_stats.add((time.perf_counter() - start) * 1e3)
         values = binding.get_outputs()
-        return {
-            name: value if name in keep_on_device else value.numpy().astype(np.float32, copy=False)
-            for name, value in zip(self._output_names, values)
-        }
+        result: dict[str, Any] = {}
+        for name, value in zip(self._output_names, values):
+            if name in keep_on_device and self.on_gpu:
+                result[name] = value
+            else:
+                array = value.numpy()
+                if self.on_gpu:
+                    d2h += array.nbytes
+                result[name] = array.astype(np.float32, copy=False)
+        if self.on_gpu:
+            self.call_stats.add((time.perf_counter() - start) * 1e3)
+        self.transfers.add(h2d, d2h)
+        return result
 
     def warmup(self) -> None:
         feeds = {s.name: np.zeros([d or 1 for d in s.shape], np.float32) for s in self.contract.inputs}

@@ -1,37 +1,61 @@
-"""Face crops from MediaPipe landmarks: a similarity transform that levels the eyes."""
+"""Face crops from MediaPipe landmarks by LivePortrait's crop rule, and pasting a crop back."""
 
 from __future__ import annotations
-
-import math
 
 import cv2
 import numpy as np
 
-from facecast.tracking.geometry import EYE_L_INNER, EYE_L_OUTER, EYE_R_INNER, EYE_R_OUTER
+from facecast.tracking.geometry import (
+    EYE_L_BOTTOM, EYE_L_INNER, EYE_L_OUTER, EYE_L_TOP, EYE_R_BOTTOM, EYE_R_INNER, EYE_R_OUTER, EYE_R_TOP,
+    LIP_BOTTOM_INNER, LIP_TOP_INNER,
+)
 from facecast.types import Image, Landmarks
 
+# The face extent LivePortrait's crop rule is calibrated on: its landmark sets run from the brows to
+# the chin and ear to ear, with no forehead. MediaPipe's mesh also covers the forehead, which would
+# make every crop ~20% looser, so the box is taken over the matching MediaPipe points: the face oval
+# from temple to temple round the chin, and both brows.
+FACE_OVAL_BELOW_BROWS = [356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136,
+                         172, 58, 132, 93, 234, 127]
+BROWS = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46, 300, 293, 334, 296, 336, 285, 295, 282, 283, 276]
+CROP_POINTS = np.array(FACE_OVAL_BELOW_BROWS + BROWS)
+EYE_L = [EYE_L_OUTER, EYE_L_TOP, EYE_L_INNER, EYE_L_BOTTOM]
+EYE_R = [EYE_R_INNER, EYE_R_TOP, EYE_R_OUTER, EYE_R_BOTTOM]
 
-def crop_transform(landmarks: Landmarks, size: int, scale: float, vy_offset: float) -> np.ndarray:
-    """2x3 matrix from image to a `size` square crop around the face.
 
-    `scale` = crop side / face size; `vy_offset` moves the centre by that fraction of the face
-    size, upward positive (LivePortrait: source 2.3 / -0.125, driving 2.2 / -0.1).
-    """
+def crop_anchors(landmarks: Landmarks) -> tuple[np.ndarray, np.ndarray]:
+    """The two points that orient the crop: the centre between the eyes (eye contours, not the irises,
+    so gaze does not move the crop) and the centre of the mouth."""
     pts = landmarks[:, :2].astype(np.float64)
-    left = pts[[EYE_L_OUTER, EYE_L_INNER]].mean(axis=0)
-    right = pts[[EYE_R_INNER, EYE_R_OUTER]].mean(axis=0)
-    angle = math.atan2(right[1] - left[1], right[0] - left[0])  # eye line vs horizontal
-    c, s = math.cos(-angle), math.sin(-angle)
-    rot = np.array([[c, -s], [s, c]])
-    centre = pts.mean(axis=0)
-    level = (pts - centre) @ rot.T  # landmarks with the eyes level
-    lo, hi = level.min(axis=0), level.max(axis=0)
-    face_size = float(max(hi[0] - lo[0], hi[1] - lo[1]))
-    box_centre = (lo + hi) / 2 + np.array([0.0, -vy_offset * face_size])  # image y points down
-    k = size / (face_size * scale)
+    eyes = (pts[EYE_L].mean(axis=0) + pts[EYE_R].mean(axis=0)) / 2
+    mouth = (pts[LIP_TOP_INNER] + pts[LIP_BOTTOM_INNER]) / 2
+    return eyes, mouth
+
+
+def crop_transform(landmarks: Landmarks, size: int, scale: float, vy_ratio: float) -> np.ndarray:
+    """2x3 matrix from image to a `size` square crop around the face, by LivePortrait's crop rule.
+
+    The crop's vertical axis runs from the eyes' centre to the mouth's (so roll is undone); its side
+    is `scale` times the larger side of the face box in that frame; its centre is the box centre
+    moved along that axis by `vy_ratio` times the crop side (negative = towards the forehead).
+    LivePortrait: source 2.3 / -0.125, driving 2.2 / -0.1.
+    """
+    eyes, mouth = crop_anchors(landmarks)
+    uy = mouth - eyes
+    length = float(np.hypot(*uy))
+    uy = uy / length if length > 1e-3 else np.array([0.0, 1.0])
+    ux = np.array([uy[1], -uy[0]])
+    axes = np.stack([ux, uy])  # rows: the crop's x and y axes in the image
+    pts = landmarks[CROP_POINTS, :2].astype(np.float64)
+    origin = pts.mean(axis=0)
+    local = (pts - origin) @ axes.T
+    lo, hi = local.min(axis=0), local.max(axis=0)
+    side = float(max(hi - lo)) * scale
+    centre = origin + ((lo + hi) / 2) @ axes + uy * (vy_ratio * side)
+    k = size / side
     m = np.zeros((2, 3))
-    m[:, :2] = k * rot
-    m[:, 2] = size / 2 - k * (rot @ centre + box_centre)
+    m[:, :2] = k * axes
+    m[:, 2] = size / 2 - k * (axes @ centre)
     return m
 
 

@@ -23,8 +23,9 @@ MODELS = [
     "liveportrait/stitching_eye",
     "liveportrait/stitching_lip",
 ]
-SOURCE_CROP = (2.3, -0.125)  # scale, vertical offset (upward positive)
+SOURCE_CROP = (2.3, -0.125)  # scale, vy_ratio (negative: the centre moves towards the forehead)
 DRIVING_CROP = (2.2, -0.1)
+LIP_ZERO_THRESHOLD = 0.03  # the reference closes the source's mouth first only when it is open at least this much
 BINS = np.arange(66, dtype=np.float64)
 
 
@@ -113,14 +114,18 @@ class PreparedSource:
     mask: np.ndarray  # 512x512 feathered paste-back mask
     eye_ratio: tuple[float, float]
     lip_ratio: float
+    # "lip zero": the lip network's delta that closes the character's own mouth, so an open-mouthed
+    # portrait follows the performer's mouth instead of staying open (None: mouth already closed)
+    lip_delta_before: np.ndarray | None = None
     crop_box: tuple[int, int, int, int] = field(default=(0, 0, 0, 0))
 
 
 class LivePortrait:
-    def __init__(self, pool: EnginePool, stitching: bool = True) -> None:
+    def __init__(self, pool: EnginePool, stitching: bool = True, lip_zero: bool = True) -> None:
         pool.require(MODELS, "liveportrait")
         self.pool = pool
         self.stitching = stitching
+        self.lip_zero = lip_zero
         self.appearance = pool.get("liveportrait/appearance_feature_extractor")
         self.motion = pool.get("liveportrait/motion_extractor", precision="fp32")  # FP16 overflows
         self.warping = pool.get("liveportrait/warping_spade")
@@ -141,12 +146,23 @@ class LivePortrait:
         feature = self.appearance.run({"img": crop}, priority)["output"]
         motion = motion_from_outputs(self.motion.run({"img": crop}, priority))
         m512 = crop_transform(landmarks, 512, *SOURCE_CROP)
-        return PreparedSource(image=image, feature=feature, motion=motion, x_s=keypoints(motion),
-                              m_c2o=invert(m512), mask=feathered_mask(512), eye_ratio=eye_ratio, lip_ratio=lip_ratio)
+        x_s = keypoints(motion)
+        lip_delta = None
+        if self.lip_zero and lip_ratio >= LIP_ZERO_THRESHOLD:
+            lip_delta = self._lip_delta(x_s, lip_ratio, 0.0, priority)
+        return PreparedSource(image=image, feature=feature, motion=motion, x_s=x_s, m_c2o=invert(m512),
+                              mask=feathered_mask(512), eye_ratio=eye_ratio, lip_ratio=lip_ratio,
+                              lip_delta_before=lip_delta)
+
+    def _lip_delta(self, x_s: np.ndarray, source_ratio: float, driving_ratio: float, priority: Priority) -> np.ndarray:
+        feed = np.concatenate([x_s.reshape(-1), [source_ratio, driving_ratio]])[None].astype(np.float32)
+        return self.lip.run({"input": feed}, priority)["output"].reshape(21, 3).astype(np.float64)
 
     def driving_keypoints(self, src: PreparedSource, drv: Motion, neutral: Motion, *, pose_multiplier: float = 1.0,
                           expression_multiplier: float = 1.0, eye_ratio: float | None = None,
                           lip_ratio: float | None = None, priority: Priority = "live") -> np.ndarray:
+        """Algorithm 1 of the paper: the driver's motion relative to its neutral frame applied to the
+        source, plus the stitching, eye and lip deltas (each computed from x_s and the ratios)."""
         x_d = relative_keypoints(src.motion, drv, neutral, pose_multiplier, expression_multiplier)
         if self.stitching:
             feed = np.concatenate([src.x_s.reshape(-1), x_d.reshape(-1)])[None].astype(np.float32)
@@ -157,8 +173,9 @@ class LivePortrait:
             feed = np.concatenate([src.x_s.reshape(-1), src.eye_ratio, [eye_ratio]])[None].astype(np.float32)
             x_d = x_d + self.eye.run({"input": feed}, priority)["output"].reshape(21, 3)
         if lip_ratio is not None:
-            feed = np.concatenate([src.x_s.reshape(-1), [src.lip_ratio, lip_ratio]])[None].astype(np.float32)
-            x_d = x_d + self.lip.run({"input": feed}, priority)["output"].reshape(21, 3)
+            x_d = x_d + self._lip_delta(src.x_s, src.lip_ratio, lip_ratio, priority)
+        elif src.lip_delta_before is not None:
+            x_d = x_d + src.lip_delta_before
         return x_d
 
     def generate(self, src: PreparedSource, x_d: np.ndarray, priority: Priority = "live") -> Image:
