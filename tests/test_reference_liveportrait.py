@@ -9,9 +9,6 @@ head motion (the synthetic driver: roll, yaw, pitch, zoom, shift, blinks, mouth)
 
 from __future__ import annotations
 
-import sys
-import types
-
 import cv2
 import numpy as np
 import pytest
@@ -19,12 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("mimic_head")
 
-# mimic-head's webcam pipeline module imports its face cropper (InsightFace detection behind a gradio
-# UI) at import time; the tests give the pipeline facecast's crops and never call the cropper, so
-# the cropper module is replaced by an empty one instead of installing gradio.
-sys.modules.setdefault("mimic_head.utils.cropper", types.SimpleNamespace(Cropper=None))
 from mimic_head.config.inference_config import InferenceConfig  # noqa: E402
-from mimic_head.live_portrait_pipeline_img import LivePortraitPipeline  # noqa: E402
 from mimic_head.live_portrait_wrapper import LivePortraitWrapper  # noqa: E402
 from mimic_head.utils.camera import get_rotation_matrix  # noqa: E402
 from mimic_head.utils.crop import _estimate_similar_transform_from_pts  # noqa: E402
@@ -144,9 +136,10 @@ def _np(t) -> np.ndarray:
 def reference_frame(wrapper: LivePortraitWrapper, state: dict, driving_rgb: np.ndarray, eye=None, lip=None):
     """One driving frame through LivePortrait's own functions (get_kp_info, get_rotation_matrix,
     transform_keypoint, stitching, retarget_eye/lip, warp_decode), composed as in its per-frame
-    pipeline (mimic_head LivePortraitPipeline.process) and the paper's Algorithm 1 for retargeting.
-    One line differs from mimic-head 0.1.5's webcam pipeline: the z of the relative translation is set
-    to 0, as in LivePortrait's official pipeline and the paper (mimic-head leaves it out)."""
+    pipeline (mimic_head LivePortraitPipeline.process, whose module cannot be imported without gradio)
+    and the paper's Algorithm 1 for retargeting. One line differs from mimic-head 0.1.5's webcam
+    pipeline: the z of the translation is set to 0, as in LivePortrait's official pipeline and the
+    paper; mimic-head leaves it out, which pushes every driving keypoint by the source's own tz."""
     x_d_i_info = wrapper.get_kp_info(wrapper.prepare_driving_videos([driving_rgb])[0])
     R_d_i = get_rotation_matrix(x_d_i_info["pitch"], x_d_i_info["yaw"], x_d_i_info["roll"])
     if "R_d_0" not in state:
@@ -243,30 +236,3 @@ def test_the_driving_sequence_has_real_motion(model, crops):
     motions = [lp.motion_from_outputs(model.motion.run({"img": lp.prepare_image(c)})) for c in driving]
     moved = [float(np.abs(lp.keypoints(m) - lp.keypoints(motions[0])).max()) for m in motions[1:]]
     assert min(moved) > 100 * KP_ATOL
-
-
-def test_reference_webcam_pipeline_agrees_on_the_neutral_frame(modules, model, crops):
-    """mimic-head's own LivePortraitPipeline.process, unmodified, on the first driving frame (where
-    the relative motion is zero, so its missing tz line does not matter) gives facecast's image."""
-    src_crop, _, driving = crops
-    wrapper = reference_wrapper(modules)
-    pipeline = LivePortraitPipeline.__new__(LivePortraitPipeline)
-    pipeline.live_portrait_wrapper, pipeline.R_d_0, pipeline.x_d_0_info = wrapper, None, None
-    lip_ratio = 0.12
-    state = reference_source(wrapper, _rgb(src_crop), (0.3, 0.3), lip_ratio)
-    pipeline.x_s_info, pipeline.x_c_s, pipeline.R_s = state["x_s_info"], state["x_s_info"]["kp"], state["R_s"]
-    pipeline.f_s, pipeline.x_s = state["f_s"], state["x_s"]
-    pipeline.lip_delta_before_animation = state["lip_delta_before_animation"]
-    with torch.no_grad():
-        theirs = pipeline.process(_rgb(driving[0]))  # uint8 RGB 512x512
-
-    prep = lp.prepare_image(src_crop)
-    motion = lp.motion_from_outputs(model.motion.run({"img": prep}))
-    x_s = lp.keypoints(motion)
-    src = lp.PreparedSource(image=src_crop, feature=model.appearance.run({"img": prep})["output"], motion=motion,
-                            x_s=x_s, m_c2o=np.eye(2, 3), mask=np.ones((512, 512), np.float32), eye_ratio=(0.3, 0.3),
-                            lip_ratio=lip_ratio, lip_delta_before=model._lip_delta(x_s, lip_ratio, 0.0, "live"))
-    drv = lp.motion_from_outputs(model.motion.run({"img": lp.prepare_image(driving[0])}))
-    ours = _rgb(model.generate(src, model.driving_keypoints(src, drv, drv)))
-    # uint8 on both sides (theirs truncates, ours rounds): at most one grey level apart
-    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1

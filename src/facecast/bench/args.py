@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mode.add_argument("--realtime", dest="mode", action="store_const", const="realtime",
                       help="latency under live load: the source is paced at its fps, the configured queue policy")
     p.set_defaults(mode="max")
+    p.add_argument("--replicas", action="store_true",
+                   help="run the neural effects on full-size replicas (real architectures, random weights; built once"
+                        " and cached): the speed your machine would reach, before downloading the weights")
     p.add_argument("--with-outputs", action="store_true",
                    help="send frames to the config's enabled outputs instead of the null output")
     p.add_argument("--json", metavar="OUT", type=Path,

@@ -147,7 +147,8 @@ def run_command(args: argparse.Namespace, config_path: Path | None, setup_loggin
     from facecast.pipeline.stage import StartupError
 
     opts = BenchOptions(frames=args.frames, warmup=args.warmup, mode=args.mode, source=args.source,
-                        effect=args.effect, backend=args.backend, providers=args.providers, with_outputs=args.with_outputs)
+                        effect=args.effect, backend=args.backend, providers=args.providers, with_outputs=args.with_outputs,
+                        replicas=args.replicas)
     if args.compare and args.config is not None:
         print("--compare takes the two config files to compare; leave out --config", file=sys.stderr)
         return 2

@@ -88,6 +88,16 @@ def format_result(r: dict[str, Any]) -> str:
         )
     tracked = "tracking off" if r["tracked_ratio"] is None else f"{_pct(r['tracked_ratio'])} of frames with a face"
     lines.append(f"tracked    {tracked}")
+    engines = r.get("engines") or {}
+    if engines:
+        lines.append("")
+        lines.append(f"{'model ms':<40} {'calls/frame':>11} {'p50':>9} {'p95':>9}  providers")
+        for key, e in engines.items():
+            lines.append(f"{key:<40} {e['calls_per_frame'] if e['calls_per_frame'] is not None else '-':>11}"
+                         f" {_ms(e['p50']):>9} {_ms(e['p95']):>9}  {', '.join(e['providers'])} ({e['precision']})")
+        t = r.get("transfers") or {}
+        lines.append(f"transfers  host->device {t.get('h2d_bytes_per_frame')} B/frame,"
+                     f" device->host {t.get('d2h_bytes_per_frame')} B/frame")
     proc = r.get("process")
     if proc:
         lines.append(

@@ -44,6 +44,7 @@ class BenchOptions:
     backend: str | None = None
     providers: str | None = None  # engine.device: auto | tensorrt | cuda | cpu
     with_outputs: bool = False  # keep the config's outputs instead of the null output
+    replicas: bool = False  # run the neural effects on full-size replicas (random weights), built once
 
 
 @dataclass(slots=True)
@@ -109,6 +110,11 @@ def bench_config(path: Path | None, overrides: list[str], opts: BenchOptions) ->
         # The daemon's batch thread would pick up whatever is queued in the user's job queue and run
         # it during the measurement: a bench measures the live pipeline alone.
         quiet.append("jobs.enabled=false")
+    if opts.replicas:
+        from facecast.models.replicas import ensure_replicas
+
+        # Before --set, so a models.dir given there still wins; replicas are cached, built on first use.
+        flags.append(f"models.dir={_yaml_str(str(ensure_replicas(log=log.warning)))}")
     cfg = load_config(path, [*quiet, *mode, *flags, *overrides])
     if not opts.with_outputs:
         cfg.outputs = {"bench": NullOutputConfig(enabled=True)}
@@ -189,6 +195,35 @@ def summarise(frames: list[FrameTiming], before: FrameTiming | None, stage_names
     }
 
 
+def engine_figures(engines: dict[str, Any], frames: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Per model: calls per delivered frame, call time p50/p95 (ms), providers; and the host<->device
+    bytes per frame of all models together (None when no model ran)."""
+    per_model: dict[str, Any] = {}
+    h2d = d2h = 0
+    for key, engine in sorted(engines.items()):
+        samples = engine.call_stats.samples()
+        calls = engine.call_stats.calls
+        h2d += engine.transfers.h2d_bytes
+        d2h += engine.transfers.d2h_bytes
+        per_model[key] = {
+            "calls_per_frame": round(calls / frames, 3) if frames else None,
+            "p50": round(float(np.percentile(samples, 50)), 3) if len(samples) else None,
+            "p95": round(float(np.percentile(samples, 95)), 3) if len(samples) else None,
+            "providers": list(engine.providers),
+            "precision": engine.precision,
+        }
+    if not per_model:
+        return {}, None
+    return per_model, {"h2d_bytes_per_frame": round(h2d / frames) if frames else None,
+                       "d2h_bytes_per_frame": round(d2h / frames) if frames else None}
+
+
+def _engines_of(daemon) -> dict[str, Any]:
+    """The daemon's loaded engines (none when no neural effect ran: the pool is made on first use)."""
+    pool = getattr(daemon, "_engines", None)
+    return pool.engines() if pool is not None else {}
+
+
 # -- running ------------------------------------------------------------------------------------
 def _wait(daemon, until, what: str, poll_s: float) -> None:
     """Wait for `until()` or the end of the pipeline; give up when no frame comes out for STALL_S."""
@@ -244,6 +279,9 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
         if batch is not None:
             batch.start(daemon)
         stats.reset()  # drops, errors and stuck counts from here on are the measurement's
+        for engine in _engines_of(daemon).values():  # model calls from here on are the measurement's
+            engine.call_stats.reset()
+            engine.transfers.reset()
         monitor.start()
         monitoring = True
         _wait(daemon, lambda: False, "measurement", 0.05)
@@ -252,6 +290,7 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
         if batch is not None:
             batch_figures = batch.stop()
         counters = stats.snapshot()
+        engines = _engines_of(daemon)
         outputs = {name: {**w.snapshot(), "type": cfg.outputs[name].type} for name, w in workers.items()}
         reader = daemon.capture.reader
         width, height = _input_size(reader, cfg)
@@ -284,8 +323,14 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
         raise BenchError("only one frame came out: need at least two to measure a frame rate")
 
     figures = summarise(measured, before, stats.stage_names)
+    # Model calls are counted from the reset to the end of the measurement: the frames delivered in
+    # that time (not only the traced ones) share them.
+    per_model, transfers = engine_figures(engines, counters.get("frames") or figures["frames"])
+    replica_models = sorted(k for k, e in engines.items() if getattr(e, "replica", None))
     source["measured_fps"] = figures["capture_fps"]
     notes = []
+    if replica_models:
+        notes.append("the neural models are full-size replicas (random weights): speed is real, the picture is noise")
     if len(measured) < opts.frames:
         notes.append(f"the source ended after {len(measured)} of the {opts.frames} frames asked for")
     if opts.mode == "max" and source["paced"]:
@@ -330,6 +375,8 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
         "errors": counters["errors"],
         "stuck": counters["stuck"],
         "tracked_ratio": figures["tracked_ratio"],
+        "engines": per_model,
+        "transfers": transfers,
         # The output workers' own figures (each output sends on its own thread), as the stats report them.
         "outputs": outputs,
         **(resources or {}),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from typing import Literal
 
 import numpy as np
@@ -29,17 +31,19 @@ class SwapInswapper(Effect):
         self.characters = characters
         self.pool = pool
         self.swapper: faceswap.InSwapper | None = None
-        self._latents: dict[int, np.ndarray] = {}
+        # character -> its identity latent, resident where the swapper runs (uploaded once per character)
+        self._latents: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self.priority = "live"  # "batch" when a job renders with it: live frames go first on the engines
 
     def start(self) -> None:
         self.swapper = faceswap.InSwapper(self.pool)
 
-    def _latent(self, character) -> np.ndarray:
-        key = id(character)
-        if key not in self._latents:  # the ArcFace embedding is computed once per character
-            self._latents = {key: self.swapper.latent_for(character.image, character.landmarks, self.priority)}
-        return self._latents[key]
+    def _latent(self, character):
+        latent = self._latents.get(character)
+        if latent is None:  # the ArcFace embedding is computed once per character
+            latent = self.swapper.resident_latent(character.image, character.landmarks, self.priority)
+            self._latents[character] = latent
+        return latent
 
     def apply(self, packet: FramePacket) -> Image:
         character = self.characters.active

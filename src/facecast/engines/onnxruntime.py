@@ -17,6 +17,7 @@ from facecast.configbase import StrictModel
 from facecast.engines.base import CallStats, TransferStats
 from facecast.engines.contracts import ModelContract, Precision, check_contract
 from facecast.engines.gate import PriorityGate, Priority
+from facecast.models.replicas import MARK_KEY as REPLICA_MARK
 from facecast.paths import user_cache_dir
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,23 @@ def provider_chain(cfg: EngineConfig, path: Path, precision: Precision) -> list[
     return chain
 
 
+def _tensorrt_file(path: Path) -> Path:
+    """The file the TensorRT provider builds: the rewritten copy from `facecast models optimize` when
+    there is one. Without it, a model with nodes TensorRT cannot build (LivePortrait's 5-D GridSample)
+    is split by onnxruntime into several engines with CUDA islands between them: say so."""
+    from facecast.engines.optimize import TARGETS, trt_ready_path
+
+    ready = trt_ready_path(path)
+    if ready != path:
+        log.info("%s: TensorRT builds the rewritten copy %s (one engine, no plugin)", path.name, ready.name)
+    elif any(path.as_posix().endswith(t.file) for t in TARGETS):
+        log.warning(
+            "%s has 5-D GridSample nodes TensorRT cannot build: onnxruntime will split it into several "
+            "TensorRT engines with CUDA islands between them (slower). Run: facecast models optimize", path.name
+        )
+    return ready
+
+
 _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
 
 
@@ -157,8 +175,11 @@ class OnnxEngine:
         if cfg.cpu_threads:
             options.intra_op_num_threads = cfg.cpu_threads
         chain = provider_chain(cfg, path, self.precision)
+        self.loaded_path = path
+        if any(p[0] == TRT for p in chain if isinstance(p, tuple)):
+            self.loaded_path = _tensorrt_file(path)
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=chain)
+            self.session = ort.InferenceSession(str(self.loaded_path), sess_options=options, providers=chain)
         except Exception as exc:
             raise EngineError(f"{contract.file}: onnxruntime cannot load it ({exc})") from exc
         check_contract(contract, self.session.get_inputs(), self.session.get_outputs())
@@ -174,6 +195,8 @@ class OnnxEngine:
         self._output_names = [o.name for o in contract.outputs]
         self.call_stats = CallStats()
         self.transfers = TransferStats()
+        # A full-size replica (random weights, `facecast models replicas`) says so in its metadata.
+        self.replica: str | None = self.session.get_modelmeta().custom_metadata_map.get(REPLICA_MARK)
         log.info("engine %s: %s (%s)", contract.key, ", ".join(self.providers), self.precision)
 
     def upload(self, array: np.ndarray) -> Any:

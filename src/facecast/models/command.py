@@ -1,4 +1,4 @@
-"""`facecast models list | download NAME... | verify [NAME...]`."""
+"""`facecast models list | download NAME... | verify [NAME...] | optimize`."""
 
 from __future__ import annotations
 
@@ -20,6 +20,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dl.add_argument("--accept-licence", action="store_true", help="accept the models' licence without asking")
     verify = sub.add_parser("verify", help="check the sha256 of the model files that are here")
     verify.add_argument("names", nargs="*", metavar="NAME", help="sets or files (default: all)")
+    replicas = sub.add_parser(
+        "replicas", help="write full-size replicas (real architectures, random weights) of every neural model, "
+                         "for tests and benchmarks; prints their size and cost next to the published figures")
+    replicas.add_argument("out_dir", type=Path, metavar="DIR", help="folder to write into (laid out as models.dir)")
+    replicas.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
+    optimize = sub.add_parser(
+        "optimize", help="write TensorRT-ready copies (NAME.trt.onnx) of the models that need a graph rewrite, "
+        "checked against onnxruntime on the CPU")
+    optimize.add_argument("--models-dir", type=Path, help="models folder (default: --dir, else models.dir from the config)")
 
 
 def _human(n: int | None) -> str:
@@ -68,8 +77,33 @@ def _accepts(sets: list[ModelSet], accept_flag: bool) -> bool:
     return answer == "yes"
 
 
+def _optimize(root: Path) -> int:
+    from facecast.engines.optimize import optimize_models
+
+    failed = 0
+    for r in optimize_models(root):
+        took = f"{r.seconds:.1f} s"
+        if r.status == "written":
+            print(f"{r.file}: rewrote {len(r.rewritten)} 5-D GridSample ({', '.join(r.rewritten)}) -> {r.written}, "
+                  f"max abs diff {r.max_abs_diff:.2g} vs onnxruntime, {took}")
+        elif r.status == "missing":
+            print(f"{r.file}: not here ({r.source}); nothing to optimize")
+        elif r.status == "unchanged":
+            print(f"{r.file}: nothing to rewrite ({r.detail}), {took}")
+        else:
+            failed += 1
+            print(f"{r.file}: FAILED: {r.detail}, {took}")
+    return 1 if failed else 0
+
+
 def run_models(args: argparse.Namespace, models_dir: Path) -> int:
     root = args.dir or models_dir
+    if args.models_command == "replicas":
+        from facecast.models.replicas.command import run as write_replicas
+
+        return write_replicas(args.out_dir, args.seed)
+    if args.models_command == "optimize":
+        return _optimize(args.models_dir or root)
     try:
         pairs = _selected(getattr(args, "names", []) or [])
     except KeyError as exc:

@@ -91,7 +91,8 @@ def paste_into(base: Image, patch: Image, mask: np.ndarray, m_c2o: np.ndarray) -
     warped = cv2.warpAffine(patch, local, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.warpAffine(mask, local, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
     region = base[y0:y1, x0:x1, :3].astype(np.float32)
-    base[y0:y1, x0:x1, :3] = (alpha * warped[..., :3].astype(np.float32) + (1 - alpha) * region).astype(np.uint8)
+    blended = alpha * warped[..., :3].astype(np.float32) + (1 - alpha) * region
+    base[y0:y1, x0:x1, :3] = (blended + 0.5).astype(np.uint8)  # rounded, not truncated (no -0.5 level bias)
     return base
 
 

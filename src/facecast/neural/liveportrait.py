@@ -6,6 +6,7 @@ prepare_* and the keypoint maths are pure numpy; every model call goes through `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -95,7 +96,7 @@ def relative_keypoints(src: Motion, drv: Motion, neutral: Motion, pose_multiplie
         r_rel, _ = cv2.Rodrigues(rvec * pose_multiplier)
     r_new = r_rel @ src.rot
     exp_new = src.exp + (drv.exp - neutral.exp) * expression_multiplier
-    scale_new = src.scale * drv.scale / max(neutral.scale, 1e-6)
+    scale_new = src.scale * drv.scale / (neutral.scale if abs(neutral.scale) > 1e-9 else 1e-9)
     t_new = src.t + (drv.t - neutral.t)
     t_new[2] = 0.0
     return scale_new * (src.kp @ r_new + exp_new) + t_new
@@ -107,7 +108,7 @@ class PreparedSource:
     """What is computed once per character."""
 
     image: Image  # the character, BGR
-    feature: np.ndarray  # f_s [1,32,16,64,64]
+    feature: Any  # f_s [1,32,16,64,64], resident where the models run (engine.upload / keep_on_device)
     motion: Motion
     x_s: np.ndarray  # [21,3]
     m_c2o: np.ndarray  # 512 crop -> character image
@@ -117,6 +118,7 @@ class PreparedSource:
     # "lip zero": the lip network's delta that closes the character's own mouth, so an open-mouthed
     # portrait follows the performer's mouth instead of staying open (None: mouth already closed)
     lip_delta_before: np.ndarray | None = None
+    kp_source: Any = None  # x_s as the warping model's resident input
     crop_box: tuple[int, int, int, int] = field(default=(0, 0, 0, 0))
 
 
@@ -141,9 +143,11 @@ class LivePortrait:
 
     def prepare_source(self, image: Image, landmarks: Landmarks, eye_ratio: tuple[float, float],
                        lip_ratio: float, priority: Priority = "live") -> PreparedSource:
+        """Once per character. Its appearance volume (8 MiB) and keypoints stay where the models run:
+        each frame then sends only the driving crop and its keypoints, and takes back the image."""
         m256 = crop_transform(landmarks, 256, *SOURCE_CROP)
         crop = prepare_image(warp_crop(image, m256, 256))
-        feature = self.appearance.run({"img": crop}, priority)["output"]
+        feature = self.appearance.run({"img": crop}, priority, keep_on_device=("output",))["output"]
         motion = motion_from_outputs(self.motion.run({"img": crop}, priority))
         m512 = crop_transform(landmarks, 512, *SOURCE_CROP)
         x_s = keypoints(motion)
@@ -152,7 +156,8 @@ class LivePortrait:
             lip_delta = self._lip_delta(x_s, lip_ratio, 0.0, priority)
         return PreparedSource(image=image, feature=feature, motion=motion, x_s=x_s, m_c2o=invert(m512),
                               mask=feathered_mask(512), eye_ratio=eye_ratio, lip_ratio=lip_ratio,
-                              lip_delta_before=lip_delta)
+                              lip_delta_before=lip_delta,
+                              kp_source=self.warping.upload(x_s[None].astype(np.float32)))
 
     def _lip_delta(self, x_s: np.ndarray, source_ratio: float, driving_ratio: float, priority: Priority) -> np.ndarray:
         feed = np.concatenate([x_s.reshape(-1), [source_ratio, driving_ratio]])[None].astype(np.float32)
@@ -183,7 +188,7 @@ class LivePortrait:
         out = self.warping.run({
             "feature_3d": src.feature,
             "kp_driving": x_d[None].astype(np.float32),
-            "kp_source": src.x_s[None].astype(np.float32),
+            "kp_source": src.kp_source if src.kp_source is not None else src.x_s[None].astype(np.float32),
         }, priority)["out"]
         return postprocess_image(out)
 

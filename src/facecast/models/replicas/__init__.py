@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 MARK_KEY = "facecast.replica"
 # Bumped whenever a replica's architecture or export changes, so cached replicas are rebuilt.
-REPLICA_VERSION = 1
+REPLICA_VERSION = 4
 DEFAULT_SEED = 0
 
 
@@ -33,6 +33,16 @@ class ReplicaReport:
     published_params: int | None
     published_gflops: float | None
     note: str = ""
+    # The published parameter count is rounded to this many millions (the LivePortrait paper gives
+    # 0.84 M: anything from 0.835 to 0.845 M is that figure); differences inside it are not differences.
+    published_rounding: float = 0.0
+
+    def params_difference(self) -> float | None:
+        """Relative difference to the published count beyond its rounding (0.0 = matches it)."""
+        if not self.published_params:
+            return None
+        beyond = max(0.0, abs(self.params - self.published_params) - self.published_rounding * 1e6 / 2)
+        return beyond / self.published_params * (1 if self.params >= self.published_params else -1)
 
 
 def mark_replica(model, description: str, seed: int) -> None:
@@ -102,6 +112,18 @@ def ensure_replicas(seed: int = DEFAULT_SEED, parts: tuple[str, ...] = PARTS, lo
             stamp.write_text(json.dumps([asdict(r) for r in reports]))
         _unlock(lock)
     return folder
+
+
+def cached_reports(folder: Path, parts: tuple[str, ...] = PARTS) -> list[ReplicaReport]:
+    """The reports written when the cached replicas in `folder` were built."""
+    reports = []
+    for part in parts:
+        reports += [ReplicaReport(**r) for r in json.loads((folder / f".{part}.done").read_text())]
+    return reports
+
+
+def part_files(parts: tuple[str, ...] = PARTS) -> list[str]:
+    return [f for part in parts for f in _PART_FILES[part]]
 
 
 def _lock(file) -> None:

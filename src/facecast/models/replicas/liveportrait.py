@@ -15,16 +15,17 @@ from pathlib import Path
 from facecast.models.replicas import ReplicaReport, mark_replica
 
 OPSET = 20  # the hub export's opset: its warping graph has two 5-D GridSample nodes
-# Published parameter counts (millions): the LivePortrait paper's module table; stitching_retargeting
-# is published as one 0.23 M module, split here as the reference builds it (stitching/eye/lip).
+# Published parameter counts (millions, 2 decimals): the LivePortrait paper's module table. The
+# stitching and retargeting networks are published as one 0.23 M module; the three files are
+# compared together (`STITCHING_FILES`).
 PUBLISHED_PARAMS_M = {
     "appearance_feature_extractor": 0.84,
     "motion_extractor": 28.12,
     "warping_spade": 45.53 + 55.37,  # warping module followed by the SPADE generator
-    "stitching": 0.045,
-    "stitching_eye": 0.145,
-    "stitching_lip": 0.037,
 }
+PUBLISHED_STITCHING_M = 0.23
+STITCHING_FILES = ("stitching", "stitching_eye", "stitching_lip")
+PUBLISHED_ROUNDING_M = 0.01
 MOTION_OUTPUTS = ("pitch", "yaw", "roll", "t", "exp", "scale", "kp")
 
 
@@ -88,13 +89,32 @@ def build_modules(seed: int = 0) -> LivePortraitModules:
     srm = params["stitching_retargeting_module_params"]
     return LivePortraitModules(
         appearance=seeded(0, lambda: AppearanceFeatureExtractor(**params["appearance_feature_extractor_params"])),
-        motion=seeded(1, lambda: MotionExtractor(**params["motion_extractor_params"])),
+        motion=_calibrate_motion_heads(seeded(1, lambda: MotionExtractor(**params["motion_extractor_params"])), torch),
         warping=seeded(2, lambda: WarpingNetwork(**params["warping_module_params"])),
         spade=seeded(3, lambda: SPADEDecoder(**params["spade_generator_params"])),
         stitching=seeded(4, lambda: StitchingRetargetingNetwork(**srm["stitching"])),
         eye=seeded(5, lambda: StitchingRetargetingNetwork(**srm["eye"])),
         lip=seeded(6, lambda: StitchingRetargetingNetwork(**srm["lip"])),
     )
+
+
+def _calibrate_motion_heads(motion, torch):
+    """Scale the motion extractor's random output heads to the ranges a trained model produces (scale
+    about 1.5, canonical keypoints within +-1, expression and translation a few hundredths), so the
+    keypoints, the warp and FP16 arithmetic downstream see realistic values instead of a negative or
+    near-zero scale."""
+    heads = motion.detector
+    with torch.no_grad():
+        heads.fc_scale.weight.mul_(0.05)
+        heads.fc_scale.bias.fill_(1.5)
+        heads.fc_kp.weight.mul_(0.6)
+        heads.fc_kp.bias.mul_(0.6)
+        for head in (heads.fc_exp, heads.fc_t):
+            head.weight.mul_(0.08)
+            head.bias.mul_(0.08)
+        for head in (heads.fc_pitch, heads.fc_yaw, heads.fc_roll):  # head angles that vary with the image
+            head.weight.mul_(4.0)
+    return motion
 
 
 def _randomise_norm_statistics(module, torch) -> None:
@@ -132,6 +152,21 @@ def _wrappers(torch):
     return Motion, WarpingSpade
 
 
+def _without_spectral_norm(torch, module):
+    """A copy with every spectral norm folded into its weight. In eval mode the reference divides each
+    weight by the same stored sigma on every call; exported as it is, the graph would carry each SPADE
+    weight twice (the raw weight and a reshaped copy for the sigma product) and recompute sigma per frame."""
+    import copy
+
+    from torch.nn.utils.spectral_norm import SpectralNorm
+
+    module = copy.deepcopy(module)
+    for m in module.modules():
+        if any(isinstance(hook, SpectralNorm) for hook in m._forward_pre_hooks.values()):
+            torch.nn.utils.remove_spectral_norm(m)
+    return module
+
+
 def _export(torch, module, args, path: Path, inputs: list[str], outputs: list[str], description: str, seed: int) -> None:
     import onnx
 
@@ -161,7 +196,7 @@ def build(out_dir: Path, seed: int = 0, log=print) -> list[ReplicaReport]:
     jobs = [
         ("appearance_feature_extractor", m.appearance, (img,), ["img"], ["output"]),
         ("motion_extractor", Motion(m.motion), (img,), ["img"], list(MOTION_OUTPUTS)),
-        ("warping_spade", WarpingSpade(m.warping, m.spade), (torch.randn(1, 32, 16, 64, 64), kp, kp * 0.9),
+        ("warping_spade", _without_spectral_norm(torch, WarpingSpade(m.warping, m.spade)), (torch.randn(1, 32, 16, 64, 64), kp, kp * 0.9),
          ["feature_3d", "kp_driving", "kp_source"], ["out"]),
         ("stitching", m.stitching, (torch.randn(1, 126),), ["input"], ["output"]),
         ("stitching_eye", m.eye, (torch.randn(1, 66),), ["input"], ["output"]),
@@ -178,9 +213,18 @@ def build(out_dir: Path, seed: int = 0, log=print) -> list[ReplicaReport]:
         params, gflops = onnx_cost(path)
         log(f"  {path.relative_to(out_dir)}: {params / 1e6:.3f} M params, {gflops:.1f} GFLOPs "
             f"({time.perf_counter() - start:.0f} s)")
+        published = PUBLISHED_PARAMS_M.get(name)
         reports.append(ReplicaReport(
             file=str(path.relative_to(out_dir)), params=params, gflops=gflops,
-            published_params=round(PUBLISHED_PARAMS_M[name] * 1e6), published_gflops=None,
+            published_params=round(published * 1e6) if published else None, published_gflops=None,
             note="LivePortrait's own architecture (mimic-head), seeded random weights",
+            published_rounding=PUBLISHED_ROUNDING_M if published else 0.0,
         ))
+    stitching = [r for r in reports if Path(r.file).stem in STITCHING_FILES]
+    reports.append(ReplicaReport(
+        file="liveportrait_onnx/stitching*.onnx (3 files)", params=sum(r.params for r in stitching),
+        gflops=sum(r.gflops for r in stitching), published_params=round(PUBLISHED_STITCHING_M * 1e6),
+        published_gflops=None, note="LivePortrait's own architecture (mimic-head), seeded random weights",
+        published_rounding=PUBLISHED_ROUNDING_M,
+    ))
     return reports
