@@ -46,7 +46,7 @@ class Daemon:
             effects = build_effects(cfg.effect, self.stats, self.characters, self.engines)
         except EngineError as exc:  # missing weights, GPU asked for and absent: say so at start-up
             raise StartupError(f"effect: {exc}") from exc
-        self.effect = EffectStage(effects, cfg.effect.active)
+        self.effect = EffectStage(effects, cfg.effect.active, stats=self.stats)
         self.output = OutputStage(
             cfg.outputs, self.stats, lossless=self.capture.lossless, watchdog_s=cfg.pipeline.watchdog_s
         )
@@ -64,7 +64,8 @@ class Daemon:
         self.controls = Controls(self)  # the live actions: hotkeys, control API, `facecast ctl`
         self.jobs: JobService | None = None  # offline video jobs, run by the batch thread
         if cfg.jobs.enabled:
-            self.jobs = JobService(cfg.jobs, default_kinds(cfg, self.engines), live_fps=self.stats.fps)
+            self.jobs = JobService(cfg.jobs, default_kinds(cfg, self.engines), live_fps=self.stats.fps,
+                                   live_latency_ms=self.stats.recent_latency_ms)
             self.stats.add_provider("jobs", self.jobs.snapshot)
 
     def engines(self) -> EnginePool:

@@ -38,8 +38,10 @@ class BatchLoad:
 
         self._make_clip()
         cfg = daemon.cfg
-        jobs_cfg = JobsConfig(db=self._dir / "jobs.sqlite", output_dirs=[self._dir], min_live_ratio=cfg.jobs.min_live_ratio)
-        self.service = JobService(jobs_cfg, default_kinds(cfg, daemon.engines), live_fps=daemon.stats.fps)
+        jobs_cfg = JobsConfig(db=self._dir / "jobs.sqlite", output_dirs=[self._dir], min_live_ratio=cfg.jobs.min_live_ratio,
+                              max_live_latency_ratio=cfg.jobs.max_live_latency_ratio)
+        self.service = JobService(jobs_cfg, default_kinds(cfg, daemon.engines), live_fps=daemon.stats.fps,
+                                  live_latency_ms=daemon.stats.recent_latency_ms)
         image = str(daemon.characters.active.path) if daemon.characters.active is not None else None
         if image is None:
             raise RuntimeError("--with-batch needs a character (the batch job animates or swaps it)")

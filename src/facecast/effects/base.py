@@ -11,7 +11,8 @@ class Effect(ABC):
     name: str = "effect"
 
     def start(self) -> None:
-        """Load what the effect needs (called in the effect thread, before the first frame)."""
+        """Load what the effect needs: the configured effect in the effect thread before the first frame; an
+        effect switched to later on the effect stage's loader thread, while the current one keeps running."""
 
     @abstractmethod
     def apply(self, packet: FramePacket) -> Image:

@@ -1,9 +1,20 @@
-"""The effect stage: runs the active effect; switching effects takes effect on the next frame."""
+"""The effect stage: runs the active effect. Switching prepares the new effect off the live thread.
+
+An effect's `start()` may take seconds (loading models, building TensorRT engines), so `select()`
+starts it on a loader thread while the current effect keeps running; the effect thread switches on
+the first frame after the new one is ready. A start that fails is reported once (log line, stats
+error) and the request falls back to the effect still on screen; only a new `select` tries again.
+Effects with no `start()` of their own switch on the next frame.
+
+Each frame of an effect that runs models on the engine pool is reserved as a whole on the pool's
+gate (`PriorityGate.live_frame`), so batch jobs do not slip in between the frame's model calls.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Annotated, Literal, Union
 
 from pydantic import Field
@@ -16,6 +27,9 @@ from facecast.effects.passthrough import Passthrough
 from facecast.effects.swap_mesh import SwapMesh, SwapMeshConfig
 from facecast.effects.animate_liveportrait import AnimateLivePortrait, AnimateLivePortraitConfig
 from facecast.effects.swap_inswapper import SwapInswapper, SwapInswapperConfig
+from facecast.engines.gate import PriorityGate
+from facecast.engines.onnxruntime import EngineError
+from facecast.engines.pool import EnginePool
 from facecast.pipeline.stage import Stage
 from facecast.pipeline.stats import PipelineStats
 from facecast.types import FramePacket, Image
@@ -84,17 +98,34 @@ def build_effects(cfg: EffectConfig, stats: PipelineStats | None = None, charact
     }
 
 
+def _frame_gate(effect: Effect) -> PriorityGate | None:
+    """The gate of the engine pool an effect runs its models on (the neural backends keep their
+    pool as `pool`); None for effects that run no models."""
+    pool = getattr(effect, "pool", None)
+    return pool.gate if isinstance(pool, EnginePool) else None
+
+
+def _has_own_start(effect: Effect) -> bool:
+    return type(effect).start is not Effect.start
+
+
 class EffectStage(Stage):
     name = "effect"
 
-    def __init__(self, effects: dict[str, Effect], active: str) -> None:
+    def __init__(self, effects: dict[str, Effect], active: str, stats: PipelineStats | None = None) -> None:
         if active not in effects:
             raise ValueError(f"unknown effect {active!r}; known: {', '.join(effects)}")
         self.effects = effects
-        self._active = active
+        self.stats = stats  # a failed start is counted there as an "effect.start" error
+        self._gates = {name: _frame_gate(effect) for name, effect in effects.items()}
+        self._active = active  # written by the effect thread, under _lock
         self._requested = active
         self._lock = threading.Lock()
-        self._started: set[str] = set()
+        self._started: set[str] = set()  # effects whose start() has run (closed on close())
+        self._failed: dict[str, str] = {}  # effect -> why its start failed; a new select clears it
+        self._loader: threading.Thread | None = None  # at most one; it loads whatever is requested
+        self._loading: str | None = None
+        self._closing = False
         # Live controls (facecast.control): set from other threads, applied here before a frame.
         self._frozen = False
         self._held: Image | None = None  # the image repeated while frozen
@@ -108,8 +139,19 @@ class EffectStage(Stage):
 
     @property
     def requested(self) -> str:
-        """The effect the next frame gets (== active once the effect thread has switched)."""
+        """The effect asked for (== active once it is ready and the effect thread has switched)."""
         return self._requested
+
+    @property
+    def loading(self) -> str | None:
+        """The effect being started on the loader thread, if any."""
+        return self._loading
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """Effects whose start failed since they were last selected, with the reason."""
+        with self._lock:
+            return dict(self._failed)
 
     @property
     def frozen(self) -> bool:
@@ -136,7 +178,7 @@ class EffectStage(Stage):
 
     def recalibrate(self) -> bool:
         """Ask the effect to take the current pose as neutral (its `recalibrate()`, called in the
-        effect thread before the next frame). False when the effect has no neutral pose."""
+        effect thread before its next frame). False when the effect has no neutral pose."""
         if not self.can_recalibrate():
             return False
         with self._lock:
@@ -144,30 +186,78 @@ class EffectStage(Stage):
         return True
 
     def select(self, name: str) -> None:
-        """Switch effect; the effect thread picks it up before the next frame."""
+        """Switch effect: prepared on the loader thread, switched on the first frame after it is ready."""
         if name not in self.effects:
             raise ValueError(f"unknown effect {name!r}; known: {', '.join(self.effects)}")
         with self._lock:
             self._requested = name
+            self._failed.pop(name, None)  # asked for again: its start may be tried again
+            # The active effect is started by start() in the effect thread, never here.
+            if self._loader is None and name != self._active and not self._ready(name) and not self._closing:
+                self._loader = threading.Thread(target=self._load_requested, name="effect-loader", daemon=True)
+                self._loader.start()
+
+    def _ready(self, name: str) -> bool:
+        return name in self._started or not _has_own_start(self.effects[name])
+
+    def _load_requested(self) -> None:
+        """The loader thread: start whatever is requested until it is ready or has failed (a request
+        changed while an effect was starting is picked up after it)."""
+        while True:
+            with self._lock:
+                name = self._requested
+                if self._closing or name == self._active or self._ready(name) or name in self._failed:
+                    self._loader = None
+                    self._loading = None
+                    return
+                self._loading = name
+            t0 = time.perf_counter()
+            try:
+                self.effects[name].start()
+            except Exception as exc:
+                self._start_failed(name, exc)
+                continue
+            with self._lock:
+                closing = self._closing
+                if not closing:
+                    self._started.add(name)
+            log.info("effect %s ready (started in %.1f s)", name, time.perf_counter() - t0)
+            if closing:  # the stage closed while this effect was starting: close it here
+                self._close_effect(name)
+
+    def _start_failed(self, name: str, exc: Exception) -> None:
+        with self._lock:
+            self._failed[name] = str(exc)
+            if self._requested == name:
+                self._requested = self._active  # back to what is on screen
+            staying = self._active
+        # EngineError says what to do in its message; anything else gets its traceback.
+        log.error("effect %s cannot start: %s; staying on %s", name, exc, staying,
+                  exc_info=not isinstance(exc, EngineError))
+        if self.stats is not None:
+            self.stats.record_error("effect.start")
 
     def start(self) -> None:
-        self._ensure_started(self._active)
-
-    def _ensure_started(self, name: str) -> None:
-        if name not in self._started:
-            self.effects[name].start()
-            self._started.add(name)
+        """The configured effect starts here, in the effect thread before the first frame: if it
+        cannot start, the daemon stops at start-up with its message."""
+        self.effects[self._active].start()
+        with self._lock:
+            self._started.add(self._active)
 
     def process(self, packet: FramePacket) -> FramePacket:
         with self._lock:
-            requested = self._requested
-            frozen, overlay, recalibrate = self._frozen, self._overlay, self._recalibrate
-            self._recalibrate = False
-        if requested != self._active:
-            self._ensure_started(requested)
-            log.info("effect: %s -> %s", self._active, requested)
-            self._active = requested
-        effect = self.effects[self._active]
+            requested, previous = self._requested, self._active
+            if requested != previous and self._ready(requested):
+                self._started.add(requested)
+                self._active = requested
+            active = self._active
+            recalibrate = self._recalibrate and active == requested  # meant for the effect asked for
+            if recalibrate:
+                self._recalibrate = False
+            frozen, overlay = self._frozen, self._overlay
+        if active != previous:
+            log.info("effect: %s -> %s", previous, active)
+        effect = self.effects[active]
         if recalibrate and callable(getattr(effect, "recalibrate", None)):
             effect.recalibrate()
         if frozen and self._last is not None:
@@ -176,16 +266,29 @@ class EffectStage(Stage):
             packet.image = self._held
         else:
             self._held = None
-            packet.image = self._last = effect.apply(packet)
-        if overlay and self._active != "debug":
+            gate = self._gates[active]
+            if gate is None:
+                packet.image = self._last = effect.apply(packet)
+            else:
+                with gate.live_frame():  # batch work waits for the whole frame, not just each call
+                    packet.image = self._last = effect.apply(packet)
+        if overlay and active != "debug":
             packet.image = self.effects["debug"].draw_over(packet.image, packet)
         return packet
 
     def close(self) -> None:
-        for name in self._started:
-            try:
-                self.effects[name].close()
-            except Exception:
-                log.exception("effect %s failed to close", name)
+        with self._lock:
+            self._closing = True
+            loader = self._loader
+        if loader is not None:
+            loader.join(0.5)  # an effect still starting then is closed by the loader when it is done
+        with self._lock:
+            started = list(self._started)
+        for name in started:
+            self._close_effect(name)
 
-
+    def _close_effect(self, name: str) -> None:
+        try:
+            self.effects[name].close()
+        except Exception:
+            log.exception("effect %s failed to close", name)

@@ -71,32 +71,69 @@ class JobContext:
 
 
 class LiveGovernor:
-    """Keeps the live pipeline at `min_ratio` of the frame rate it had before the job started.
+    """Keeps the live pipeline near its figures without batch work: the fps at `min_ratio` of its
+    rate or better, and the end-to-end latency p50 under `max_latency_ratio` times its value.
 
-    After each batch step the batch thread sleeps `duty * step time`; the duty grows while the live
-    fps is below target and shrinks again when there is headroom (cooperative: a running step is
-    never interrupted)."""
+    The reference figures are measured without batch work: taken while the batch thread is idle
+    (`idle()`, once it has been quiet `settle_s`, so frames slowed by the last job have left the
+    window), and kept while jobs run back to back. A job that starts before any idle measurement
+    (queued at start-up) takes them when it starts. After each batch step the batch thread sleeps
+    `duty * step time`; the duty grows while either figure is off target and shrinks again when
+    both have headroom (cooperative: a running step is never interrupted)."""
 
-    def __init__(self, live_fps: Callable[[], float], min_ratio: float = 0.9) -> None:
+    def __init__(self, live_fps: Callable[[], float], min_ratio: float = 0.9,
+                 live_latency_ms: Callable[[], float | None] | None = None, max_latency_ratio: float = 1.5,
+                 settle_s: float = 2.0) -> None:
         self.live_fps = live_fps
+        self.live_latency_ms = live_latency_ms  # recent end-to-end latency p50; None = fps only
         self.min_ratio = min_ratio
-        self.baseline: float | None = None
+        self.max_latency_ratio = max_latency_ratio
+        self.settle_s = settle_s
+        self.baseline: float | None = None  # live fps without batch work
+        self.baseline_latency_ms: float | None = None
         self.duty = 1.0
         self.slept_s = 0.0
+        self.backoffs = {"fps": 0, "latency": 0}  # steps after which the duty grew, by cause
+        self._quiet_since = time.monotonic()
+        self._idle_figures: tuple[float, float | None] | None = None
+
+    def _figures(self) -> tuple[float | None, float | None]:
+        fps = self.live_fps()
+        latency = self.live_latency_ms() if self.live_latency_ms is not None else None
+        return (fps if fps > 0 else None), (latency if latency is not None and latency > 0 else None)
+
+    def idle(self) -> None:
+        """The batch thread has no job: remember the live figures once batch work has been quiet a while."""
+        if time.monotonic() - self._quiet_since < self.settle_s:
+            return
+        fps, latency = self._figures()
+        if fps is not None:
+            self._idle_figures = (fps, latency)
 
     def start_job(self) -> None:
-        fps = self.live_fps()
-        self.baseline = fps if fps > 0 else None
+        if self._idle_figures is not None:
+            self.baseline, self.baseline_latency_ms = self._idle_figures
+        else:
+            self.baseline, self.baseline_latency_ms = self._figures()
+
+    def end_job(self) -> None:
+        self._quiet_since = time.monotonic()
 
     def after_step(self, step_s: float) -> None:
-        if self.baseline is None:
-            fps = self.live_fps()
-            self.baseline = fps if fps > 0 else None
+        if self.baseline is None:  # no live frames yet when the job started
+            self.baseline, self.baseline_latency_ms = self._figures()
             return
-        ratio = self.live_fps() / self.baseline
-        if ratio < self.min_ratio + 0.03:
+        fps, latency = self._figures()
+        ratio = (fps or 0.0) / self.baseline
+        fps_low, fps_ok = ratio < self.min_ratio + 0.03, ratio > self.min_ratio + 0.07
+        latency_high, latency_ok = False, True
+        if self.baseline_latency_ms is not None and latency is not None:
+            budget = self.baseline_latency_ms * self.max_latency_ratio
+            latency_high, latency_ok = latency > budget * 0.97, latency < budget * 0.9
+        if fps_low or latency_high:
             self.duty = min(self.duty * 1.5 + 0.1, 20.0)
-        elif ratio > self.min_ratio + 0.07:
+            self.backoffs["fps" if fps_low else "latency"] += 1
+        elif fps_ok and latency_ok:
             self.duty = max(self.duty * 0.85, 0.2)
         pause = step_s * self.duty
         self.slept_s += pause
@@ -196,6 +233,8 @@ class BatchRunner:
             log.exception("job %s failed", job.id)
             error = f"{type(exc).__name__}: {exc}"
         finally:
+            if self.governor is not None:
+                self.governor.end_job()
             beat_stop.set()
             beat.join(5)
             ctx.temp_output.unlink(missing_ok=True)
@@ -237,6 +276,8 @@ class BatchRunner:
         while not self._stop.is_set():
             try:
                 if self.run_one() is None:
+                    if self.governor is not None:
+                        self.governor.idle()  # the live figures without batch work
                     self._stop.wait(self.poll_s)
             except Exception:  # the store itself failed: log, back off, keep the daemon alive
                 log.exception("batch runner error")

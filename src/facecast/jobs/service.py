@@ -33,11 +33,14 @@ def check_output(output: str | Path, allowed: list[Path]) -> Path:
 
 
 class JobService:
-    def __init__(self, cfg: JobsConfig, kinds: dict[str, JobKind], live_fps=None) -> None:
+    def __init__(self, cfg: JobsConfig, kinds: dict[str, JobKind], live_fps=None, live_latency_ms=None) -> None:
         self.cfg = cfg
         self.kinds = kinds
         self.store = JobStore(cfg.db_path())
-        governor = LiveGovernor(live_fps, cfg.min_live_ratio) if live_fps is not None else None
+        governor = None
+        if live_fps is not None:
+            governor = LiveGovernor(live_fps, cfg.min_live_ratio, live_latency_ms=live_latency_ms,
+                                    max_latency_ratio=cfg.max_live_latency_ratio)
         self.runner = BatchRunner(self.store, kinds, governor=governor, lease_s=cfg.lease_s)
 
     def submit(self, kind: str, params: dict[str, Any], output: str) -> Job:

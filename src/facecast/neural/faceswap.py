@@ -8,6 +8,7 @@ explained where they are made."""
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from pathlib import Path
 
 import cv2
@@ -135,6 +136,7 @@ class InSwapper:
         self.emap = read_emap(pool.path_of("inswapper_128"))
         self.fell_back = False  # switched to the FP32 session after a NaN/black output
         self.bad_outputs = 0
+        self._fp32_loading: Future | None = None  # the FP32 session, loading on a loader thread
 
     def embedding_for(self, image: Image, landmarks: Landmarks, priority: Priority = "live") -> np.ndarray:
         """ArcFace's raw [1,512] embedding of the face in `image`."""
@@ -156,9 +158,12 @@ class InSwapper:
             return out
         self.bad_outputs += 1
         if not self.fell_back:
+            fp32 = self._fp32_session(priority)
+            if fp32 is None:
+                return None  # frames stay untouched until the FP32 session is ready
             self.fell_back = True
             log.warning("inswapper returned a NaN/black face (%s); switching to FP32", self.swapper.precision)
-            self.swapper = self.pool.get("inswapper_128", precision="fp32")
+            self.swapper = fp32
             out = self.swapper.run({"target": target, "source": latent}, priority)["output"]
             if output_is_valid(out):
                 return out
@@ -173,6 +178,17 @@ class InSwapper:
         out = self._swap(prepare_target(crop), latent, priority)
         # Rounded to the nearest level (InsightFace truncates, a -0.5 level bias: at most 1 apart).
         return None if out is None else (postprocess_image(out), m)
+
+    def _fp32_session(self, priority: Priority):
+        """The FP32 inswapper session, or None while it loads off the live thread (a TensorRT build
+        takes minutes); batch work (render, jobs) simply waits for it."""
+        if priority == "batch":
+            return self.pool.get("inswapper_128", precision="fp32")
+        engine = self.pool.ready("inswapper_128", "fp32")
+        if engine is None and self._fp32_loading is None:
+            log.warning("inswapper returned a NaN/black face (%s); loading the FP32 session", self.swapper.precision)
+            self._fp32_loading = self.pool.prefetch(["inswapper_128"], "fp32")
+        return engine
 
     def swap_face(self, frame: Image, landmarks: Landmarks, latent: np.ndarray, keep_mouth: bool = False,
                   priority: Priority = "live") -> bool:

@@ -6,6 +6,7 @@ console status line, the control API and `facecast bench` all call `snapshot()`.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter, deque
@@ -142,6 +143,13 @@ class PipelineStats:
 
     def dropped(self) -> dict[str, int]:
         return {q.name: q.dropped - self._drops_at_reset.get(q.name, 0) for q in self._queues}
+
+    def recent_latency_ms(self, frames: int = 30) -> float | None:
+        """Median end-to-end latency of the last `frames` delivered frames: the batch governor's
+        signal, quicker to react than the p50 of the whole window."""
+        with self._lock:
+            recent = list(itertools.islice(reversed(self._latency_ms), frames))
+        return float(np.median(recent)) if recent else None
 
     def live_figures(self) -> tuple[float, float | None]:
         """fps and end-to-end latency p50 only: cheap enough for an overlay drawn on every frame."""
