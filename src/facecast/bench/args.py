@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--effect", help="effect to measure (effect.active), e.g. debug")
     p.add_argument("--backend", help="the effect's backend (effect.<effect>.backend), for effects that have several")
     p.add_argument("--providers", metavar="DEVICE",
-                   help="onnxruntime providers for the neural effects (engine.device): auto, tensorrt, cuda or cpu;"
+                   help="engine for the neural effects (engine.device): auto, tensorrt, cuda, cpu (onnxruntime) or torch;"
                         " the table shows the providers the sessions really got")
     p.add_argument("--frames", type=_positive, default=300, help="frames measured after the warm-up (default 300)")
     p.add_argument("--warmup", type=_not_negative, default=30, help="frames run before measuring (default 30)")

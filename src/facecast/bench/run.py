@@ -42,7 +42,7 @@ class BenchOptions:
     source: str | None = None  # synthetic | camera | camera:N | URL | video file; None = the config's
     effect: str | None = None
     backend: str | None = None
-    providers: str | None = None  # engine.device: auto | tensorrt | cuda | cpu
+    providers: str | None = None  # engine.device: auto | tensorrt | cuda | cpu | torch
     with_outputs: bool = False  # keep the config's outputs instead of the null output
     replicas: bool = False  # run the neural effects on full-size replicas (random weights), built once
 

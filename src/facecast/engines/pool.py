@@ -171,13 +171,11 @@ class EnginePool:
 
 
 def _replica_mark(engine: Engine, path: Path) -> str | None:
-    """The replica mark of a loaded model file (see facecast.models.replicas)."""
-    if isinstance(engine, OnnxEngine):
-        # onnxruntime has parsed the metadata already; onnx.load would parse the whole file again,
-        # holding the GIL for up to a second on a 500 MB model and stalling the live thread.
-        from facecast.models.replicas import MARK_KEY
-
-        return engine.session.get_modelmeta().custom_metadata_map.get(MARK_KEY)
+    """The replica mark of a loaded model file (see facecast.models.replicas), as the engine read it
+    while loading: onnx.load here would parse the whole file again, holding the GIL for up to a
+    second on a 500 MB model and stalling the live thread."""
+    if hasattr(engine, "replica"):
+        return engine.replica
     from facecast.models.replicas import replica_note
 
     return replica_note(path)
