@@ -1,17 +1,28 @@
-"""Records the output to an H.264 mp4 with PyAV: one frame per delivered frame, constant fps."""
+"""Records the output to an H.264 file with PyAV: one frame per delivered frame, constant fps.
+
+The file is crash-safe while it is written (fragmented MP4/MOV, or Matroska for .mkv): a crash, a
+power cut or a kill leaves a file that plays up to about `fragment_s` plus the encoder's delay
+before the end. At a clean stop it is remuxed into an ordinary MP4 (`remux_to_mp4`, as OBS offers),
+on this output's own thread; the crash-safe file is removed only once the MP4 is complete.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from facecast.configbase import StrictModel
+from facecast.media.video import (
+    CRASH_SAFE_SUFFIXES, FRAGMENT_S, RemuxAbandoned, VideoFileWriter, WrittenVideo, remux_to_mp4,
+)
 from facecast.outputs.base import Output, flatten_alpha
-from facecast.types import FramePacket, Image
+from facecast.types import FramePacket
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +32,23 @@ class RecordOutputConfig(StrictModel):
     enabled: bool = False
     path: str = Field(
         "recordings/facecast-{time}.mp4",
-        description="file to write; {time} becomes the start time (YYYYmmdd-HHMMSS)",
+        description="file to write (.mp4, .mov or .mkv); {time} becomes the start time (YYYYmmdd-HHMMSS)",
     )
     codec: Literal["libx264", "h264", "mpeg4"] = "libx264"
     crf: int = Field(20, ge=0, le=51, description="x264 quality: lower = better and bigger")
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
     fps: float | None = Field(None, gt=0, le=240, description="empty = the capture source's fps")
     background: tuple[int, int, int] = Field((0, 0, 0), description="BGR behind transparent pixels (mp4 has no alpha)")
+    fragment_s: float = Field(FRAGMENT_S, ge=0.1, le=10.0,
+                              description="crash safety: the file is written out this often while recording")
+    remux_to_mp4: bool = Field(True, description="at a clean stop, rewrite the recording as an ordinary MP4")
+
+    @field_validator("path")
+    @classmethod
+    def _known_container(cls, value: str) -> str:
+        if Path(value).suffix.lower() not in CRASH_SAFE_SUFFIXES:
+            raise ValueError(f"must end in {', '.join(CRASH_SAFE_SUFFIXES)} (the containers that survive a crash)")
+        return value
 
 
 def resolve_path(pattern: str) -> Path:
@@ -41,69 +62,79 @@ class RecordOutput(Output):
         super().__init__(name)
         self.cfg = cfg
         self.path = resolve_path(cfg.path)
-        self._container = None
-        self._stream = None
-        self._opened = False
-        self.frames = 0
+        self._writer: VideoFileWriter | None = None
+        self._give_up = threading.Event()
+        self._finished: list[WrittenVideo] = []
+
+    @property
+    def frames(self) -> int:
+        return 0 if self._writer is None else self._writer.frames
 
     def open(self) -> None:
-        if self._opened:  # reopened after a failure: never overwrite what was already recorded
-            self.path = _unused(resolve_path(self.cfg.path))
-        self._opened = True
+        # Every start and every reopen after a failure gets a file of its own: never overwrite a recording.
+        self.path = _unused(resolve_path(self.cfg.path))
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.parent.is_dir() or not _writable(self.path.parent):
+        if not self.path.parent.is_dir() or not os.access(self.path.parent, os.W_OK):
             raise OSError(f"outputs.{self.name}.path: cannot write in {self.path.parent}")
 
-    def _start(self, image: Image, source_fps: float) -> None:
-        import av
-
-        from facecast.media.video import add_video_stream, frame_rate
-
-        fps = self.cfg.fps or source_fps or 30.0
-        rate = frame_rate(fps)
-        h, w = image.shape[:2]
-        self._container = av.open(str(self.path), mode="w")
-        stream = add_video_stream(self._container, w, h, rate, self.cfg.codec, self.cfg.crf, self.cfg.preset)
-        self._stream = stream
-        self.frames = 0
-        log.info("record: writing %s (%dx%d, %s fps, %s)", self.path, stream.width, stream.height, rate, self.cfg.codec)
-
     def write(self, packet: FramePacket) -> None:
-        import av
-
-        if self._container is None:
-            self._start(packet.image, packet.source_fps)
-        stream = self._stream
-        image = flatten_alpha(packet.image, self.cfg.background)[: stream.height, : stream.width]
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-        frame.pts = self.frames
-        self._container.mux(stream.encode(frame))
-        self.frames += 1
+        if self._writer is None:
+            fps = self.cfg.fps or packet.source_fps or 30.0
+            self._writer = VideoFileWriter(self.path, fps, codec=self.cfg.codec, crf=self.cfg.crf, preset=self.cfg.preset,
+                                           crash_safe=True, fragment_s=self.cfg.fragment_s)
+        writer = self._writer
+        writer.write(flatten_alpha(packet.image, self.cfg.background))
+        if writer.frames == 1:
+            w, h = writer.size
+            log.info("record: writing %s (%dx%d, %s fps, %s, crash-safe)", self.path, w, h, writer.rate, self.cfg.codec)
 
     def close(self) -> None:
-        if self._container is None:
+        writer, self._writer = self._writer, None
+        if writer is None:
             return
         try:
-            self._container.mux(self._stream.encode(None))  # flush delayed frames
+            video = writer.close()  # flushes the encoder's delayed frames
         except Exception:
-            log.exception("record: flushing %s failed", self.path)
-        finally:
-            self._container.close()
-            self._container = None
-            log.info("record: %s closed with %d frames", self.path, self.frames)
+            log.exception("record: flushing %s failed; the file plays up to its last fragment", self.path)
+            video = WrittenVideo(writer.path, writer.frames, round(writer.duration_s, 3), "end not flushed")
+        if self.cfg.remux_to_mp4:
+            video = self._remux(video)
+        self._finished.append(video)
+        log.info("record: finalised %s", video.describe())
 
+    def _remux(self, video: WrittenVideo) -> WrittenVideo:
+        src = video.path
+        dst = src if src.suffix.lower() == ".mp4" else _unused(src.with_suffix(".mp4"))
+        t0 = time.monotonic()
+        try:
+            remux_to_mp4(src, dst, self._give_up)
+        except RemuxAbandoned:
+            log.warning("record: remux to MP4 stopped at the shutdown limit; %s stays crash-safe (it plays as it is; "
+                        "`ffmpeg -i %s -c copy out.mp4` makes an ordinary MP4 of it)", src, src)
+            return WrittenVideo(src, video.frames, video.duration_s, "crash-safe, remux to MP4 not finished")
+        except Exception as exc:
+            log.error("record: remux of %s to MP4 failed (%s); the crash-safe file is kept and plays as it is", src, exc)
+            return WrittenVideo(src, video.frames, video.duration_s, "crash-safe, remux to MP4 failed")
+        if dst != src:
+            src.unlink(missing_ok=True)  # only now that the MP4 is complete
+        log.debug("record: remuxed %s in %.2f s", dst, time.monotonic() - t0)
+        return WrittenVideo(dst, video.frames, video.duration_s, "remuxed to MP4")
 
-def _writable(folder: Path) -> bool:
-    import os
+    # -- what the worker asks at shutdown ------------------------------------------------------------
+    def written(self) -> list[WrittenVideo]:
+        """The files this output finished, in order."""
+        return list(self._finished)
 
-    return os.access(folder, os.W_OK)
+    def abandon(self) -> None:
+        """The shutdown limit is reached: stop a remux under way (the crash-safe file stays)."""
+        self._give_up.set()
 
 
 def _unused(path: Path) -> Path:
-    """`path`, or `name-2.mp4`, `name-3.mp4`... when it already exists."""
+    """`path`, or `name-2.mp4`, `name-3.mp4`... when it (or its remuxed .mp4) already exists."""
     n = 2
     candidate = path
-    while candidate.exists():
+    while candidate.exists() or candidate.with_suffix(".mp4").exists():
         candidate = path.with_name(f"{path.stem}-{n}{path.suffix}")
         n += 1
     return candidate
