@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PORTRAIT = REPO / "assets" / "characters" / "astronaut.png"
+PORTRAIT = REPO / "src" / "facecast" / "assets" / "characters" / "astronaut.png"
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -76,6 +77,47 @@ def test_large_images_are_downscaled_not_refused(tmp_path):
     lib = CharacterLibrary(tmp_path)
     assert lib.load_all() == []
     assert lib.active.size == (2048, 2048)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims `width`x`height` in its header, with a few bytes of pixel data: a decompression
+    bomb's shape, small to send and enormous to decode."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+PILLOW_DEFAULT_LIMIT = 1024 * 1024 * 1024 // 4 // 3  # Image.MAX_IMAGE_PIXELS as Pillow ships it
+
+
+def test_oversized_headers_are_refused_before_decoding_and_pillows_guard_stays_on():
+    from PIL import Image
+
+    from facecast.characters.library import CharactersConfig, decode_image
+
+    cfg = CharactersConfig()
+    ordinary = cv2.imencode(".png", np.full((300, 200, 3), 90, np.uint8))[1].tobytes()
+    assert decode_image(ordinary, cfg)[0].shape == (300, 200, 3)  # an image decoded in full...
+    assert Image.MAX_IMAGE_PIXELS == PILLOW_DEFAULT_LIMIT  # ...leaves the process-wide guard on
+    with pytest.raises(CharacterError, match=re.escape("12000x12000 (144 megapixels); the limit is 50 megapixels")):
+        decode_image(_png_header(12000, 12000), cfg)  # our own limit, read from the header
+    with pytest.raises(CharacterError, match="too large to open safely"):
+        decode_image(_png_header(20000, 20000), cfg)  # Pillow's guard, still there to refuse it first
+
+
+def test_the_megapixel_limit_cannot_go_past_pillows_guard():
+    from pydantic import ValidationError
+
+    from facecast.characters.library import CharactersConfig
+
+    assert CharactersConfig(max_megapixels=178).max_megapixels == 178
+    with pytest.raises(ValidationError, match="less than or equal to 178"):
+        CharactersConfig(max_megapixels=400)
 
 
 def test_select_next_previous(library):

@@ -340,15 +340,62 @@ def test_foreign_host_and_origin_are_refused_on_loopback(api, daemon) -> None:
     refused(api.get("/state", headers={"host": "evil.example:8765"}), 403, "Host 'evil.example:8765' refused")
     refused(api.post("/actions/quit", headers={"origin": "https://evil.example"}), 403,
             "requests from web page https://evil.example are refused")
+    # Exact origins only: a page on another localhost port is another web site.
+    refused(api.get("/state", headers={"origin": "http://localhost:3000"}), 403, "add it to control.allowed_origins")
+    refused(api.get("/state", headers={"origin": "http://127.0.0.1:3000"}), 403, "add it to control.allowed_origins")
     assert not daemon.stopping
-    ok(api.get("/state", headers={"origin": "http://localhost:3000"}))
 
 
-def test_allowed_origins_are_let_through(daemon) -> None:
-    cfg = ControlConfig(allowed_origins=["https://deck.example"])
+def test_a_page_the_api_serves_itself_is_its_own_origin_and_changes_state_with_the_session_secret(api, daemon) -> None:
+    own = {"origin": "http://127.0.0.1"}  # the TestClient's Host: 127.0.0.1
+    ok(api.get("/state", headers=own))
+    frozen = daemon.effect.frozen
+    refused(api.post("/actions/freeze", headers=own), 403, "session secret")
+    assert daemon.effect.frozen == frozen
+    secret = ok(api.get("/session"))["session"]  # a same-origin GET carries no Origin
+    assert ok(api.post("/actions/freeze", headers={**own, "x-facecast-session": secret}))["state"]["frozen"] is not frozen
+    ok(api.post("/actions/freeze", json={"on": frozen}))
+
+
+def test_allowed_origins_are_exact_and_need_the_session_secret_to_change_state(daemon) -> None:
+    cfg = ControlConfig(allowed_origins=["https://deck.example", "null"])
+    page = {"origin": "https://deck.example"}
     with TestClient(create_app(daemon.controls, cfg), base_url="http://127.0.0.1") as client:
-        ok(client.get("/state", headers={"origin": "https://deck.example"}))
+        state = client.get("/state", headers=page)
+        ok(state)
+        assert state.headers["access-control-allow-origin"] == "https://deck.example"  # the page may read it
         refused(client.get("/state", headers={"origin": "https://other.example"}), 403, "refused")
+        refused(client.get("/state", headers={"origin": "https://deck.example:8443"}), 403, "refused")
+        # A page can send a POST without reading anything first: without the secret it changes nothing.
+        frozen = daemon.effect.frozen
+        refused(client.post("/actions/freeze", headers=page), 403, "session secret")
+        refused(client.post("/actions/freeze", headers={**page, "x-facecast-session": "guess"}), 403, "session secret")
+        assert daemon.effect.frozen == frozen
+        secret = ok(client.get("/session", headers=page))["session"]
+        body = ok(client.post("/actions/freeze", headers={**page, "x-facecast-session": secret}))
+        assert body["state"]["frozen"] is not frozen
+        ok(client.post("/actions/freeze", headers={**page, "x-facecast-session": secret}))
+        # A preflight from the allowed page is answered with what it may send.
+        preflight = client.options("/actions/freeze", headers={**page, "access-control-request-method": "POST",
+                                                                "access-control-request-headers": "x-facecast-session"})
+        assert preflight.status_code == 200 and "x-facecast-session" in preflight.headers["access-control-allow-headers"]
+        # Any sandboxed page has the origin "null": it never gets the secret.
+        refused(client.get("/session", headers={"origin": "null"}), 403, "origin null")
+        # Local programs (no Origin) act without a secret, as before.
+        ok(client.post("/actions/freeze", json={"on": frozen}))
+        with pytest.raises(WebSocketDisconnect) as info:  # a page's WebSocket can act: it needs the secret too
+            with client.websocket_connect("/ws", headers={**LOCAL, **page}) as ws:
+                ws.receive_json()
+        assert info.value.code == 1008
+        with client.websocket_connect(f"/ws?session={secret}", headers={**LOCAL, **page}) as ws:
+            assert ws.receive_json()["type"] == "state"
+
+
+@pytest.mark.parametrize("origin", ["*", "http://localhost:3000/app", "localhost:3000", "http://*.example.com"])
+def test_allowed_origins_must_be_exact_origins(origin) -> None:
+    with pytest.raises(ValueError, match="not an origin"):
+        ControlConfig(allowed_origins=[origin])
+    assert ControlConfig(allowed_origins=["HTTP://LocalHost:80/"]).allowed_origins == ["http://localhost"]
 
 
 def test_token_is_required_when_set(daemon) -> None:
@@ -376,5 +423,7 @@ def test_token_is_required_when_set(daemon) -> None:
 
 def test_quit_asks_the_daemon_to_stop(api, daemon) -> None:
     body = ok(api.post("/actions/quit"))
-    assert body["message"] == "stopping" and body["state"]["stopping"] is True
+    # quit answers once every output has closed, saying what it finalised (here: the null sink only)
+    assert body["message"].startswith("stopped in ") and body["message"].endswith(": closed sink"), body
+    assert body["state"]["stopping"] is True
     assert daemon.pipeline.finished.is_set()

@@ -28,7 +28,8 @@ def workdir(tmp_path, monkeypatch):
 
 
 def _jobs(workdir: Path, *args: str, timeout: float = 300):
-    return run_facecast("jobs", "--offline", "--set", f"jobs.db={workdir / 'jobs.sqlite'}", *args, cwd=workdir, timeout=timeout)
+    return run_facecast("jobs", "--offline", "--set", f"jobs.db={workdir / 'jobs.sqlite'}",
+                        "--set", f"jobs.input_dirs=[{workdir}, {PORTRAIT.parent}]", *args, cwd=workdir, timeout=timeout)
 
 
 def test_submit_run_and_the_output_matches_the_input(workdir, synthetic_video):
@@ -38,7 +39,8 @@ def test_submit_run_and_the_output_matches_the_input(workdir, synthetic_video):
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
     assert _jobs(workdir, "show", job_id).stdout.split()[1] == "queued"
-    ran = run_facecast("jobs", "--set", f"jobs.db={workdir / 'jobs.sqlite'}", "run", cwd=workdir, timeout=300)
+    ran = run_facecast("jobs", "--set", f"jobs.db={workdir / 'jobs.sqlite'}",
+                       "--set", f"jobs.input_dirs=[{workdir}, {PORTRAIT.parent}]", "run", cwd=workdir, timeout=300)
     assert ran.returncode == 0, ran.stderr[-2000:]
     shown = _jobs(workdir, "show", job_id).stdout.split()
     assert shown[1] == "done" and shown[3] == "100.0%"
@@ -50,11 +52,13 @@ def test_submit_run_and_the_output_matches_the_input(workdir, synthetic_video):
 
 
 @pytest.mark.parametrize("args, reason", [
-    (["swap", "--face", str(PORTRAIT), "--target", "/nonexistent.mp4"], "no such file"),
+    (["swap", "--face", str(PORTRAIT), "--target", "/nonexistent.mp4"], "no such file in the allowed folders"),
     (["swap", "--face", str(PORTRAIT), "--target", str(PORTRAIT)], "still image, not a video"),
-    (["swap", "--face", "/etc/hostname", "--target", str(PORTRAIT)], "cannot use this image"),
+    (["swap", "--face", "notes.png", "--target", str(PORTRAIT)], "cannot use this image"),
+    (["swap", "--face", "/etc/hostname", "--target", str(PORTRAIT)], "no such file in the allowed folders"),
 ])
 def test_bad_inputs_are_refused_at_submit_with_the_reason(workdir, args, reason):
+    (workdir / "notes.png").write_text("not an image")
     result = _jobs(workdir, "submit", *args, "-o", str(workdir / "recordings" / "x.mp4"))
     assert result.returncode == 2
     assert pytest.importorskip("re").search(reason, result.stderr), result.stderr

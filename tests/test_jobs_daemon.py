@@ -21,7 +21,7 @@ class Daemon:
 
     def sets(self) -> list[str]:
         return ["--set", f"control.port={self.port}", "--set", f"jobs.db={self.workdir / 'jobs.sqlite'}",
-                "--set", "jobs.lease_s=5"]
+                "--set", "jobs.lease_s=5", "--set", f"jobs.input_dirs=[{self.workdir}, {PORTRAIT.parent}]"]
 
     def start(self) -> None:
         self.proc = popen_facecast(
@@ -127,5 +127,6 @@ def test_a_bad_submission_is_a_4xx_with_the_reason(daemon):
     daemon.start()
     r = httpx.post(daemon.url + "/jobs", json={"kind": "swap", "params": {"face": str(PORTRAIT), "target": "/nope.mp4"},
                                                 "output": str(daemon.workdir / "recordings" / "z.mp4")}, timeout=10)
-    assert r.status_code == 400 and "no such file" in r.json()["error"]
+    assert r.status_code == 400
+    assert r.json()["error"].startswith(f"target /nope.mp4: no such file in the allowed folders ({daemon.workdir}, ")
     assert httpx.get(daemon.url + "/state", timeout=5).status_code == 200  # the daemon goes on

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("diffusers", reason="the diffusion extras (requirements-diffusion.txt) are not installed")
+pytest.importorskip("diffusers", reason="the diffusion extras (facecast[diffusion]) are not installed")
 
+from facecast.jobs.folders import AllowedFolders  # noqa: E402
 from facecast.jobs.kinds.generate import GenerateKind  # noqa: E402
 from facecast.jobs.runner import BatchRunner, JobRejected  # noqa: E402
 from facecast.jobs.store import JobStore  # noqa: E402
@@ -20,13 +21,19 @@ def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_ltx(tmp_path_factory.mktemp("tiny-ltx"))
 
 
+def _kind(model: Path) -> GenerateKind:
+    """Inputs from the portrait's folder, pipelines from the folder the model is in (as models.dir)."""
+    return GenerateKind(AllowedFolders([PORTRAIT.parent], "jobs.input_dirs"),
+                        AllowedFolders([model.parent], "models.dir, jobs.generate_model_dirs"))
+
+
 def _params(model: Path, **kw):
     return {"character": str(PORTRAIT), "prompt": "she smiles and nods", "model": str(model), "frames": 9,
             "width": 32, "height": 32, "steps": 2, "fps": 12, **kw}
 
 
 def test_generate_writes_a_video_of_the_requested_frames(tiny_model, tmp_path):
-    kind = GenerateKind()
+    kind = _kind(tiny_model)
     kind.validate(_params(tiny_model))
     store = JobStore(tmp_path / "jobs.sqlite")
     out = tmp_path / "gen.mp4"
@@ -39,14 +46,16 @@ def test_generate_writes_a_video_of_the_requested_frames(tiny_model, tmp_path):
 @pytest.mark.parametrize("change, reason", [
     ({"frames": 10}, r"frames = 8k\+1"),
     ({"width": 40}, "width divisible by 32"),
-    ({"prompt": " "}, "a prompt is required"),
-    ({"character": "/nonexistent.png"}, "character image cannot be read"),
+    ({"prompt": " "}, "prompt: must not be blank"),
+    ({"character": "/nonexistent.png"}, "no such file in the allowed folders"),
+    ({"steps": "30"}, "steps: Input should be a valid integer"),
 ])
 def test_bad_generate_requests_are_refused_with_the_reason(tiny_model, change, reason):
     with pytest.raises(JobRejected, match=reason):
-        GenerateKind().validate(_params(tiny_model, **change))
+        _kind(tiny_model).validate(_params(tiny_model, **change))
 
 
 def test_a_folder_that_is_not_a_pipeline_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
     with pytest.raises(JobRejected, match="model_index.json"):
-        GenerateKind().validate(_params(tmp_path))
+        _kind(tmp_path / "empty").validate(_params(tmp_path / "empty"))

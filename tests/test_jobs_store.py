@@ -23,7 +23,8 @@ class SlowWriter:
         self.started = threading.Event()
         self.seen_temp: list[Path] = []
 
-    def validate(self, params) -> None: ...
+    def validate(self, params):
+        return params
 
     def run(self, ctx: JobContext) -> None:
         self.started.set()
@@ -72,7 +73,7 @@ def test_expired_lease_goes_back_to_the_queue(tmp_path):
     job = store.submit("slow", {}, str(tmp_path / "x"))
     store.claim("dead-host:1:1", lease_s=0.01)
     time.sleep(0.05)
-    assert store.requeue_expired() == [job.id]
+    assert [j.id for j in store.requeue_expired()] == [job.id]
     assert store.get(job.id).status == "queued"
 
 
@@ -85,7 +86,7 @@ def test_runner_renames_into_place_only_when_complete(tmp_path):
     final = BatchRunner(store, {"slow": kind}).run_one()
     assert final.status == "done" and final.progress == 1.0 and final.attempts == 1
     assert out.read_text().count("frame") == 5
-    assert kind.seen_temp[0] == temp_output_for(out, job.id) and kind.seen_temp[0].name.startswith(".")
+    assert kind.seen_temp[0] == temp_output_for(out, job.id, 1) and kind.seen_temp[0].name.startswith(".")
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.txt"]  # no temporary left
 
 

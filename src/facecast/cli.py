@@ -8,9 +8,6 @@ import os
 import sys
 from pathlib import Path
 
-# MediaPipe/TFLite log through glog and absl: keep their start-up chatter off the streamer's console.
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 log = logging.getLogger("facecast")
@@ -88,6 +85,9 @@ def _load(args: argparse.Namespace):
 
 
 def _setup_logging(level: str) -> None:
+    from facecast import native_logs
+
+    native_logs.install(level)  # MediaPipe/TFLite/libpng start-up lines off the terminal unless debug
     logging.basicConfig(
         level=getattr(logging, level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -95,6 +95,22 @@ def _setup_logging(level: str) -> None:
         stream=sys.stderr,
         force=True,
     )
+
+
+def _exit_past_the_shutdown_limit(rc: int) -> None:
+    """An output still busy after pipeline.shutdown_timeout_s (already named in the log) would keep
+    the process alive: its thread is not a daemon thread, so that a recording is never cut mid-flush.
+    The limit is the streamer's: exit now."""
+    from facecast.daemon import unfinished_writers
+
+    busy = unfinished_writers()
+    if not busy:
+        return
+    log.error("exiting without waiting for %s (past pipeline.shutdown_timeout_s)", ", ".join(busy))
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc or 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,8 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name} must be positive, got {value}", file=sys.stderr)
                 return 2
         try:
-            return run_daemon(cfg, frames=args.frames, seconds=args.seconds)
+            rc = run_daemon(cfg, frames=args.frames, seconds=args.seconds)
         except StartupError as exc:
             log.error("cannot start: %s", exc)
             return 3
+        _exit_past_the_shutdown_limit(rc)
+        return rc
     return 2

@@ -23,8 +23,9 @@ from facecast.outputs.ndi import NdiOutputConfig
 from facecast.outputs.preview import PreviewOutputConfig
 from facecast.outputs.record import RecordOutputConfig
 from facecast.outputs.spout import SpoutOutputConfig
-from facecast.outputs.stage import OutputConfig
+from facecast.outputs.stage import CLOSE_TIMEOUT_S, OutputConfig
 from facecast.outputs.virtualcam import VirtualCamOutputConfig
+from facecast.threads import ThreadsConfig
 from facecast.tracking.face_mesh import TrackingConfig
 
 DEFAULT_CONFIG_FILE = "config.yaml"
@@ -36,6 +37,12 @@ class PipelineConfig(StrictModel):
         "auto", description="full queue: auto = drop the oldest frame for live sources, wait for files"
     )
     watchdog_s: float = Field(3.0, gt=0, description="report a stage busy on one frame for this long")
+    shutdown_timeout_s: float = Field(
+        CLOSE_TIMEOUT_S,
+        gt=0,
+        le=3600,
+        description="at stop, how long the outputs get to write queued frames, flush and finalise (remux) recordings",
+    )
 
 
 class StatsConfig(StrictModel):
@@ -70,6 +77,7 @@ class Config(StrictModel):
     jobs: JobsConfig = JobsConfig()
     control: ControlConfig = ControlConfig()
     hotkeys: HotkeysConfig = HotkeysConfig()
+    threads: ThreadsConfig = ThreadsConfig()
     logging: LoggingConfig = LoggingConfig()
 
     @field_validator("outputs")

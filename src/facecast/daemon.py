@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 
 from facecast.capture.stage import CaptureStage, make_reader
 from facecast.characters.library import CharacterLibrary
@@ -16,16 +17,35 @@ from facecast.effects.stage import EffectStage, build_effects
 from facecast.engines.onnxruntime import EngineError
 from facecast.engines.pool import EnginePool
 from facecast.jobs.service import JobService, default_kinds
-from facecast.pipeline.stage import StartupError
 from facecast.outputs.stage import OutputStage
+from facecast.outputs.worker import OutputReport
 from facecast.pipeline.runner import Pipeline
+from facecast.pipeline.stage import StartupError
 from facecast.pipeline.stats import PipelineStats
 from facecast.tracking.face_mesh import TrackingStage
 from facecast.types import STAGE_NAMES
 
 log = logging.getLogger(__name__)
 
-SHUTDOWN_TIMEOUT_S = 2.0
+THREADS_STOP_S = 2.0  # the pipeline's own threads, beyond the outputs' limit (pipeline.shutdown_timeout_s)
+CONTROL_STOP_S = 2.0  # the control API, once everything else has stopped (a quit request gets its answer)
+
+
+@dataclass(frozen=True, slots=True)
+class ShutdownReport:
+    """What stopping the daemon finalised: each output closed in time (with the files it finished),
+    or named as still busy at the limit."""
+
+    clean: bool  # every thread ended within its limit
+    seconds: float
+    outputs: list[OutputReport] = field(default_factory=list)
+
+    def text(self) -> str:
+        parts = [r.describe() for r in self.outputs if r.files or not r.finished]
+        closed = [r.name for r in self.outputs if r.finished and not r.files]
+        if closed:
+            parts.append(f"closed {', '.join(closed)}")
+        return f"stopped in {self.seconds:.1f} s" + (f": {'; '.join(parts)}" if parts else "")
 
 
 class Daemon:
@@ -48,7 +68,8 @@ class Daemon:
             raise StartupError(f"effect: {exc}") from exc
         self.effect = EffectStage(effects, cfg.effect.active, stats=self.stats)
         self.output = OutputStage(
-            cfg.outputs, self.stats, lossless=self.capture.lossless, watchdog_s=cfg.pipeline.watchdog_s
+            cfg.outputs, self.stats, lossless=self.capture.lossless, watchdog_s=cfg.pipeline.watchdog_s,
+            close_timeout_s=cfg.pipeline.shutdown_timeout_s,
         )
         policy = None if cfg.pipeline.queue_policy == "auto" else cfg.pipeline.queue_policy
         self.pipeline = Pipeline(
@@ -61,6 +82,8 @@ class Daemon:
             status_interval_s=cfg.stats.interval_s,
             max_frames=max_frames,
         )
+        self._stop_lock = threading.Lock()
+        self._shutdown: ShutdownReport | None = None  # set once stop_and_report() has finished
         self.controls = Controls(self)  # the live actions: hotkeys, control API, `facecast ctl`
         self.jobs: JobService | None = None  # offline video jobs, run by the batch thread
         if cfg.jobs.enabled:
@@ -90,9 +113,36 @@ class Daemon:
         return self.pipeline.finished.is_set()
 
     def stop(self) -> bool:
-        if self.jobs is not None:
-            self.jobs.runner.stop(timeout=0.5)  # a running job is queued again for the next start
-        return self.pipeline.stop(SHUTDOWN_TIMEOUT_S)
+        """Stop everything (see stop_and_report); True when every thread ended in time."""
+        return self.stop_and_report().clean
+
+    def stop_and_report(self) -> ShutdownReport:
+        """Stop the batch thread and the pipeline; every output writes what it was given and closes
+        (recordings finalised) within pipeline.shutdown_timeout_s. Safe to call from several threads
+        (the quit action, the main loop): the first does it, the others wait for it and get the same
+        report of what was finalised."""
+        with self._stop_lock:
+            if self._shutdown is None:
+                t0 = time.monotonic()
+                self.pipeline.finished.set()
+                if self.jobs is not None:
+                    self.jobs.runner.stop(timeout=0.5)  # a running job is queued again for the next start
+                clean = self.pipeline.stop(self.cfg.pipeline.shutdown_timeout_s + THREADS_STOP_S)
+                outputs = list(self.output.report)
+                clean = clean and all(r.finished for r in outputs)
+                self._shutdown = ShutdownReport(clean, round(time.monotonic() - t0, 3), outputs)
+            return self._shutdown
+
+    def still_closing(self) -> list[str]:
+        """The outputs still closing (while stop() runs): name and what each is doing."""
+        return [f"{r.name} ({r.doing})" for r in self.output.report_now() if not r.finished]
+
+
+def unfinished_writers() -> list[str]:
+    """Output threads still running after the daemon stopped: past the shutdown limit (a hung
+    device or flush). They are not daemon threads, so the interpreter would wait for them forever."""
+    main = threading.main_thread()
+    return [t.name for t in threading.enumerate() if t is not main and not t.daemon and t.name.startswith("output.")]
 
 
 def build_library(cfg: Config) -> CharacterLibrary:
@@ -114,7 +164,14 @@ def run_daemon(cfg: Config, frames: int | None = None, seconds: float | None = N
     stop_requested = threading.Event()
 
     def on_signal(signum, _frame) -> None:
-        log.info("%s received: stopping", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if stop_requested.is_set():
+            busy = daemon.still_closing()
+            log.warning("%s received: already stopping; waiting for %s (at most %.0f s in all, "
+                        "pipeline.shutdown_timeout_s)", name, ", ".join(busy) or "the outputs",
+                        cfg.pipeline.shutdown_timeout_s)
+            return
+        log.info("%s received: stopping", name)
         stop_requested.set()
         daemon.pipeline.finished.set()
 
@@ -133,13 +190,14 @@ def run_daemon(cfg: Config, frames: int | None = None, seconds: float | None = N
                 break
             daemon.pipeline.finished.wait(0.2 if remaining is None else min(0.2, remaining))
     finally:
-        t0 = time.monotonic()
+        stop_requested.set()  # a signal from here on means "already stopping"
+        # The pipeline and every output first, while the control API still answers: /state shows
+        # `stopping`, and a quit request gets the report of what was finalised before it closes.
+        report = daemon.stop_and_report()
         if surfaces is not None:
-            surfaces.stop_soon()
-        clean = daemon.stop()
-        if surfaces is not None:
-            surfaces.stop(max(0.2, SHUTDOWN_TIMEOUT_S - (time.monotonic() - t0)))
+            surfaces.stop(CONTROL_STOP_S)
         for s, handler in previous.items():
             signal.signal(s, handler)
-        log.info("stopped in %.2f s; %s", time.monotonic() - t0, daemon.stats.status_line())
-    return 0 if clean else 1
+        log.info("%s", daemon.stats.status_line())
+        log.info("%s", report.text())
+    return 0 if report.clean else 1

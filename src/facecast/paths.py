@@ -1,4 +1,7 @@
-"""Per-user folders: model weights (data) and engine caches (cache)."""
+"""Per-user folders: model weights and added characters (data), engine caches (cache).
+
+facecast writes only here (or where the config says), never into its installed package.
+"""
 
 from __future__ import annotations
 
@@ -21,3 +24,8 @@ def user_cache_dir() -> Path:
     if sys.platform == "darwin":
         return Path.home() / "Library" / "Caches" / "facecast"
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "facecast"
+
+
+def user_characters_dir() -> Path:
+    """Where characters added through the control API go; read together with the bundled ones."""
+    return user_data_dir() / "characters"

@@ -227,8 +227,8 @@ def _decode(packet, src: Path):
 class Progress:
     """A one-line progress bar on stderr: frames done, fps, time left."""
 
-    def __init__(self, stream=sys.stderr, interval_s: float = 0.25) -> None:
-        self.stream = stream
+    def __init__(self, stream=None, interval_s: float = 0.25) -> None:
+        self.stream = stream or sys.stderr  # looked up now: the native log filter may have re-pointed it
         self.tty = stream.isatty()
         self.interval = interval_s if self.tty else 2.0
         self._last = 0.0

@@ -20,6 +20,13 @@ def _not_negative(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The bench options (the caller adds --config and --set)."""
     p.add_argument("--source", metavar="SOURCE",
@@ -54,3 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--with-batch", action="store_true",
                    help="measure the live pipeline alone and while the batch thread runs offline jobs"
                         " (the live effect on a generated clip), alternately; report the fps ratio")
+    p.add_argument("--soak", metavar="MINUTES", type=_positive_float,
+                   help="run the live pipeline with the config's outputs (realtime) for this long and report the RSS"
+                        " slope (MB/hour), fps and latency p95 per window (JSON: `soak`)")
+    p.add_argument("--soak-window-s", metavar="SECONDS", type=_positive_float, default=300.0,
+                   help="length of each soak window (default 300 = 5 minutes)")

@@ -158,6 +158,12 @@ def run_command(args: argparse.Namespace, config_path: Path | None, setup_loggin
     if args.compare and args.trace is not None:
         print("--trace records one run: leave it out with --compare", file=sys.stderr)
         return 2
+    if args.soak is not None and (args.compare or args.with_batch or args.trace is not None):
+        print("--soak runs one config on its own: leave out --compare, --with-batch and --trace", file=sys.stderr)
+        return 2
+    if args.soak is not None:
+        # A soak is a live show: the source at its own rate, the config's outputs (recording included).
+        opts.mode, opts.with_outputs = "realtime", True
     try:
         if args.compare:
             cfg = bench_config(args.compare[0], args.overrides, opts)
@@ -176,6 +182,12 @@ def run_command(args: argparse.Namespace, config_path: Path | None, setup_loggin
         if args.with_batch:
             data = with_batch(cfg, opts, args.rounds, system)
             _emit(format_with_batch(data), data, args.json)
+            return 0
+        if args.soak is not None:
+            from facecast.bench.soak import SoakOptions, format_soak, run_soak
+
+            data = run_soak(cfg, SoakOptions(args.soak, args.soak_window_s, args.warmup), system)
+            _emit(format_soak(data), data, args.json)
             return 0
         run: BenchRun = run_once(cfg, opts, system)
     except ConfigError as exc:

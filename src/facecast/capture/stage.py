@@ -21,6 +21,10 @@ from facecast.types import FramePacket
 log = logging.getLogger(__name__)
 
 SourceKind = Literal["auto", "camera", "file", "url", "synthetic"]
+# A live source that fails again within this long of being reopened has not recovered: the next
+# reopen waits longer (back-off kept across attempts), so a camera that opens but delivers nothing,
+# or a stream that drops at once, cannot make the capture thread spin.
+STABLE_S = 10.0
 
 
 class ReconnectConfig(StrictModel):
@@ -81,6 +85,8 @@ class CaptureStage(SourceStage):
         self._next_due: float | None = None
         self._interrupt = threading.Event()
         self.reconnects = 0
+        self._reopened_at: float | None = None  # monotonic time of the last successful reopen
+        self._delay = self.reconnect.first_delay_s  # the wait before the next attempt
 
     def start(self) -> None:
         try:
@@ -121,21 +127,32 @@ class CaptureStage(SourceStage):
         self._next_due += period
 
     def _reopen(self) -> bool:
-        delay = self.reconnect.first_delay_s
-        log.warning("capture: %s stopped delivering frames; reopening", self.reader.describe())
+        """Reopen with back-off; False when interrupted (shutdown). A source that failed again soon
+        after the last reopen first waits the current delay, and the delay keeps doubling."""
+        cfg = self.reconnect
+        recovered = self._reopened_at is None or time.monotonic() - self._reopened_at >= STABLE_S
+        if recovered:
+            self._delay = cfg.first_delay_s
+        log.warning("capture: %s stopped delivering frames; reopening%s", self.reader.describe(),
+                    "" if recovered else f" in {self._delay:.1f} s (it failed again soon after the last reopen)")
         self.reader.close()
+        if not recovered:
+            if self._interrupt.wait(self._delay):
+                return False
+            self._delay = min(self._delay * 2, cfg.max_delay_s)
         while not self._interrupt.is_set():
             try:
                 self.reader.open()
                 self.reconnects += 1
+                self._reopened_at = time.monotonic()
                 log.info("capture: %s is back", self.reader.describe())
                 self._next_due = None
                 return True
             except OSError as exc:
-                log.warning("capture: reopen failed (%s); next try in %.1f s", exc, delay)
-            if self._interrupt.wait(delay):
+                log.warning("capture: reopen failed (%s); next try in %.1f s", exc, self._delay)
+            if self._interrupt.wait(self._delay):
                 break
-            delay = min(delay * 2, self.reconnect.max_delay_s)
+            self._delay = min(self._delay * 2, cfg.max_delay_s)
         return False
 
     def interrupt(self) -> None:

@@ -22,6 +22,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -35,14 +36,21 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 _FORMATS = {"PNG", "JPEG", "MPO", "WEBP"}  # MPO: JPEG from phone cameras
+# Pillow refuses to open images over twice its MAX_IMAGE_PIXELS (89.5 megapixels by default) as
+# possible decompression bombs. That guard protects the whole process, so it stays on; our own
+# limit (characters.max_megapixels) is checked from the header below it, before any decoding.
+PILLOW_REFUSES_MEGAPIXELS = 178
 
 
 class CharactersConfig(StrictModel):
     dir: Path | None = Field(None, description="folder of character images; null = the bundled assets/characters")
-    active: str | None = Field(None, description="character shown at start (file name without extension); null = the first")
-    max_side: int = Field(2048, ge=256, le=8192, description="larger images are downscaled to this many pixels on the long side")
+    active: str | None = Field(
+        None, description="character shown at start (file name without extension); null = the first")
+    max_side: int = Field(
+        2048, ge=256, le=8192, description="larger images are downscaled to this many pixels on the long side")
     min_side: int = Field(128, ge=32, le=2048, description="images smaller than this on the short side are refused")
-    max_megapixels: float = Field(50.0, gt=0, le=400, description="images with more pixels are refused (memory)")
+    max_megapixels: float = Field(50.0, gt=0, le=PILLOW_REFUSES_MEGAPIXELS,
+                                  description="images with more pixels are refused (memory)")
     min_face_px: int = Field(64, ge=16, le=1024, description="the face must be at least this tall, in pixels")
     max_turn_deg: float = Field(40.0, gt=0, le=90, description="faces turned or tilted further than this are refused")
 
@@ -87,14 +95,17 @@ def decode_image(data: bytes, cfg: CharactersConfig) -> tuple[Image, npt.NDArray
         raise CharacterError("the file is empty")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # PIL's decompression-bomb warning: sizes are checked below
-            pil = PILImage.open(io.BytesIO(data))
+            # Between Pillow's warning and error thresholds our own limit (checked next) decides.
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            pil: PILImage.Image = PILImage.open(io.BytesIO(data))  # reads the header only
             fmt = pil.format
             w, h = pil.size
+    except PILImage.DecompressionBombError as exc:
+        raise CharacterError(
+            f"the image is too large to open safely ({exc}); the limit is {cfg.max_megapixels:g} megapixels"
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise CharacterError("not a readable image (corrupt, or not PNG/JPEG/WebP)") from exc
-    except PILImage.DecompressionBombError as exc:
-        raise CharacterError(f"the image is too large to open safely ({exc})") from exc
     if fmt not in _FORMATS:
         raise CharacterError(f"{fmt} images are not supported: use PNG, JPEG or WebP")
     if w * h > cfg.max_megapixels * 1e6:
@@ -106,8 +117,7 @@ def decode_image(data: bytes, cfg: CharactersConfig) -> tuple[Image, npt.NDArray
         raise CharacterError(f"the image is only {w}x{h}; at least {cfg.min_side} px on each side is needed")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            PILImage.MAX_IMAGE_PIXELS = None  # our own limit was checked above
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # our limit was checked above
             pil.load()
             pil = ImageOps.exif_transpose(pil)  # phone photos: honour the rotation tag
     except (OSError, ValueError, SyntaxError) as exc:
@@ -127,7 +137,7 @@ def decode_image(data: bytes, cfg: CharactersConfig) -> tuple[Image, npt.NDArray
             alpha = cv2.resize(alpha, size, interpolation=cv2.INTER_AREA)
     if alpha is not None and np.count_nonzero(alpha < 250) < 0.005 * alpha.size:
         alpha = None  # an alpha channel that is opaque everywhere says nothing about the background
-    return bgr, alpha
+    return cast(Image, bgr), alpha
 
 
 class CharacterAnalyser:
@@ -142,7 +152,7 @@ class CharacterAnalyser:
 
         cfg = TrackingConfig(max_faces=4, min_detection_confidence=0.5, smoothing=SmoothingConfig(enabled=False))
         self._tracker = FaceTracker(cfg, static_images=True)
-        self._segmenter = None
+        self._segmenter: Any = None  # MediaPipe SelfieSegmentation, made on first use
 
     def faces(self, image: Image) -> list[Face]:
         return self._tracker.detect(image)
@@ -204,7 +214,7 @@ def _matte(image: Image, alpha: npt.NDArray[np.uint8] | None, face: Face,
     from facecast.effects.warp import FACE_OVAL
 
     oval = face.landmarks[FACE_OVAL, :2].round().astype(np.int32)
-    cv2.fillPoly(matte, [oval], 255, cv2.LINE_AA)
+    cv2.fillPoly(matte, [oval], (255,), cv2.LINE_AA)
     return matte, "segmentation"
 
 
@@ -212,7 +222,7 @@ def check_files(paths: list[Path], cfg: CharactersConfig | None = None) -> list[
     """(path, character or None, description or reason) for each file: `facecast character check`."""
     cfg = cfg or CharactersConfig()
     analyser = CharacterAnalyser()
-    out = []
+    out: list[tuple[Path, Character | None, str]] = []
     try:
         for path in paths:
             try:

@@ -333,10 +333,12 @@ def _debug_overlay(d: Daemon, a: SwitchArgs) -> str:
     return f"debug overlay {'on' if on else 'off'}"
 
 
-@action("quit", NoArgs, "Stop the daemon (outputs are closed cleanly, recordings finalised).")
+@action("quit", NoArgs, "Stop the daemon; answers once every output has closed, with the recordings it finalised "
+                         "(or the output still busy at pipeline.shutdown_timeout_s).")
 def _quit(d: Daemon, a: NoArgs) -> str:
     d.request_stop("quit action")
-    return "stopping"
+    # The main loop's own stop waits for this one: the answer says what really happened.
+    return d.stop_and_report().text()
 
 
 # -- running them ------------------------------------------------------------------------------
@@ -361,6 +363,8 @@ class Controls:
             raise ActionError(f"unknown effect {args.name!r}; known: {', '.join(self.daemon.effect.effects)}", 404)
         if command.spec.name == "output" and args.name not in self.daemon.output.status():
             raise ActionError(f"unknown output {args.name!r}; configured: {', '.join(self.daemon.output.status())}", 404)
+        if command.spec.name == "set":  # a live setting bound to a key: its key and value are checked now
+            settings.find(self.daemon.effect, args.key).check(args.value)
 
     def run(self, command: Command | str | Sequence[str], source: str) -> str:
         """Run an action; returns what it did in a few words. ActionError when it cannot be done."""
@@ -429,6 +433,7 @@ class Controls:
                     "name": active.name,
                     "index": names.index(active.name) + 1 if active.name in names else None,
                 }
+        state["settings"] = settings.current(effect)  # every live setting (the `set` action)
         snap = d.stats
         state["live"] = {
             "fps": round(snap.fps(), 1),
@@ -458,3 +463,7 @@ class Controls:
                 listener(event)
             except Exception:
                 log.exception("control event listener failed")
+
+
+# More actions live in their own modules; importing them registers them (they import this one).
+from facecast.control import settings  # noqa: E402  `set`: live effect settings

@@ -4,9 +4,12 @@ Served on 127.0.0.1 by default, from a thread of the daemon. Every error is JSON
 with a 4xx status that says what was wrong; OpenAPI docs at /docs.
 
 Safety on loopback: a web page open in the streamer's browser can send requests to 127.0.0.1
-too. Requests that a browser marks with a foreign `Origin` are refused (unless listed in
-`control.allowed_origins`), and the `Host` header must name this computer, which defeats DNS
-rebinding. Off loopback a token is required (checked at config load and again here).
+too. Requests that a browser marks with an `Origin` are refused unless that exact origin is in
+`control.allowed_origins` (which also get CORS headers); a state change from such a page needs
+the token or this run's session secret (`GET /session`, readable only by an allowed page, sent
+back as `X-Facecast-Session`); the `Host` header must name this computer, which defeats DNS
+rebinding. Off loopback a token is required (checked at config load and again here). Request
+bodies are counted while they arrive and cut at their limit with 413, before anything is spooled.
 """
 
 # No `from __future__ import annotations` here: the per-action routes are built at run time and
@@ -16,12 +19,13 @@ import asyncio
 import hmac
 import json
 import logging
+import secrets
 import socket
 import sys
 import threading
 import time
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import Annotated, Any, get_args
+from urllib.parse import parse_qs
 
 import anyio
 import anyio.abc
@@ -29,14 +33,17 @@ from fastapi import Body, FastAPI, File, Query, Request, UploadFile, WebSocket, 
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import Match
 
 from facecast import __version__
-from facecast.jobs.api import add_job_routes
 from facecast.control.actions import ACTIONS, ActionError, ActionSpec, Command, Controls, find_action
 from facecast.control.config import ControlConfig, is_loopback
+from facecast.jobs.api import add_job_routes
+from facecast.jobs.params import json_integer
 from facecast.pipeline.stage import StartupError
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,10 @@ PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/r
 START_TIMEOUT_S = 5.0
 STOP_TIMEOUT_S = 1.0
 EVENT_BACKLOG = 64  # WebSocket events waiting for a slow client; older ones are dropped
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # reading only: no session secret needed from a page
+SESSION_HEADER = "X-Facecast-Session"
+JSON_BODY_MAX_BYTES = 1 << 20  # every JSON body here is a few hundred bytes
+MULTIPART_OVERHEAD_BYTES = 64 << 10  # boundaries and part headers around an uploaded image
 
 
 class ActionResult(BaseModel):
@@ -63,7 +74,23 @@ class ErrorBody(BaseModel):
     error: str
 
 
-ERRORS = {400: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}}
+class SessionSecret(BaseModel):
+    session: str = Field(description="send it back as the X-Facecast-Session header with every POST from a web page")
+    header: str = SESSION_HEADER
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    what = {
+        400: "refused: the reason says what is wrong",
+        404: "no such character, effect, output or action",
+        409: "cannot be done now (no display, no character library...)",
+        413: "the upload is larger than control.upload_max_mb",
+        422: "the request does not match this schema, or the image cannot be a character",
+    }
+    return {s: {"model": ErrorBody, "description": what[s]} for s in statuses}
+
+
+ERRORS = _errors(400, 404, 409, 422)
 
 
 def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
@@ -78,6 +105,7 @@ def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
         ),
     )
     app.state.upload_max_bytes = int(cfg.upload_max_mb * 1024 * 1024)
+    session = secrets.token_urlsafe(24)  # this run's secret for web pages (GET /session)
 
     # -- errors: always JSON with one readable line, never a traceback -------------------------
     @app.exception_handler(ActionError)
@@ -90,7 +118,10 @@ def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names only the first route's methods for this path
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -100,7 +131,18 @@ def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
             status_code=500,
         )
 
-    app.add_middleware(GuardMiddleware, cfg=cfg)
+    # Outermost first: CORS headers for the allowed pages (and answers to their preflights), then
+    # Host/Origin/token/session checks, then the body limit, then the routes.
+    upload_too_large = f"the image is larger than control.upload_max_mb ({cfg.upload_max_mb:g} MB)"
+    # path -> (most bytes its body may have, the refusal); any other path: JSON_BODY_MAX_BYTES. Routes
+    # that take larger uploads add their path here.
+    app.state.body_limits = {"/characters": (app.state.upload_max_bytes + MULTIPART_OVERHEAD_BYTES, upload_too_large)}
+    json_too_large = (JSON_BODY_MAX_BYTES, f"the request body is larger than {JSON_BODY_MAX_BYTES >> 20} MB")
+    app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: app.state.body_limits.get(path, json_too_large))
+    app.add_middleware(GuardMiddleware, cfg=cfg, session=session)
+    if cfg.allowed_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.allowed_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type", "x-facecast-token", SESSION_HEADER.lower()])
     add_job_routes(app, lambda: daemon.jobs)  # /jobs: offline video jobs (facecast.jobs)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -111,6 +153,16 @@ def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
     @app.get("/state", summary="Active character, effect, outputs, switches and live fps")
     def get_state() -> dict[str, Any]:
         return controls.state()
+
+    @app.get("/session", response_model=SessionSecret, responses={403: {"model": ErrorBody, "description":
+             "a page whose origin is null (a local file, a sandboxed frame) gets no session secret"}},
+             summary="This run's secret that lets an allowed web page change the live state")
+    def get_session(request: Request) -> SessionSecret:
+        # Readable by local programs (no Origin) and, through CORS, by the pages in
+        # control.allowed_origins only; "null" is any sandboxed page, so it never gets the secret.
+        if request.headers.get("origin") == "null":
+            raise ActionError("pages with origin null get no session secret: use control.token", 403)
+        return SessionSecret(session=session)
 
     @app.get("/stats", summary="Pipeline figures: fps, latency percentiles per stage, drops, errors")
     def get_stats() -> dict[str, Any]:
@@ -138,7 +190,7 @@ def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
         _add_action_route(app, spec, run)
 
     # -- characters ------------------------------------------------------------------------------
-    @app.get("/characters", summary="The characters in the library, in hotkey order")
+    @app.get("/characters", responses=_errors(409), summary="The characters in the library, in hotkey order")
     def get_characters() -> dict[str, Any]:
         library = _library(daemon)
         active = library.active
@@ -150,18 +202,18 @@ def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
             ],
         }
 
-    @app.post("/characters", status_code=201, responses=ERRORS | {413: {"model": ErrorBody}},
+    @app.post("/characters", status_code=201, responses=_errors(400, 409, 413, 422),
               summary="Add a character image (checked like the character folder); select=true also selects it")
     async def upload_character(
         request: Request,
-        file: UploadFile = File(description="a portrait image (PNG, JPEG...) with one clear face"),
-        select: bool = Query(False, description="select the new character at once"),
+        file: Annotated[UploadFile, File(description="a portrait image (PNG, JPEG...) with one clear face")],
+        select: Annotated[bool, Query(description="select the new character at once")] = False,
     ) -> dict[str, Any]:
         _library(daemon)  # 409 before reading the upload when there is no library
         limit = request.app.state.upload_max_bytes
         data = await file.read(limit + 1)
         if len(data) > limit:
-            raise ActionError(f"the image is larger than control.upload_max_mb ({cfg.upload_max_mb:g} MB)", 413)
+            raise ActionError(upload_too_large, 413)
         if not data:
             raise ActionError("the uploaded file is empty", 400)
         filename = file.filename or ""
@@ -189,11 +241,40 @@ def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
     return app
 
 
+_STRICT_BODIES: dict[type[BaseModel], type[BaseModel]] = {}
+
+
+class _JsonBody(BaseModel):
+    """Mixed into an action's arguments for its JSON body (see `_strict_body`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_integers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        integers = {name for name, field in cls.model_fields.items()
+                    if field.annotation is int or int in get_args(field.annotation)}
+        return {k: json_integer(v) if k in integers else v for k, v in data.items()}
+
+
+def _strict_body(args: type[BaseModel]) -> type[BaseModel]:
+    """The action's arguments as a JSON body: the same model in strict mode, so a body is taken as the
+    schema types it (0 is not false, "2" is not 2, but 2.0 is the integer 2 as in JSON Schema); the
+    text forms (hotkeys, `POST /actions`, `facecast ctl`) keep their own word parsing."""
+    if args not in _STRICT_BODIES:
+        _STRICT_BODIES[args] = type(args.__name__, (args, _JsonBody), {
+            "__module__": args.__module__, "__doc__": args.__doc__,
+            "model_config": ConfigDict(**{**args.model_config, "strict": True}),
+        })
+    return _STRICT_BODIES[args]
+
+
 def _add_action_route(app: FastAPI, spec: ActionSpec, run) -> None:
     needs_body = any(f.is_required() for f in spec.args.model_fields.values())
     default = Body(...) if needs_body else Body(None)
+    body_model = _strict_body(spec.args)
 
-    def endpoint(args: spec.args = default) -> ActionResult:  # type: ignore[valid-type]
+    def endpoint(args: body_model = default) -> ActionResult:  # type: ignore[valid-type]
         return run(Command(spec, args if args is not None else spec.validate({})))
 
     endpoint.__name__ = f"action_{spec.name}"
@@ -251,11 +332,13 @@ async def _stream(ws: WebSocket, controls: Controls, interval: float) -> None:
         while True:
             now = time.monotonic()
             if now >= next_stats:
-                await send({"type": "stats", "stats": controls.daemon.stats.snapshot()})
+                # In a worker thread: the snapshot asks the providers (the job queue's counts: SQLite).
+                stats = await run_in_threadpool(controls.daemon.stats.snapshot)
+                await send({"type": "stats", "stats": stats})
                 next_stats = now + interval
             try:
                 event = await asyncio.wait_for(events.get(), timeout=max(0.0, min(0.5, next_stats - now)))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 event = None
             if event is not None:
                 await send(event)
@@ -318,30 +401,55 @@ def _without_live(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _add_security_scheme(app: FastAPI, cfg: ControlConfig) -> None:
-    if not cfg.secret:
-        return
+    """The answers the middleware can give on any route (403 Host/Origin, 401 token, 413 body size),
+    in the schema of every operation; with a token, the bearer scheme for "Try it out"."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            schema.setdefault("components", {})["securitySchemes"] = {"token": {"type": "http", "scheme": "bearer"}}
-            schema["security"] = [{"token": []}]
+            error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+            guard = {"403": {"description": "refused: a foreign Host or web page, or a state change from a page "
+                                            "without the session secret", "content": error}}
+            if cfg.secret:
+                guard["401"] = {"description": "no token, or the wrong one", "content": error}
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.setdefault("responses", {})
+                    for status, answer in guard.items():
+                        responses.setdefault(status, answer)
+                    if "requestBody" in operation:
+                        responses.setdefault("413", {"description": "the request body is too large", "content": error})
+            if cfg.secret:
+                schema.setdefault("components", {})["securitySchemes"] = {"token": {"type": "http", "scheme": "bearer"}}
+                schema["security"] = [{"token": []}]
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (the Allow header of a 405)."""
+    scope = {**request.scope, "method": "\0"}  # no route has this method: path matches come back PARTIAL
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 # -- request guard -------------------------------------------------------------------------------
 class GuardMiddleware:
-    """Host, Origin and token checks for every HTTP request and WebSocket, before any route runs."""
+    """Host, Origin, token and session checks for every HTTP request and WebSocket, before any route runs."""
 
-    def __init__(self, app, cfg: ControlConfig) -> None:
+    def __init__(self, app, cfg: ControlConfig, session: str) -> None:
         self.app = app
         self.token = cfg.secret.encode() if cfg.secret else None
+        self.session = session.encode()
         self.check_host = is_loopback(cfg.host)
-        self.allowed_origins = {o.rstrip("/") for o in cfg.allowed_origins}
+        self.allowed_origins = frozenset(cfg.allowed_origins)  # exact origins, normalised by the config
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -364,7 +472,7 @@ class GuardMiddleware:
             if host and not is_loopback(host):
                 return 403, f"Host {headers.get('host')!r} refused: this API answers on this computer only"
         origin = headers.get("origin")
-        if origin and not self._origin_allowed(origin):
+        if origin is not None and not self._origin_allowed(origin.rstrip("/").lower(), scope, headers):
             return 403, (f"requests from web page {origin} are refused; "
                          "add it to control.allowed_origins to allow them")
         if self.token is not None and scope.get("path") not in PUBLIC_PATHS:
@@ -373,13 +481,83 @@ class GuardMiddleware:
                 return 401, "this API needs a token: send 'Authorization: Bearer <control.token>'"
             if not hmac.compare_digest(given.encode(), self.token):
                 return 401, "wrong token"
+        elif origin is not None and _changes_state(scope):
+            # A page the user opened can send this; only a page that could read GET /session can prove it
+            # is the allowed one (a simple cross-site POST cannot read anything).
+            given = _session_from(headers, scope)
+            if given is None or not hmac.compare_digest(given.encode(), self.session):
+                return 403, (f"a web page ({origin}) can change the live state only with the session secret: "
+                             f"GET /session, then send it as {SESSION_HEADER} (or set control.token)")
         return None
 
-    def _origin_allowed(self, origin: str) -> bool:
-        if "*" in self.allowed_origins or origin.rstrip("/") in self.allowed_origins:
+    def _origin_allowed(self, origin: str, scope, headers: dict[str, str]) -> bool:
+        """An exact origin from the config, or this server's own (a page it serves itself, under the
+        Host name checked above), never "any localhost port": another port is another program."""
+        if origin in self.allowed_origins:
             return True
-        host = urlsplit(origin).hostname
-        return bool(host) and is_loopback(host)
+        scheme = {"ws": "http", "wss": "https"}.get(scope.get("scheme", "http"), scope.get("scheme", "http"))
+        return bool(headers.get("host")) and origin == f"{scheme}://{headers['host'].lower()}"
+
+
+def _changes_state(scope) -> bool:
+    """WebSockets can run actions; HTTP methods other than GET/HEAD/OPTIONS change something."""
+    return scope["type"] == "websocket" or scope.get("method", "GET") not in SAFE_METHODS
+
+
+def _session_from(headers: dict[str, str], scope) -> str | None:
+    if SESSION_HEADER.lower() in headers:
+        return headers[SESSION_HEADER.lower()]
+    if scope["type"] == "websocket":  # browsers cannot set headers on a WebSocket
+        values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session")
+        if values:
+            return values[0]
+    return None
+
+
+# -- request body limit --------------------------------------------------------------------------
+class BodyLimitMiddleware:
+    """Counts a request body while it arrives and answers 413 as soon as it passes the route's limit
+    (at once when Content-Length already says so): nothing beyond the limit is read, parsed or
+    spooled to disk. The route sees the body end there; whatever it answers is dropped."""
+
+    def __init__(self, app, limit_for) -> None:
+        self.app = app
+        self.limit_for = limit_for  # path -> (the most bytes a body may have, the refusal)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit, refusal = self.limit_for(scope.get("path", ""))
+        too_large = JSONResponse({"error": refusal}, status_code=413, headers={"Connection": "close"})
+        length = dict(scope.get("headers", [])).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            return await too_large(scope, receive, send)
+        received = 0
+        refused = started = False
+
+        async def receive_counted():
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    if not started:
+                        await too_large(scope, receive, send)
+                    return {"type": "http.disconnect"}  # the route's parser stops here
+            return message
+
+        async def send_unless_refused(message) -> None:
+            nonlocal started
+            if refused:
+                return  # our 413 went out; the route's answer to the cut body is not sent
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        await self.app(scope, receive_counted, send_unless_refused)
 
 
 def _host_name(host_header: str) -> str:
@@ -410,7 +588,7 @@ class ControlServer:
             raise StartupError(f"control API: binding to {cfg.host} needs control.token (refused without one)")
         self.cfg = cfg
         self.app = create_app(controls, cfg)
-        self._server = None
+        self._server: Any = None  # uvicorn.Server, imported when the server starts
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
         self.port = cfg.port
@@ -433,7 +611,7 @@ class ControlServer:
         self.bind()
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="off", loop="asyncio", http="h11",
-            ws="websockets-sansio", timeout_graceful_shutdown=STOP_TIMEOUT_S, server_header=False,
+            ws="websockets-sansio", timeout_graceful_shutdown=int(STOP_TIMEOUT_S), server_header=False,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
@@ -445,7 +623,8 @@ class ControlServer:
         if not self._server.started:
             self.stop()
             raise StartupError(f"control API did not start on {self.url}")
-        log.info("control API on %s (docs: %s/docs)%s", self.url, self.url, ", token required" if self.cfg.secret else "")
+        log.info("control API on %s (docs: %s/docs)%s", self.url, self.url,
+                 ", token required" if self.cfg.secret else "")
 
     def _bind(self) -> socket.socket:
         host = self.cfg.host.strip("[]")

@@ -99,8 +99,8 @@ def format_state(state: dict[str, Any]) -> str:
     ]
     hotkeys = state.get("hotkeys") or {}
     if hotkeys:
-        lines.append("hotkeys    " + (f"listening ({len(hotkeys.get('bindings') or {})} bound)" if hotkeys.get("listening")
-                                      else f"off: {hotkeys.get('reason')}"))
+        listening = f"listening ({len(hotkeys.get('bindings') or {})} bound)"
+        lines.append("hotkeys    " + (listening if hotkeys.get("listening") else f"off: {hotkeys.get('reason')}"))
     if state.get("stopping"):
         lines.append("stopping")
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
@@ -34,7 +35,9 @@ class ControlConfig(StrictModel):
         None, validate_default=True, description="secret every request must carry; required off loopback"
     )
     allowed_origins: list[str] = Field(
-        default_factory=list, description="web pages (origins) allowed to call the API from a browser"
+        default_factory=list,
+        description="web pages allowed to call the API from a browser: exact origins (scheme://host[:port]), "
+                    "\"null\" = local files",
     )
     upload_max_mb: float = Field(20.0, gt=0, le=200, description="largest character image accepted")
 
@@ -54,10 +57,35 @@ class ControlConfig(StrictModel):
             )
         return token
 
+    @field_validator("allowed_origins")
+    @classmethod
+    def _exact_origins(cls, origins: list[str]) -> list[str]:
+        return [normalise_origin(o) for o in origins]
+
     @property
     def secret(self) -> str | None:
         """The token itself (None when unset)."""
         return self.token.get_secret_value() if self.token is not None else None
+
+
+def normalise_origin(origin: str) -> str:
+    """An origin as a browser sends it in the Origin header (lower case, no default port, no slash),
+    or ValueError: only exact origins are allowed, never patterns or whole hosts."""
+    text = origin.strip().rstrip("/").lower()
+    if text == "null":
+        return text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or "*" in text \
+            or parts.path or parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port] exactly as the page's address "
+                         "starts, e.g. http://localhost:3000 (no paths, no wildcards), or null for local files")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    default = {"http": 80, "https": 443}[parts.scheme]
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
 
 
 def _default_bindings() -> dict[str, str | None]:

@@ -5,7 +5,7 @@ MediaPipe face mesh.
 
 - `MeshRig` (one per character and output size, built once): the portrait framed to the output
   size with its matte as alpha, a thin-plate-spline basis over ~200 control points (face mesh, a
-  rigid ring around the head, fixed image borders), a closed-eyes layer and the mouth colours.
+  rigid ring around the head, fixed image borders), the skin the eyelids show and the mouth colours.
   `render(RigParams)` turns head angles, eye openness, mouth opening and an expression field into
   the output image: a (grid x points) matrix product, a fixed-point inversion on the coarse grid,
   one cv2.remap, then the eyelids and the mouth interior painted in their small boxes.
@@ -21,6 +21,7 @@ import logging
 import math
 import threading
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -39,13 +40,25 @@ log = logging.getLogger(__name__)
 BackgroundMode = Literal["transparent", "original", "color"]
 
 GRID_STEP = 8  # output pixels between coarse grid points
-MAX_ANGLE = {"pitch": 30.0, "yaw": 40.0, "roll": 40.0}  # beyond this a 2-D warp tears
+# A 2-D warp of a flat portrait shows less rotation than it is given, and nods less than turns:
+# MediaPipe reads back about 0.5 of a nod and 0.8 of a turn from the bundled portrait (its depth is the
+# mesh's own, flattened so close points never cross). Nods are rendered 1.4 times larger, so they read
+# about as strongly as turns and small nods stand out from the tracker's noise (pitch correlation on
+# +-5 degree nods: 0.93 -> 0.96). More than that starts to bend the mouth and the eyes as read back.
+RENDER_GAIN = {"pitch": 1.4, "yaw": 1.0}
+# The largest angles RigParams may ask for: rendered, about 31 degrees of nod and 40 of turn, the most
+# a 2-D warp shows without tearing.
+MAX_ANGLE = {"pitch": 22.0, "yaw": 40.0, "roll": 40.0}
+MAX_EYE = 1.3  # eyes open wider than the portrait's by at most this much
 
 # The expression regions whose motion relative to the skull is copied from the driver.
 _LOWER_OVAL = [361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132]
 MOUTH_REGION = sorted(set(warp.LIPS_OUTER + warp.INNER_LIP_UPPER + warp.INNER_LIP_LOWER + warp.CHIN
                           + _LOWER_OVAL + [205, 425, 207, 427, 187, 411, 147, 376, 36, 266]))
 BROW_REGION = sorted(set(warp.BROW_LEFT + warp.BROW_RIGHT))
+# Each eye's lids, corner to corner in the same order: (upper, lower) landmark indices.
+LIDS = ((np.array(warp.EYE_LEFT_UPPER), np.array(warp.EYE_LEFT_LOWER[::-1])),
+        (np.array(warp.EYE_RIGHT_UPPER), np.array(warp.EYE_RIGHT_LOWER[::-1])))
 
 
 class PoseMultipliers(StrictModel):
@@ -185,36 +198,28 @@ class MeshRig:
         self.grid_points = self.grid.points()
         self.n_border = len(border)
 
-        # Eyelids: the portrait with its eyes painted shut, blended in as the eyes close.
-        self.closed, self.eye_masks = self._closed_eyes()
+        # Eyelids: skin where the eyes are, shown above the closing lid's edge (see _paint_lids).
+        self.lid_skin, self.lash = self._lid_skin()
         # Mouth interior colours: a dark throat from the lip colour, teeth if the portrait shows them.
         self.cavity, self.teeth = self._mouth_colours()
         self._identity = warp.identity_map(width, height)
 
     # -- per character precomputation ---------------------------------------------------------------
-    def _closed_eyes(self) -> tuple[np.ndarray, list[np.ndarray]]:
+    def _lid_skin(self) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """The portrait with its eyes filled in by the skin around them (what a closing lid shows),
+        and the colour of the lash line drawn along the lid's edge."""
         bgr = np.ascontiguousarray(self.source[:, :, :3])
         L = self.landmarks
         hole = np.zeros(bgr.shape[:2], np.uint8)
-        masks = []
         for poly in (warp.EYE_LEFT, warp.EYE_RIGHT):
-            pts = L[poly, :2].round().astype(np.int32)
             m = np.zeros_like(hole)
-            cv2.fillPoly(m, [pts], 255)
+            cv2.fillPoly(m, [L[poly, :2].round().astype(np.int32)], 255)
             eye_w = float(np.linalg.norm(L[poly[0], :2] - L[poly[8], :2]))
-            k = max(3, int(eye_w * 0.15) | 1)
-            m = cv2.dilate(m, np.ones((k, k), np.uint8))
-            hole |= m
-            masks.append(cv2.GaussianBlur(m, (0, 0), max(1.0, eye_w * 0.06)).astype(np.float32) / 255.0)
-        closed = cv2.inpaint(bgr, hole, 5, cv2.INPAINT_TELEA)
-        # The lash line where the lids meet, a little above the lower lid.
-        for upper, lower in ((warp.EYE_LEFT_UPPER, warp.EYE_LEFT_LOWER[::-1]), (warp.EYE_RIGHT_UPPER, warp.EYE_RIGHT_LOWER[::-1])):
-            line = (0.25 * L[upper, :2] + 0.75 * L[lower, :2])
-            eye_w = float(np.linalg.norm(L[upper[0], :2] - L[upper[-1], :2]))
-            lash = tuple(int(v) for v in (np.median(bgr[hole > 0], axis=0) * 0.25))
-            cv2.polylines(closed, [np.round(line * 4).astype(np.int32)], False, lash, max(1, round(eye_w * 0.07)),
-                          cv2.LINE_AA, shift=2)
-        return closed, masks
+            k = max(3, int(eye_w * 0.2) | 1)  # the lash line above the upper lid's landmarks too
+            hole |= cv2.dilate(m, np.ones((k, k), np.uint8))
+        skin = cv2.inpaint(bgr, hole, 5, cv2.INPAINT_TELEA)
+        lash = tuple(int(v) for v in np.median(bgr[hole > 0], axis=0) * 0.25)
+        return skin, lash
 
     def _mouth_colours(self) -> tuple[np.ndarray, tuple[int, int, int] | None]:
         L = self.landmarks
@@ -249,15 +254,11 @@ class MeshRig:
             for i, wgt in MOUTH_DROP.items():
                 moved[i, 1] += wgt * drop
         for eye, pairs in zip(params.eyes, (warp.LID_PAIRS_LEFT, warp.LID_PAIRS_RIGHT), strict=True):
-            closure = float(np.clip(1.0 - eye, -0.3, 1.0))
-            if closure == 0.0:
-                continue
-            up, lo = [p[0] for p in pairs], [p[1] for p in pairs]
-            gap = moved[lo] - moved[up]
-            # The upper lid does most of the travel; they meet a quarter of the way up from the lower lid.
-            moved[up] += 0.75 * closure * gap
-            moved[lo] -= 0.25 * max(closure, 0.0) * gap
-        r = rotation_from_pose(params.pitch, params.yaw, params.roll)
+            widen = float(np.clip(eye - 1.0, 0.0, MAX_EYE - 1.0))
+            if widen:  # wider than drawn: the upper lid's skin is pulled up (closing is painted instead)
+                up, lo = [p[0] for p in pairs], [p[1] for p in pairs]
+                moved[up] -= 0.75 * widen * (moved[lo] - moved[up])
+        r = rotation_from_pose(params.pitch * RENDER_GAIN["pitch"], params.yaw * RENDER_GAIN["yaw"], params.roll)
         shift = np.array(params.shift)
         out = (moved - self.pivot) @ r.T * params.scale + self.pivot
         ring = (self.ring - self.pivot) @ r.T * params.scale + self.pivot
@@ -279,10 +280,10 @@ class MeshRig:
         """The character as `params` say: BGRA, straight alpha, the rig's output size."""
         fmap, lm_t = self.backward_map(params)
         out = cv2.remap(self.source, fmap, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        for eye, poly, mask in zip(params.eyes, (warp.EYE_LEFT, warp.EYE_RIGHT), self.eye_masks, strict=True):
-            weight = _smoothstep(0.25, 0.9, 1.0 - eye)
-            if weight > 0.0:
-                self._paint_eyelid(out, fmap, lm_t[poly], mask, weight)
+        for eye, (upper, lower) in zip(params.eyes, LIDS, strict=True):
+            closure = float(np.clip(1.0 - eye, 0.0, 1.0))
+            if closure > 0.0:
+                self._paint_lids(out, fmap, lm_t[upper], lm_t[lower], closure)
         self._paint_mouth(out, lm_t)
         return out
 
@@ -292,17 +293,42 @@ class MeshRig:
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.width, x1), min(self.height, y1)
         return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
-    def _paint_eyelid(self, out: Image, fmap: np.ndarray, eye_pts: np.ndarray, mask: np.ndarray, weight: float) -> None:
-        eye_w = float(np.ptp(eye_pts[:, 0]))
-        roi = self._roi(eye_pts, 0.35 * eye_w + 2)
+    def _paint_lids(self, out: Image, fmap: np.ndarray, upper: np.ndarray, lower: np.ndarray, closure: float) -> None:
+        """Close one eye by `closure` (0 open, 1 shut) the way lids do: the upper lid slides down over
+        the eyeball (which is not squashed) and the lower one a little up; they meet a quarter of the
+        way up from the lower lid. The lids are the skin around the eye; a lash line runs along the
+        upper lid's edge. `upper` and `lower`: (9, 2) output positions, corner to corner."""
+        eye_w = float(np.linalg.norm(upper[0] - upper[-1]))
+        if eye_w < 2.0:
+            return
+        gap = lower - upper
+        edge_up = upper + 0.75 * closure * gap
+        edge_lo = lower - 0.25 * closure * gap
+        lash_w = max(1.0, 0.07 * eye_w)
+        # The upper lid's skin reaches a lash width above its landmarks, so the portrait's own lash
+        # line is covered once the lid has moved.
+        above = upper - np.array([0.0, lash_w])
+        above[[0, -1]] = upper[[0, -1]]
+        roi = self._roi(np.vstack([above, lower]), lash_w + 2)
         if roi is None:
             return
         x0, y0, x1, y1 = roi
-        sub = fmap[y0:y1, x0:x1]
-        closed = cv2.remap(self.closed, sub, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        a = cv2.remap(mask, sub, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)[:, :, None] * weight
+        o = np.array([x0, y0])
+        fade = _smoothstep(0.0, 0.12, closure)  # no pop as the lid starts to move
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        q = 4.0  # fillPoly with shift=2: quarter-pixel edges
+        cv2.fillPoly(mask, [np.round((np.vstack([above, edge_up[::-1]]) - o) * q).astype(np.int32),
+                            np.round((np.vstack([lower, edge_lo[::-1]]) - o) * q).astype(np.int32)],
+                     255, cv2.LINE_AA, shift=2)
         region = out[y0:y1, x0:x1, :3]
-        region[:] = (region * (1 - a) + closed * a).astype(np.uint8)
+        skin = cv2.remap(self.lid_skin, fmap[y0:y1, x0:x1], None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        a = mask.astype(np.float32)[:, :, None] * (fade / 255.0)
+        lid = (region * (1.0 - a) + skin * a).astype(np.uint8)
+        lash = np.zeros_like(mask)
+        cv2.polylines(lash, [np.round((edge_up - o) * q).astype(np.int32)], False, 255,
+                      max(1, round(lash_w)), cv2.LINE_AA, shift=2)
+        b = lash.astype(np.float32)[:, :, None] * (fade / 255.0)
+        region[:] = (lid * (1.0 - b) + np.array(self.lash, np.float32) * b).astype(np.uint8)
 
     def _paint_mouth(self, out: Image, lm_t: np.ndarray) -> None:
         gap = float(np.linalg.norm(lm_t[13] - lm_t[14]))
@@ -350,6 +376,37 @@ class Neutral:
     scale: float
 
 
+CLOSED_DEFAULT = 0.3  # a shut eye's reading, as a share of the open one, until the performer blinks
+CLOSED_RANGE = (0.1, 0.5)  # what a learned closed level may be, as a share of the open one
+CLOSED_RELAX_S = 60.0  # a learned closed level drifts back to the default over about this long
+BLINK_FRAMES = 3  # a closed level must be held this many frames (one low frame is tracker noise)
+
+
+class EyeCalibration:
+    """One eye of one performer: the tracker's openness reading (lid gap / eye width) as the rig's
+    eye, 0 shut, 1 as at the neutral pose, up to MAX_EYE wide open, in a straight line between.
+
+    People's eyes differ, and so does what the tracker reads for them: the open level is this eye's
+    reading at the neutral pose, the closed level is learned from the performer's own blinks (the
+    lowest reading held for BLINK_FRAMES frames, drifting back to the default over CLOSED_RELAX_S).
+    """
+
+    def __init__(self, open_level: float) -> None:
+        self.open = max(open_level, 1e-3)
+        self.default = CLOSED_DEFAULT * self.open
+        self.closed = self.default
+        self._recent: deque[float] = deque(maxlen=BLINK_FRAMES)
+
+    def __call__(self, reading: float, dt: float) -> float:
+        """The rig's eye openness for this reading (before the `eyes` strength is applied)."""
+        self.closed += (self.default - self.closed) * (1.0 - math.exp(-dt / CLOSED_RELAX_S))
+        self._recent.append(reading)
+        if len(self._recent) == BLINK_FRAMES:
+            lo, hi = CLOSED_RANGE
+            self.closed = min(self.closed, float(np.clip(max(self._recent), lo * self.open, hi * self.open)))
+        return (reading - self.closed) / (self.open - self.closed)
+
+
 @dataclass
 class Retargeter:
     """Driver face -> RigParams for one character, relative to the driver's neutral pose."""
@@ -359,14 +416,18 @@ class Retargeter:
     _samples: list[Face] = field(default_factory=list)
     _state: RigParams = field(default_factory=RigParams)
     _last_t: float | None = None
+    _eyes: tuple[EyeCalibration, EyeCalibration] | None = None
+    _dt: float = 0.0
 
     def recalibrate(self) -> None:
         self.neutral = None
         self._samples = []
+        self._eyes = None
 
     def update(self, face: Face | None, t: float, rig: MeshRig) -> RigParams:
         dt = 0.0 if self._last_t is None else max(0.0, t - self._last_t)
         self._last_t = t
+        self._dt = dt
         if face is None:
             self._state = _ease(self._state, math.exp(-dt / self.cfg.return_to_neutral_s))
             return self._state
@@ -374,6 +435,7 @@ class Retargeter:
             self._samples.append(face)
             if len(self._samples) >= self.cfg.calibration_frames:
                 self.neutral = _neutral_from(self._samples)
+                self._eyes = (EyeCalibration(self.neutral.eyes[0]), EyeCalibration(self.neutral.eyes[1]))
                 self._samples = []
                 log.info("animate: neutral pose taken from %d frames", self.cfg.calibration_frames)
             self._state = _ease(self._state, math.exp(-dt / self.cfg.return_to_neutral_s))
@@ -401,12 +463,14 @@ class Retargeter:
             if mult:
                 expr[idx, :2] = resid[idx, :2] @ q.T * (k * mult)
                 expr[idx, 2] = resid[idx, 2] * k * mult
-        # Eyes: openness relative to the driver's own neutral, so any eye shape closes fully.
+        # Eyes: each on its own, calibrated to this performer (their open and shut readings), so any
+        # eye shape closes fully and half-closed eyes are half closed.
+        if self._eyes is None:
+            self._eyes = (EyeCalibration(n.eyes[0]), EyeCalibration(n.eyes[1]))
         eyes = []
-        for open_now, open_neutral in zip(face.eye_openness, n.eyes, strict=True):
-            ratio = open_now / max(open_neutral, 1e-3)
-            closure = float(np.clip((0.85 - ratio) / 0.55, 0.0, 1.0)) * cfg.eyes
-            eyes.append(1.0 - min(closure, 1.0))
+        for reading, calibration in zip(face.eye_openness, self._eyes, strict=True):
+            closure = (1.0 - calibration(reading, self._dt)) * cfg.eyes
+            eyes.append(float(np.clip(1.0 - closure, 0.0, MAX_EYE)))
         centre_now = cur[warp.RIGID, :2].mean(0)
         centre_neutral = n.landmarks[warp.RIGID, :2].mean(0)
         move = (centre_now - centre_neutral) / n.scale * rig.scale * cfg.movement

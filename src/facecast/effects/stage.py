@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Annotated, Literal, Union
 
 from pydantic import Field
@@ -132,6 +133,9 @@ class EffectStage(Stage):
         self._last: Image | None = None
         self._overlay = False
         self._recalibrate = False
+        # Live settings (the `set` action): key -> change, the newest per key; run before a frame.
+        self._changes: dict[str, Callable[[], None]] = {}
+        self._changes_done = threading.Event()
 
     @property
     def active(self) -> str:
@@ -184,6 +188,14 @@ class EffectStage(Stage):
         with self._lock:
             self._recalibrate = True
         return True
+
+    def change_setting(self, key: str, change: Callable[[], None]) -> threading.Event:
+        """Run `change()` (a live setting: facecast.control.settings) in the effect thread before the
+        next frame, so no frame sees half a change. A newer change of the same key replaces one not
+        yet run. Returns an event set once it has run."""
+        with self._lock:
+            self._changes[key] = change
+            return self._changes_done
 
     def select(self, name: str) -> None:
         """Switch effect: prepared on the loader thread, switched on the first frame after it is ready."""
@@ -255,6 +267,16 @@ class EffectStage(Stage):
             if recalibrate:
                 self._recalibrate = False
             frozen, overlay = self._frozen, self._overlay
+            changes, changed = (self._changes, self._changes_done) if self._changes else ({}, None)
+            if changed is not None:
+                self._changes, self._changes_done = {}, threading.Event()
+        for key, change in changes.items():
+            try:
+                change()
+            except Exception:  # checked before it was queued: a failure here is a bug, said loudly
+                log.exception("effect: the live setting %s could not be applied", key)
+        if changed is not None:
+            changed.set()
         if active != previous:
             log.info("effect: %s -> %s", previous, active)
         effect = self.effects[active]

@@ -30,6 +30,7 @@ from pydantic import Field
 from facecast.configbase import StrictModel
 from facecast.effects import warp
 from facecast.effects.base import Effect
+from facecast.effects.debug import own_frame
 from facecast.types import Face, FramePacket, Image, Landmarks
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,23 @@ def _skin_stats(image: Image, lm: np.ndarray, offset: tuple[float, float] = (0.0
     return mean.ravel().astype(np.float32), np.maximum(std.ravel(), 1.0).astype(np.float32)
 
 
+def _face_region(face: Face, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """The box (x0, y0, x1, y1) the swap of one face works in: its oval and a margin, inside the
+    frame; None when the face is too small or off the frame."""
+    fh, fw = shape[:2]
+    oval = face.landmarks[warp.FACE_OVAL, :2].astype(np.float64)
+    size = float(max(np.ptp(oval[:, 0]), np.ptp(oval[:, 1])))
+    if size < 8:
+        return None
+    pad = 0.12 * size
+    x0, y0 = np.floor(oval.min(0) - pad).astype(int)
+    x1, y1 = np.ceil(oval.max(0) + pad).astype(int)
+    x0, y0, x1, y1 = max(0, int(x0)), max(0, int(y0)), min(fw, int(x1)), min(fh, int(y1))
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return None
+    return x0, y0, x1, y1
+
+
 @dataclass
 class _ColourState:
     mean: np.ndarray
@@ -146,29 +164,25 @@ class SwapMesh(Effect):
         faces.sort(key=lambda f: f.box[0])  # a stable order left to right for the colour smoothing
         if len(faces) != len(self._colours):
             self._colours = []
-        out = packet.image.copy()
+        out = own_frame(packet)  # swapped in place: no full-frame copy per frame
         t = packet.t_capture_ns / 1e9
-        for i, face in enumerate(faces):
+        # Each face reads the frame as the camera gave it (a neighbour's swap may overlap its box).
+        targets = [(i, face, box) for i, face in enumerate(faces) if (box := _face_region(face, out.shape)) is not None]
+        originals = [np.ascontiguousarray(out[y0:y1, x0:x1, :3]) for _, _, (x0, y0, x1, y1) in targets]
+        for (i, face, box), region in zip(targets, originals, strict=True):
             try:
-                self._swap_one(out, packet.image, src, face, i, t)
+                self._swap_one(out, region, box, src, face, i, t)
             except cv2.error as exc:  # a degenerate face box at the frame edge: leave that face as is
                 log.debug("swap: face %d skipped: %s", i, exc)
         return out
 
-    def _swap_one(self, out: Image, frame: Image, src: SwapSource, face: Face, index: int, t: float) -> None:
+    def _swap_one(self, out: Image, region: Image, box: tuple[int, int, int, int], src: SwapSource, face: Face,
+                  index: int, t: float) -> None:
         cfg = self.cfg
-        fh, fw = frame.shape[:2]
+        x0, y0, x1, y1 = box
         T = face.landmarks[:, :2].astype(np.float64)
         oval = T[warp.FACE_OVAL]
         size = float(max(np.ptp(oval[:, 0]), np.ptp(oval[:, 1])))
-        if size < 8:
-            return
-        pad = 0.12 * size
-        x0, y0 = np.floor(oval.min(0) - pad).astype(int)
-        x1, y1 = np.ceil(oval.max(0) + pad).astype(int)
-        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(fw, x1), min(fh, y1)
-        if x1 - x0 < 4 or y1 - y0 < 4:
-            return
         rw, rh = x1 - x0, y1 - y0
 
         # Warp: similarity source -> target, then the TPS residual in source coordinates.
@@ -182,7 +196,6 @@ class SwapMesh(Effect):
         fmap = warp.upsample(back, rw, rh)
         patch = cv2.remap(src.image, fmap, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-        region = frame[y0:y1, x0:x1, :3]
         if cfg.color_match:
             patch = self._match_colour(patch, region, src, T, (x0, y0), index, t)
 
@@ -190,7 +203,6 @@ class SwapMesh(Effect):
         if cfg.blend == "seamless":
             hard = (mask > 0.5).astype(np.uint8) * 255
             if np.count_nonzero(hard) > 16:
-                centre = (x0 + rw // 2, y0 + rh // 2)
                 full = np.ascontiguousarray(out[:, :, :3])
                 canvas = np.zeros_like(full)
                 canvas[y0:y1, x0:x1] = patch
@@ -202,7 +214,7 @@ class SwapMesh(Effect):
                 patch = cloned[y0:y1, x0:x1]
                 mask = np.minimum(mask, cv2.GaussianBlur(hard, (0, 0), 2).astype(np.float32) / 255.0)
         a = mask * cfg.opacity if cfg.opacity < 1 else mask
-        out[y0:y1, x0:x1, :3] = cv2.blendLinear(patch, np.ascontiguousarray(region), a, 1.0 - a)
+        out[y0:y1, x0:x1, :3] = cv2.blendLinear(patch, region, a, 1.0 - a)
 
     def _mask(self, T: np.ndarray, origin: tuple[int, int], shape: tuple[int, int], size: float, face: Face) -> np.ndarray:
         """Float mask (rh, rw): 1 = source face. The wide soft edge is made at a quarter of the size."""

@@ -46,7 +46,11 @@ class EngineError(RuntimeError):
 
 
 def available_providers() -> list[str]:
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise EngineError('the neural effects need onnxruntime: pip install "facecast[cpu]" '
+                          '(NVIDIA GPU: "facecast[gpu]", or make gpu)') from exc
 
     return list(ort.get_available_providers())
 
@@ -112,7 +116,7 @@ def provider_chain(cfg: EngineConfig, path: Path, precision: Precision) -> list[
         if needed not in available and not cfg.allow_cpu_fallback:
             raise EngineError(
                 f"engine.device is {cfg.device!r} but onnxruntime offers only {', '.join(available)}. "
-                "Install the GPU build (see docs/GPU.md: requirements-gpu.txt), or set engine.device: cpu, "
+                "Install the GPU build (docs/GPU.md: make gpu, or pip install \"facecast[gpu]\"), or set engine.device: cpu, "
                 "or engine.allow_cpu_fallback: true to run on the CPU knowingly."
             )
     chain: list[Any] = []
@@ -137,6 +141,23 @@ def provider_chain(cfg: EngineConfig, path: Path, precision: Precision) -> list[
         else:
             chain.append(CPU)
     return chain
+
+
+def _load_gpu_libraries(chain: list[Any]) -> None:
+    """CUDA, cuDNN and TensorRT come as pip wheels (facecast[gpu]) that are not on the library path:
+    load them before a GPU session is made, so the providers find them."""
+    names = {p[0] if isinstance(p, tuple) else p for p in chain}
+    if not names & {TRT, CUDA}:
+        return
+    import onnxruntime as ort
+
+    if hasattr(ort, "preload_dlls"):
+        ort.preload_dlls()
+    if TRT in names:
+        try:
+            import tensorrt  # noqa: F401  (loads libnvinfer for the TensorRT provider)
+        except ImportError:
+            log.warning("the tensorrt package is not installed: the TensorRT provider may not find its libraries")
 
 
 def _tensorrt_file(path: Path) -> Path:
@@ -175,6 +196,7 @@ class OnnxEngine:
         if cfg.cpu_threads:
             options.intra_op_num_threads = cfg.cpu_threads
         chain = provider_chain(cfg, path, self.precision)
+        _load_gpu_libraries(chain)
         self.loaded_path = path
         if any(p[0] == TRT for p in chain if isinstance(p, tuple)):
             self.loaded_path = _tensorrt_file(path)

@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("-o", "--output", required=True, metavar="OUT", help="output video, inside jobs.output_dirs")
     listing = sub.add_parser("list", help="recent jobs")
     listing.add_argument("--status", choices=["queued", "running", "done", "failed", "cancelled"])
-    for name, text in (("show", "one job: status, progress, output"), ("cancel", "cancel a job"), ("retry", "queue a failed or cancelled job again")):
+    for name, text in (("show", "one job: status, progress, output"), ("cancel", "cancel a job"),
+                       ("retry", "queue a failed or cancelled job again")):
         sub.add_parser(name, help=text).add_argument("id")
     sub.add_parser("run", help="process the queue here, without the live pipeline, until it is empty")
 
@@ -86,21 +87,25 @@ def run_jobs(args: argparse.Namespace, cfg) -> int:
 
 def _through_daemon(client, args: argparse.Namespace) -> int:
     if args.jobs_command == "submit":
-        job = client.request("POST", "/jobs", json={"kind": args.kind, "params": _params(args), "output": str(Path(args.output).expanduser().resolve())})
+        output = str(Path(args.output).expanduser().resolve())
+        job = client.request("POST", "/jobs", json={"kind": args.kind, "params": _params(args), "output": output})
         print(job["id"])
     elif args.jobs_command == "list":
         body = client.request("GET", "/jobs", params={"status": args.status} if args.status else None)
         for job in body["jobs"]:
             print(format_job(job))
     else:
-        method, path = ("GET", f"/jobs/{args.id}") if args.jobs_command == "show" else ("POST", f"/jobs/{args.id}/{args.jobs_command}")
+        if args.jobs_command == "show":
+            method, path = "GET", f"/jobs/{args.id}"
+        else:
+            method, path = "POST", f"/jobs/{args.id}/{args.jobs_command}"
         print(format_job(client.request(method, path)))
     return 0
 
 
 def _offline(args: argparse.Namespace, cfg) -> int:
     from facecast.jobs.service import JobService, default_kinds
-    from facecast.jobs.store import JobNotFound, JobStateError
+    from facecast.jobs.store import JobNotFound, JobStateError, JobStoreBusy
 
     service = JobService(cfg.jobs, default_kinds(cfg))
     try:
@@ -122,7 +127,7 @@ def _offline(args: argparse.Namespace, cfg) -> int:
     except JobNotFound:
         print(f"no job {args.id}", file=sys.stderr)
         return 2
-    except JobStateError as exc:
+    except (JobStateError, JobStoreBusy) as exc:
         print(exc, file=sys.stderr)
         return 2
     finally:
@@ -178,7 +183,8 @@ def threading_progress(runner):
             ctx = runner.current
             if ctx is not None:
                 bar = "#" * int(30 * ctx._progress)
-                print(f"\r{ctx.job.id} {ctx.job.kind} [{bar:<30}] {ctx._progress * 100:5.1f}%", end="", file=sys.stderr, flush=True)
+                print(f"\r{ctx.job.id} {ctx.job.kind} [{bar:<30}] {ctx._progress * 100:5.1f}%", end="",
+                      file=sys.stderr, flush=True)
 
     threading.Thread(target=show, daemon=True).start()
     return stop

@@ -1,8 +1,13 @@
 """The batch thread: takes jobs from the durable store one at a time and runs them at low priority.
 
-A job writes its output to a hidden temporary name in the destination folder; only a complete
-output is renamed into place, so no half-written file is ever visible under the final name, and a
-job re-run after a crash simply overwrites its own temporary file.
+A job writes its output to a hidden temporary name of its own attempt in the destination folder
+(`.NAME.JOBID.ATTEMPT.partial.EXT`), so two attempts never share a file. Only a complete output
+is published, and only after the runner has confirmed that it still holds the job's lease, by a
+link that cannot replace anything (`publish.py`): a file that appeared under the final name
+while the job ran (another program, a user) is left untouched, the job fails saying so, and its
+result is kept next to it as `NAME.job-JOBID.EXT`. Between jobs (and beside a running one) the
+runner sweeps the queue: jobs whose lease ran out, or whose process died, are queued again and
+their temporary files removed.
 """
 
 from __future__ import annotations
@@ -13,14 +18,15 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import psutil
 
-from facecast.jobs.store import Job, JobStore
-from facecast.media.video import publish
+from facecast.jobs.publish import is_same_file, publish_new
+from facecast.jobs.store import Job, JobStore, JobStoreBusy
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +43,15 @@ class JobCancelled(Exception):
     pass
 
 
+class LeaseLost(Exception):
+    """Another worker took the job over (our lease ran out): this attempt's result is discarded."""
+
+
 class JobKind(Protocol):
     name: str
 
-    def validate(self, params: dict[str, Any]) -> None:
-        """Raise JobRejected with the reason when the params cannot work."""
+    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The params to store (paths resolved), or JobRejected with the reason they cannot work."""
 
     def run(self, ctx: JobContext) -> None:
         """Write the output to ctx.temp_output, call ctx.progress(fraction) as it goes."""
@@ -53,6 +63,7 @@ class JobContext:
     temp_output: Path
     governor: LiveGovernor | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
+    lease_lost: bool = False  # set with `cancelled` when another worker took the job over
     _progress: float = 0.0
     _step_started: float = field(default_factory=time.perf_counter)
 
@@ -140,8 +151,14 @@ class LiveGovernor:
         time.sleep(min(pause, 1.0))
 
 
-def temp_output_for(output: Path, job_id: str) -> Path:
-    return output.with_name(f".{output.stem}.{job_id}.partial{output.suffix}")
+def temp_output_for(output: Path, job_id: str, attempt: int) -> Path:
+    """This attempt's own temporary file, beside the output (same folder: the publish is a link)."""
+    return output.with_name(f".{output.stem}.{job_id}.{attempt}.partial{output.suffix}")
+
+
+def kept_output_for(output: Path, job_id: str) -> Path:
+    """Where a result goes when its final name was taken by someone else while the job ran."""
+    return output.with_name(f"{output.stem}.job-{job_id}{output.suffix}")
 
 
 def _lower_thread_priority() -> None:
@@ -181,24 +198,37 @@ class BatchRunner:
         self.governor = governor
         self.lease_s = lease_s
         self.poll_s = poll_s
+        self.sweep_s = min(5.0, lease_s / 2)  # how often expired leases are looked for
         self.owner = owner_id()
         self.current: JobContext | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._sweep_lock = threading.Lock()
+        self._next_sweep = 0.0
+        self._busy_logged = False
 
     # -- recovery ----------------------------------------------------------------------------------
     def recover(self) -> list[str]:
-        """At start: jobs left running by a dead process go back to the queue; their partial outputs go."""
-        requeued = self.store.requeue_expired()
-        for job in self.store.running():
-            if job.lease_owner != self.owner and not _owner_alive(job.lease_owner):
-                self.store.requeue(job.id)
-                requeued.append(job.id)
-        for job_id in requeued:
-            job = self.store.get(job_id)
-            temp_output_for(Path(job.output), job.id).unlink(missing_ok=True)
+        """Jobs left running by a dead or silent worker go back to the queue; their partial outputs go.
+        Run at start and then every `sweep_s` while the runner runs (`sweep`)."""
+        with self._sweep_lock:
+            self._next_sweep = time.monotonic() + self.sweep_s
+            requeued = self.store.requeue_expired()  # lease ran out: the worker died or hangs
+            for job in self.store.running():  # a dead process on this host: no need to wait for its lease
+                if (job.lease_owner != self.owner and not _owner_alive(job.lease_owner)
+                        and self.store.requeue(job.id, owner=job.lease_owner)):
+                    requeued.append(job)
+        for job in requeued:
+            # Only that attempt's file: a new attempt (maybe in another process) writes another name.
+            temp_output_for(Path(job.output), job.id, job.attempts).unlink(missing_ok=True)
+            _legacy_temp_output_for(Path(job.output), job.id).unlink(missing_ok=True)
             log.info("job %s (%s) was interrupted; it is queued again", job.id, job.kind)
-        return requeued
+        return [job.id for job in requeued]
+
+    def sweep(self) -> None:
+        """`recover()` when its interval has passed (called between jobs and from the lease thread)."""
+        if time.monotonic() >= self._next_sweep:
+            self.recover()
 
     # -- running -----------------------------------------------------------------------------------
     def run_one(self) -> Job | None:
@@ -207,7 +237,7 @@ class BatchRunner:
         if job is None:
             return None
         output = Path(job.output)
-        ctx = JobContext(job, temp_output_for(output, job.id), self.governor)
+        ctx = JobContext(job, temp_output_for(output, job.id, job.attempts), self.governor)
         self.current = ctx
         beat_stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(ctx, beat_stop), name=f"job-{job.id}-lease", daemon=True)
@@ -215,18 +245,24 @@ class BatchRunner:
         if self.governor is not None:
             self.governor.start_job()
         log.info("job %s (%s) started -> %s", job.id, job.kind, output)
-        status, error = "failed", None
+        status, error, lost, published = "failed", None, False, None
         try:
             kind = self.kinds.get(job.kind)
             if kind is None:
                 raise JobFailed(f"unknown job kind {job.kind!r}")
+            if _exists(output):  # saved by someone else after the job was queued: do not redo the work
+                raise JobFailed(f"{output} appeared after the job was queued; it was left untouched "
+                                "(retry the job after moving it away)")
             kind.run(ctx)
             if not ctx.temp_output.is_file():
                 raise JobFailed("the job produced no output")
-            publish(ctx.temp_output, output)
+            published = self._publish(ctx, output)
             status = "done"
         except JobCancelled:
+            lost = ctx.lease_lost
             status = "queued" if self._stop.is_set() else "cancelled"  # shutdown: run it again next start
+        except LeaseLost:
+            lost = True
         except JobFailed as exc:
             error = str(exc)
         except Exception as exc:  # a broken input must fail the job, never the daemon
@@ -238,21 +274,58 @@ class BatchRunner:
             beat_stop.set()
             beat.join(5)
             ctx.temp_output.unlink(missing_ok=True)
-            if status == "queued":
-                self.store.requeue(job.id)
-            else:
-                self.store.finish(job.id, self.owner, status, error)  # type: ignore[arg-type]
+            if lost:
+                log.warning("job %s: another worker took it over (the lease ran out); this attempt's result "
+                            "was discarded", job.id)
+            elif status == "queued":
+                self.store.requeue(job.id, owner=self.owner)
+            elif not self.store.finish(job.id, self.owner, status, error, ctx._progress):  # type: ignore[arg-type]
+                # Taken over in the instant between the last renewal and now: a new attempt must find
+                # the name free, so withdraw the file this attempt published (only if it is still ours).
+                if published is not None and is_same_file(output, published):
+                    output.unlink(missing_ok=True)
+                log.warning("job %s: another worker took it over before it was recorded as %s", job.id, status)
             self.current = None
         final = self.store.get(job.id)
         log.info("job %s %s%s", job.id, final.status, f": {final.error}" if final.error else "")
         return final
 
+    def _publish(self, ctx: JobContext, output: Path) -> os.stat_result:
+        """Put the result in place if the job is still ours and the name still free; the lease is
+        renewed first, so it cannot run out between this check and the publish."""
+        state = self.store.renew(ctx.job.id, self.owner, self.lease_s)
+        if state == "lost":
+            raise LeaseLost()
+        if state == "cancelled":
+            raise JobCancelled()
+        try:
+            published = publish_new(ctx.temp_output, output)
+        except FileExistsError:
+            kept = kept_output_for(output, ctx.job.id)
+            try:
+                publish_new(ctx.temp_output, kept)
+                where = f"this job's result was kept as {kept.name}"
+            except OSError:
+                where = "this job's result was discarded"
+            raise JobFailed(f"{output} appeared while the job ran (another program or job wrote it); "
+                            f"it was left untouched and {where}") from None
+        except OSError as exc:
+            raise JobFailed(f"cannot put the result at {output}: {exc.strerror or exc}") from exc
+        return published
+
     def _heartbeat(self, ctx: JobContext, stop: threading.Event) -> None:
         interval = min(1.0, self.lease_s / 3)
         while True:
-            still_ours = self.store.heartbeat(ctx.job.id, self.owner, self.lease_s, ctx._progress)
-            if not still_ours:
-                ctx.cancelled.set()
+            try:
+                state = self.store.renew(ctx.job.id, self.owner, self.lease_s, ctx._progress)
+                if state != "ours":  # cancelled by the user, or taken over: stop at the next step
+                    ctx.lease_lost = state == "lost"
+                    ctx.cancelled.set()
+                self.sweep()  # other workers' expired leases, while this job runs for minutes
+            except JobStoreBusy as exc:  # another process holds the queue: the lease is renewed next time
+                log.warning("job %s: %s", ctx.job.id, exc)
+            except Exception:
+                log.exception("job %s: lease renewal failed", ctx.job.id)
             if stop.wait(interval):
                 return
 
@@ -275,10 +348,17 @@ class BatchRunner:
         _lower_thread_priority()
         while not self._stop.is_set():
             try:
+                self.sweep()
                 if self.run_one() is None:
                     if self.governor is not None:
                         self.governor.idle()  # the live figures without batch work
                     self._stop.wait(self.poll_s)
+                self._busy_logged = False
+            except JobStoreBusy as exc:  # another process holds the queue: wait, say it once
+                if not self._busy_logged:
+                    log.warning("batch runner: %s", exc)
+                    self._busy_logged = True
+                self._stop.wait(self.poll_s)
             except Exception:  # the store itself failed: log, back off, keep the daemon alive
                 log.exception("batch runner error")
                 self._stop.wait(5)
@@ -302,3 +382,12 @@ class BatchRunner:
                 "id": ctx.job.id, "kind": ctx.job.kind, "progress": round(ctx._progress, 4), "output": ctx.job.output,
             },
         }
+
+
+def _legacy_temp_output_for(output: Path, job_id: str) -> Path:
+    """The temporary name of versions before attempts had their own (left by a crash before an update)."""
+    return output.with_name(f".{output.stem}.{job_id}.partial{output.suffix}")
+
+
+def _exists(path: Path) -> bool:
+    return os.path.lexists(path)  # a dangling symbolic link is a taken name too

@@ -8,20 +8,25 @@ from typing import Any
 
 from facecast.jobs.config import JobsConfig
 from facecast.jobs.runner import BatchRunner, JobKind, JobRejected, LiveGovernor
-from facecast.jobs.store import Job, JobStore
+from facecast.jobs.store import Job, JobStore, OutputInUse
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv")
 
 
 def check_output(output: str | Path, allowed: list[Path]) -> Path:
-    """The resolved output path, or JobRejected saying why it cannot be written."""
-    out = Path(output).expanduser().resolve()
+    """The resolved output path, or JobRejected saying why it cannot be written. Whether another
+    job already writes it is checked when the job is queued (`JobStore.submit`), atomically."""
+    try:
+        out = Path(output).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError):
+        raise JobRejected(f"output {output!r} is not a usable file name") from None
     if out.suffix.lower() not in VIDEO_SUFFIXES:
         raise JobRejected(f"output {out.name}: use a video file name ending in {', '.join(VIDEO_SUFFIXES)}")
     roots = [Path(a).expanduser().resolve() for a in allowed]
     if not any(out.is_relative_to(root) for root in roots):
-        raise JobRejected(f"output {out} is outside the allowed folders ({', '.join(map(str, roots))}; jobs.output_dirs)")
-    if out.exists():
+        where = ", ".join(map(str, roots))
+        raise JobRejected(f"output {out} is outside the allowed folders ({where}; jobs.output_dirs)")
+    if os.path.lexists(out):
         raise JobRejected(f"output {out} already exists: choose another name")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -47,8 +52,11 @@ class JobService:
         if kind not in self.kinds:
             raise JobRejected(f"unknown job kind {kind!r}; known: {', '.join(self.kinds)}")
         out = check_output(output, self.cfg.output_dirs)
-        self.kinds[kind].validate(params)
-        return self.store.submit(kind, params, str(out))
+        checked = self.kinds[kind].validate(params)
+        try:
+            return self.store.submit(kind, checked, str(out))
+        except OutputInUse as exc:
+            raise JobRejected(str(exc)) from None
 
     def snapshot(self) -> dict[str, Any]:
         return self.runner.snapshot()
@@ -60,11 +68,21 @@ class JobService:
 
 def default_kinds(cfg, engines=None) -> dict[str, JobKind]:
     """Every job kind, on the daemon's config (same effect settings) and engine pool."""
+    from facecast.assets import bundled_characters_dir
+    from facecast.jobs.folders import AllowedFolders
     from facecast.jobs.kinds.generate import GenerateKind
     from facecast.jobs.kinds.video_effect import VideoEffectKind
+    from facecast.paths import user_characters_dir
 
+    # The character library's folders too: its portraits are what a streamer animates first.
+    library = [cfg.characters.dir] if cfg.characters.dir else [bundled_characters_dir(), user_characters_dir()]
+    inputs = AllowedFolders([*cfg.jobs.input_dirs, *library], "jobs.input_dirs")
+    models = [cfg.models.resolved_dir(), *cfg.jobs.generate_model_dirs]
+    if cfg.jobs.generate_model is not None:
+        models.append(cfg.jobs.generate_model)  # the config's own default is trusted
+    model_folders = AllowedFolders(models, "models.dir, jobs.generate_model_dirs")
     return {
-        "animate": VideoEffectKind("animate", cfg, engines),
-        "swap": VideoEffectKind("swap", cfg, engines),
-        "generate": GenerateKind(cfg.jobs.generate_model, cfg.jobs.generate_device),
+        "animate": VideoEffectKind("animate", cfg, inputs, engines),
+        "swap": VideoEffectKind("swap", cfg, inputs, engines),
+        "generate": GenerateKind(inputs, model_folders, cfg.jobs.generate_model, cfg.jobs.generate_device),
     }

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,8 +86,8 @@ class VideoFileWriter:
         self.options = crash_safe_options(self.fmt, fragment_s) if crash_safe else {}
         self.crash_safe = crash_safe
         self.frames = 0
-        self._container = None
-        self._stream = None
+        self._container: Any = None  # av.container.OutputContainer once the first frame arrived
+        self._stream: Any = None
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -103,8 +104,8 @@ class VideoFileWriter:
         if self._container is None:
             self._open(image.shape[1], image.shape[0])
         stream = self._stream
-        image = np.ascontiguousarray(image[: stream.height, : stream.width, :3])
-        frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+        bgr = np.ascontiguousarray(image[: stream.height, : stream.width, :3])
+        frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
         frame.pts = self.frames
         self._container.mux(stream.encode(frame))
         self.frames += 1

@@ -19,7 +19,12 @@ from pydantic import Field, field_validator
 
 from facecast.configbase import StrictModel
 from facecast.media.video import (
-    CRASH_SAFE_SUFFIXES, FRAGMENT_S, RemuxAbandoned, VideoFileWriter, WrittenVideo, remux_to_mp4,
+    CRASH_SAFE_SUFFIXES,
+    FRAGMENT_S,
+    RemuxAbandoned,
+    VideoFileWriter,
+    WrittenVideo,
+    remux_to_mp4,
 )
 from facecast.outputs.base import Output, flatten_alpha
 from facecast.types import FramePacket
@@ -66,10 +71,6 @@ class RecordOutput(Output):
         self._give_up = threading.Event()
         self._finished: list[WrittenVideo] = []
 
-    @property
-    def frames(self) -> int:
-        return 0 if self._writer is None else self._writer.frames
-
     def open(self) -> None:
         # Every start and every reopen after a failure gets a file of its own: never overwrite a recording.
         self.path = _unused(resolve_path(self.cfg.path))
@@ -80,13 +81,13 @@ class RecordOutput(Output):
     def write(self, packet: FramePacket) -> None:
         if self._writer is None:
             fps = self.cfg.fps or packet.source_fps or 30.0
-            self._writer = VideoFileWriter(self.path, fps, codec=self.cfg.codec, crf=self.cfg.crf, preset=self.cfg.preset,
-                                           crash_safe=True, fragment_s=self.cfg.fragment_s)
+            self._writer = VideoFileWriter(self.path, fps, codec=self.cfg.codec, crf=self.cfg.crf,
+                                           preset=self.cfg.preset, crash_safe=True, fragment_s=self.cfg.fragment_s)
         writer = self._writer
         writer.write(flatten_alpha(packet.image, self.cfg.background))
         if writer.frames == 1:
-            w, h = writer.size
-            log.info("record: writing %s (%dx%d, %s fps, %s, crash-safe)", self.path, w, h, writer.rate, self.cfg.codec)
+            log.info("record: writing %s (%s, %s fps, %s, crash-safe)", self.path,
+                     "x".join(map(str, writer.size or ())), writer.rate, self.cfg.codec)
 
     def close(self) -> None:
         writer, self._writer = self._writer, None
@@ -113,7 +114,8 @@ class RecordOutput(Output):
                         "`ffmpeg -i %s -c copy out.mp4` makes an ordinary MP4 of it)", src, src)
             return WrittenVideo(src, video.frames, video.duration_s, "crash-safe, remux to MP4 not finished")
         except Exception as exc:
-            log.error("record: remux of %s to MP4 failed (%s); the crash-safe file is kept and plays as it is", src, exc)
+            log.error("record: remux of %s to MP4 failed (%s); the crash-safe file is kept and plays as it is",
+                      src, exc)
             return WrittenVideo(src, video.frames, video.duration_s, "crash-safe, remux to MP4 failed")
         if dst != src:
             src.unlink(missing_ok=True)  # only now that the MP4 is complete

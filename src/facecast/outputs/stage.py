@@ -21,7 +21,7 @@ from facecast.outputs.preview import PreviewOutput, PreviewOutputConfig
 from facecast.outputs.record import RecordOutput, RecordOutputConfig
 from facecast.outputs.spout import SpoutOutput, SpoutOutputConfig
 from facecast.outputs.virtualcam import VirtualCamOutput, VirtualCamOutputConfig
-from facecast.outputs.worker import OutputWorker
+from facecast.outputs.worker import OutputReport, OutputWorker
 from facecast.pipeline.stage import Stage, StartupError
 from facecast.pipeline.stats import PipelineStats
 from facecast.types import FramePacket
@@ -48,7 +48,8 @@ OUTPUT_CLASSES: dict[str, type[Output]] = {
 }
 
 OPEN_TIMEOUT_S = 30.0  # an output that has not opened by then is a start-up error
-CLOSE_TIMEOUT_S = 1.5  # per output, at shutdown (a recording flushes its encoder here)
+CLOSE_TIMEOUT_S = 60.0  # default for pipeline.shutdown_timeout_s: every output together, at shutdown
+ABANDON_GRACE_S = 1.0  # after the limit, how long an output told to give up (a remux) gets to do so
 CONTROL_OPEN_TIMEOUT_S = 10.0  # an output started from the live controls
 
 
@@ -67,14 +68,19 @@ class OutputStage(Stage):
         lossless: bool = False,
         watchdog_s: float = 3.0,
         outputs: dict[str, Output] | None = None,
+        close_timeout_s: float = CLOSE_TIMEOUT_S,
     ) -> None:
         """`configs`: name -> output config (the `outputs:` section). `outputs`: ready-made Output
         objects used instead (tools and tests). `lossless`: the source is a file, so a recording
-        waits instead of dropping frames."""
+        waits instead of dropping frames. `close_timeout_s`: how long closing may take, all outputs
+        together (`pipeline.shutdown_timeout_s`): queued frames written, encoders flushed, remuxes."""
         self.configs = configs
         self.stats = stats
         self.lossless = lossless
         self.watchdog_s = watchdog_s
+        self.close_timeout_s = close_timeout_s
+        self.report: list[OutputReport] = []  # filled by close(): what each output finished, or not
+        self._closing: list[OutputWorker] = []
         self._given = outputs
         self.workers: dict[str, OutputWorker] = {}
         self._control_lock = threading.Lock()
@@ -172,7 +178,7 @@ class OutputStage(Stage):
             if not on:
                 # A new dict, not a change in place: process() may be iterating the old one.
                 self.workers = {n: w for n, w in self.workers.items() if n != name}
-                worker.stop()
+                worker.stop(time.monotonic() + self.close_timeout_s)
                 self._stopped.append(worker)
                 log.info("output %s stopped", name)
                 return
@@ -197,14 +203,32 @@ class OutputStage(Stage):
         return {name: worker.snapshot() for name, worker in list(self.workers.items())}
 
     def close(self) -> None:
+        """Stop every output and wait until each has written what it was given and closed (a
+        recording finalised), all within `close_timeout_s`; one still busy then is named in the log
+        and told to give up. `report` says what each one finished."""
         with self._control_lock:
             self._closed = True
             workers, self.workers = list(self.workers.values()) + self._stopped, {}
-        for worker in workers:
-            worker.stop()
-        for worker in workers:
-            if not worker.join(CLOSE_TIMEOUT_S):
-                log.warning("output %s did not stop within %.1f s", worker.name, CLOSE_TIMEOUT_S)
+        # Outputs stopped earlier that have already finished were reported when they stopped.
+        pending = [w for w in workers if w.alive]
+        self._closing = pending
+        deadline = time.monotonic() + self.close_timeout_s
+        for worker in pending:
+            worker.stop(deadline)
+        for worker in pending:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        late = [w for w in pending if w.alive]
+        for worker in late:
+            log.error("output %s did not finish closing within %g s (pipeline.shutdown_timeout_s): %s; giving up on it",
+                      worker.name, self.close_timeout_s, worker.report().doing)
+            worker.abandon()
+        for worker in late:
+            worker.join(ABANDON_GRACE_S)
+        self.report = [w.report() for w in pending]
+
+    def report_now(self) -> list[OutputReport]:
+        """While close() runs: where each output stands (for a second Ctrl+C)."""
+        return [w.report() for w in list(self._closing)]
 
 
 def _rate_note(output: Output) -> str:

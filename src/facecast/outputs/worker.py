@@ -2,6 +2,11 @@
 
 The output stage hands every frame to each worker without waiting (`offer`); a worker that is slow,
 blocked in a receiver's socket or reopening after a failure delays nobody but itself.
+
+Worker threads are not daemon threads: the interpreter waits for them instead of killing a
+recording mid-flush. Stopping is bounded by a deadline the stage gives (`pipeline.shutdown_timeout_s`);
+a worker that sees the main thread gone (the program is exiting without having stopped it) stops
+by itself, so nothing is left running forever.
 """
 
 from __future__ import annotations
@@ -10,8 +15,10 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
+from facecast.media.video import WrittenVideo
 from facecast.outputs.base import Output, OutputUnavailable
 from facecast.outputs.pacer import Pacer
 from facecast.pipeline.queues import Closed, FrameQueue
@@ -24,12 +31,40 @@ POLL_S = 0.1  # how often a waiting worker looks at its stop flag
 EVERY_QUEUE_FRAMES = 32  # `every` outputs (recording): about half a second of frames at 60 fps
 REOPEN_FIRST_S = 0.5
 REOPEN_MAX_S = 8.0
-DRAIN_S = 1.0  # at stop, an `every` output gets this long to write the frames still queued
+STOP_S = 60.0  # at stop, when no deadline is given: queued frames written, file closed within this
 RATE_WINDOW_S = 2.0
 # A paced output whose input comes at about its own rate waits up to this fraction of a period past
 # a deadline for a frame that is due. Two 60 fps clocks with a little jitter would otherwise keep
 # swapping a repeat and a drop (visible judder) whenever frames arrive close to the deadlines.
 GRACE_PERIODS = 0.3
+
+
+@runtime_checkable
+class WritesFiles(Protocol):
+    """An output that finishes files (a recording): it says which, and can be told to give up."""
+
+    def written(self) -> list[WrittenVideo]: ...
+
+    def abandon(self) -> None: ...
+
+
+@dataclass(slots=True)
+class OutputReport:
+    """What one output did when it was stopped: closed in time (and which files it finished), or not."""
+
+    name: str
+    kind: str
+    finished: bool
+    close_s: float
+    files: list[WrittenVideo] = field(default_factory=list)
+    doing: str = ""  # when not finished: what it was still doing
+
+    def describe(self) -> str:
+        if not self.finished:
+            return f"output {self.name} ({self.kind}) did not finish in time: {self.doing}"
+        if self.files:
+            return ", ".join(f"finalised {f.describe()}" for f in self.files)
+        return f"{self.name} closed"
 
 
 class LatestSlot:
@@ -91,7 +126,6 @@ class OutputWorker:
         queue_frames: int = EVERY_QUEUE_FRAMES,
         reopen_first_s: float = REOPEN_FIRST_S,
         reopen_max_s: float = REOPEN_MAX_S,
-        drain_s: float = DRAIN_S,
     ) -> None:
         self.output = output
         self.name = output.name
@@ -99,7 +133,6 @@ class OutputWorker:
         self.stats = stats
         self.reopen_first_s = reopen_first_s
         self.reopen_max_s = reopen_max_s
-        self.drain_s = drain_s
         self._slot = LatestSlot()
         # A recording of a file must not lose a frame: the pipeline waits for it. A live source
         # must never wait for a recorder: the oldest queued frame is dropped (and counted).
@@ -108,11 +141,14 @@ class OutputWorker:
         )
         self._pacer: Pacer | None = None
         self._stop = threading.Event()
-        self._drain_until = 0.0
+        self._deadline = 0.0  # monotonic time by which a stopping worker must have closed its output
+        self._stopped_at: float | None = None
+        self._ended_at: float | None = None
+        self._files_before_stop = 0
         self.ready = threading.Event()
         self.open_error: BaseException | None = None
         self.state = "starting"
-        self._thread = threading.Thread(target=self._run, name=f"output.{self.name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"output.{self.name}", daemon=False)
         self._last: FramePacket | None = None
         self._healthy = False
         self._backoff = reopen_first_s
@@ -153,15 +189,43 @@ class OutputWorker:
         else:
             self._slot.put(packet)
 
-    def stop(self) -> None:
-        """Ask the thread to finish: an `every` output first writes what is queued (up to drain_s)."""
-        self._drain_until = time.monotonic() + self.drain_s
+    def stop(self, deadline: float | None = None) -> None:
+        """Ask the thread to finish by `deadline` (monotonic; default STOP_S from now): an `every`
+        output first writes every frame still queued, then the output is closed (a recording flushes
+        its encoder and is finalised). A second call keeps the first deadline."""
+        if self._stop.is_set():
+            return
+        self._stopped_at = time.monotonic()
+        self._deadline = deadline if deadline is not None else self._stopped_at + STOP_S
+        if isinstance(self.output, WritesFiles):
+            self._files_before_stop = len(self.output.written())
         self._stop.set()
 
     def join(self, timeout: float) -> bool:
         if self._thread.is_alive():
             self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def abandon(self) -> None:
+        """The deadline has passed: ask the output to give up what it can give up (a remux)."""
+        if isinstance(self.output, WritesFiles):
+            self.output.abandon()
+
+    def report(self) -> OutputReport:
+        """After stop(): closed or not, how long closing took, the files finished since the stop."""
+        finished = not self._thread.is_alive()
+        start = self._stopped_at
+        close_s = 0.0 if start is None else (self._ended_at or time.monotonic()) - start
+        files = self.output.written()[self._files_before_stop:] if isinstance(self.output, WritesFiles) else []
+        doing = ""
+        if not finished:
+            path = getattr(self.output, "path", None)
+            doing = f"{self.state}{f' {path}' if path is not None else ''}"
+        return OutputReport(self.name, self.output.kind, finished, round(close_s, 3), files, doing)
 
     @property
     def dropped(self) -> int:
@@ -248,18 +312,25 @@ class OutputWorker:
                     self._send(packet, fresh)
         finally:
             if self._healthy:
+                self.state = "closing"
                 self._close_output()
+            self._ended_at = time.monotonic()
             self.state = "stopped"
             self._log_summary()
 
     def _keep_going(self) -> bool:
         if not self._stop.is_set():
-            return True
-        # Stopping: an `every` output (a recording) writes what is still queued, within drain_s.
-        return (
-            self.delivery == "every" and self._healthy and len(self._queue) > 0
-            and time.monotonic() < self._drain_until
-        )
+            if threading.main_thread().is_alive():
+                return True
+            log.warning("output %s: the program is exiting without stopping it; closing it now", self.name)
+            self.stop()
+        # Stopping: an `every` output (a recording) writes what is still queued, within the deadline.
+        if self.delivery == "every" and self._healthy and len(self._queue) > 0:
+            if time.monotonic() < self._deadline:
+                self.state = "writing queued frames"
+                return True
+            log.warning("output %s: %d queued frames not written (stop deadline reached)", self.name, len(self._queue))
+        return False
 
     def _next(self) -> tuple[FramePacket | None, bool]:
         if self.delivery == "every":

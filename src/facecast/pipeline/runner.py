@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from facecast.pipeline.queues import Closed, FrameQueue, QueuePolicy
@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 
 GET_TIMEOUT_S = 0.1  # how often a waiting thread looks at the stop flag
 STARTUP_TIMEOUT_S = 120.0
+# A source whose produce() keeps raising waits before the next try: from the first to the last,
+# doubling, so a broken device cannot spin a core (and the log) at full speed.
+SOURCE_ERROR_FIRST_S = 0.05
+SOURCE_ERROR_MAX_S = 2.0
 _END = object()  # end of stream marker, forwarded down the chain
 
 
@@ -66,6 +70,13 @@ class Pipeline:
         self._workers: list[_Worker] = []
         self._monitor: threading.Thread | None = None
         self._delivered = 0
+        # Called with (packet, done_ns) for every delivered frame, on the last stage's thread
+        # (`facecast bench --soak` keeps its own per-window figures this way). Must be quick.
+        self._delivery_listeners: list[Callable[[FramePacket, int], None]] = []
+
+    def add_delivery_listener(self, listener: Callable[[FramePacket, int], None]) -> None:
+        """Before start(): `listener(packet, done_ns)` after each delivered frame."""
+        self._delivery_listeners.append(listener)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -85,7 +96,9 @@ class Pipeline:
         self._monitor.start()
 
     def stop(self, timeout: float = 2.0) -> bool:
-        """Stop every thread; True when all of them ended within the timeout."""
+        """Stop every thread; True when all of them ended within the timeout. The output stage's
+        close() (flushing and finalising every output, within its own limit) runs on its thread
+        meanwhile: `timeout` must leave it that long."""
         self._stop.set()
         self.source.interrupt()
         for q in self.queues:
@@ -130,6 +143,7 @@ class Pipeline:
         out_q = self.queues[0] if self.queues else None
         if not self._open(worker, source):
             return
+        error_wait = SOURCE_ERROR_FIRST_S
         try:
             while not self._stop.is_set():
                 worker.busy_since, worker.busy_seq = time.monotonic(), -1
@@ -137,9 +151,12 @@ class Pipeline:
                     packet = source.produce()
                 except Exception:
                     self._count_error(source.name)
+                    self._stop.wait(error_wait)
+                    error_wait = min(error_wait * 2, SOURCE_ERROR_MAX_S)
                     continue
                 finally:
                     worker.busy_since = None
+                error_wait = SOURCE_ERROR_FIRST_S
                 if packet is None:
                     log.info("%s: end of stream", source.name)
                     self._put(out_q, _END)
@@ -195,6 +212,8 @@ class Pipeline:
 
     def _deliver(self, packet: FramePacket, done_ns: int) -> None:
         self.stats.record_output(packet, done_ns)
+        for listener in self._delivery_listeners:
+            listener(packet, done_ns)
         self._delivered += 1
         if self.max_frames is not None and self._delivered >= self.max_frames:
             log.info("frame limit reached (%d frames)", self._delivered)

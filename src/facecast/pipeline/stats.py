@@ -2,10 +2,14 @@
 
 One `PipelineStats` is shared by the runner threads (which record) and by whoever reads it: the
 console status line, the control API and `facecast bench` all call `snapshot()`.
+
+Every stage takes the lock once per frame to record, so the lock guards only appends and copies:
+percentiles, medians and rates are computed on copies, after the lock is released.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import threading
 import time
@@ -40,6 +44,15 @@ def percentiles(samples: Iterable[float]) -> dict[str, float | None]:
     if values.size == 0:
         return {f"p{p}": None for p in PERCENTILES}
     return {f"p{p}": round(float(v), 3) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))}
+
+
+def _rate(times: list[float]) -> float:
+    """Frames per second over the last FPS_WINDOW_S of delivery times (seconds, in order)."""
+    if len(times) < 2:
+        return 0.0
+    first = bisect.bisect_left(times, times[-1] - FPS_WINDOW_S)
+    span = times[-1] - times[first]
+    return (len(times) - 1 - first) / span if span > 0 else 0.0
 
 
 class PipelineStats:
@@ -134,12 +147,7 @@ class PipelineStats:
     def fps(self) -> float:
         with self._lock:
             times = list(self._output_times)
-        if len(times) < 2:
-            return 0.0
-        recent = [t for t in times if t >= times[-1] - FPS_WINDOW_S]
-        if len(recent) < 2 or recent[-1] <= recent[0]:
-            return 0.0
-        return (len(recent) - 1) / (recent[-1] - recent[0])
+        return _rate(times)
 
     def dropped(self) -> dict[str, int]:
         return {q.name: q.dropped - self._drops_at_reset.get(q.name, 0) for q in self._queues}
@@ -154,27 +162,30 @@ class PipelineStats:
     def live_figures(self) -> tuple[float, float | None]:
         """fps and end-to-end latency p50 only: cheap enough for an overlay drawn on every frame."""
         with self._lock:
-            latency = float(np.median(self._latency_ms)) if self._latency_ms else None
-        return self.fps(), latency
+            times = list(self._output_times)
+            latency = list(self._latency_ms)
+        return _rate(times), (float(np.median(latency)) if latency else None)
 
     def snapshot(self) -> dict[str, Any]:
-        fps = self.fps()
-        with self._lock:
-            stages = {
-                s: {**percentiles(self._busy_ms[s]), "wait": percentiles(self._wait_ms[s])}
-                for s in self.stage_names
-            }
-            snap: dict[str, Any] = {
-                "frames": self.frames_out,
-                "fps": round(fps, 2),
-                "latency_ms": percentiles(self._latency_ms),
-                "stages": stages,
-                "tracked_ratio": (self.frames_with_face / self.frames_tracked) if self.frames_tracked else 0.0,
-                "faces": self.faces_last,
-                "errors": dict(self.errors),
-                "stuck": dict(self.stuck),
-                "uptime_s": round(time.monotonic() - self.started_at, 1),
-            }
+        with self._lock:  # copies only: the figures are computed after the lock is released
+            busy = {s: list(self._busy_ms[s]) for s in self.stage_names}
+            wait = {s: list(self._wait_ms[s]) for s in self.stage_names}
+            latency = list(self._latency_ms)
+            times = list(self._output_times)
+            frames, with_face, tracked = self.frames_out, self.frames_with_face, self.frames_tracked
+            faces, errors, stuck = self.faces_last, dict(self.errors), dict(self.stuck)
+            started_at = self.started_at
+        snap: dict[str, Any] = {
+            "frames": frames,
+            "fps": round(_rate(times), 2),
+            "latency_ms": percentiles(latency),
+            "stages": {s: {**percentiles(busy[s]), "wait": percentiles(wait[s])} for s in self.stage_names},
+            "tracked_ratio": (with_face / tracked) if tracked else 0.0,
+            "faces": faces,
+            "errors": errors,
+            "stuck": stuck,
+            "uptime_s": round(time.monotonic() - started_at, 1),
+        }
         snap["dropped"] = self.dropped()
         for key, provider in self._providers.items():
             try:

@@ -1,8 +1,20 @@
-"""The tracking stage: MediaPipe face mesh (478 landmarks, up to N faces) on every frame, in order."""
+"""The tracking stage: MediaPipe face mesh (478 landmarks, up to N faces) on every frame, in order.
+
+Per frame, on the CPU budget of a 60 fps stream:
+
+- The frame is tracked on a copy downscaled until the face is `face_px` tall (`TrackingScale`).
+  MediaPipe's landmark model never sees more than a 192x192 crop of 1.5x the face, so a bigger face
+  only costs conversion and sampling time (about 1 ms per 1080p frame), not accuracy. The copy and
+  its colour conversion go into buffers reused from frame to frame.
+- The graph runs its calculators on one thread (`threads.MEDIAPIPE_GRAPH_THREADS`).
+- The landmarks are read from the protobuf's serialised bytes in one numpy view instead of 478
+  Python objects (`landmarks_from_proto`).
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,6 +22,7 @@ from pydantic import Field
 
 from facecast.configbase import StrictModel
 from facecast.pipeline.stage import Stage, StartupError
+from facecast.threads import MEDIAPIPE_GRAPH_THREADS
 from facecast.tracking.geometry import eye_openness, face_box, head_pose, mouth_openness
 from facecast.tracking.one_euro import OneEuroFilter, SmoothingConfig
 from facecast.types import NUM_LANDMARKS, Face, FramePacket, Image, Landmarks
@@ -22,54 +35,174 @@ class TrackingConfig(StrictModel):
     max_faces: int = Field(1, ge=1, le=8)
     min_detection_confidence: float = Field(0.5, ge=0, le=1)
     min_tracking_confidence: float = Field(0.5, ge=0, le=1)
+    face_px: int = Field(
+        224, ge=0, le=4096,
+        description="track on a copy downscaled until the face is this many pixels tall; 0 = always at full size",
+    )
     smoothing: SmoothingConfig = SmoothingConfig()
+
+
+# -- MediaPipe ------------------------------------------------------------------------------------
+# The legacy face mesh solution's graph (mediapipe==0.10.21 ships it with its models).
+_GRAPH_FILE = "mediapipe/modules/face_landmark/face_landmark_front_cpu.binarypb"
+
+
+def _face_mesh_graph(cfg: TrackingConfig, static_images: bool, graph_threads: int):
+    """What `mediapipe.solutions.face_mesh.FaceMesh` builds, with the graph's executor sized:
+    FaceMesh itself leaves it at one thread per core."""
+    try:
+        import mediapipe
+        from mediapipe.framework import calculator_pb2
+        from mediapipe.python.solution_base import SolutionBase
+    except ImportError as exc:  # pragma: no cover - mediapipe is a core requirement
+        raise StartupError(f"tracking needs mediapipe==0.10.21 ({exc}); run: make run") from exc
+    path = Path(mediapipe.__file__).resolve().parent.parent / _GRAPH_FILE
+    config = calculator_pb2.CalculatorGraphConfig()
+    try:
+        config.ParseFromString(path.read_bytes())
+    except OSError as exc:
+        raise StartupError(f"tracking: MediaPipe's face mesh graph is missing ({exc}); facecast needs"
+                           f" mediapipe==0.10.21, run: make run") from exc
+    config.num_threads = graph_threads
+    return SolutionBase(
+        graph_config=config,
+        side_inputs={
+            "num_faces": cfg.max_faces,
+            "with_attention": True,  # the refined eye, lip and iris model: 478 landmarks
+            "use_prev_landmarks": not static_images,
+        },
+        calculator_params={
+            "facedetectionshortrangecpu__facedetectionshortrange__facedetection__TensorsToDetectionsCalculator"
+            ".min_score_thresh": cfg.min_detection_confidence,
+            "facelandmarkcpu__ThresholdingCalculator.threshold": cfg.min_tracking_confidence,
+        },
+        outputs=["multi_face_landmarks"],
+    )
+
+
+# One landmark as MediaPipe serialises it: a length-delimited message (tag 0x0A, length 15) holding
+# three float fields x (0x0D), y (0x15), z (0x1D). visibility and presence are unset for the face mesh.
+_RECORD = 17
+_RECORD_HEAD = np.array([0x0A, 15], np.uint8)
+_FIELD_TAGS = np.array([0x0D, 0x15, 0x1D], np.uint8)
+
+
+def landmarks_from_proto(landmark_list, width: int, height: int) -> Landmarks:
+    """A NormalizedLandmarkList as (478, 3) float32 pixels (z scaled like x, as `Landmarks` says).
+
+    The list's serialised bytes are read through one numpy view. A list in another layout (fields
+    such as visibility set) is read point by point: the same numbers, only slower.
+    """
+    raw = np.frombuffer(landmark_list.SerializeToString(), np.uint8)
+    if raw.size == NUM_LANDMARKS * _RECORD:
+        records = raw.reshape(NUM_LANDMARKS, _RECORD)
+        fields = records[:, 2:].reshape(NUM_LANDMARKS, 3, 5)
+        if (records[:, :2] == _RECORD_HEAD).all() and (fields[:, :, 0] == _FIELD_TAGS).all():
+            xyz = np.ascontiguousarray(fields[:, :, 1:]).view("<f4").reshape(NUM_LANDMARKS, 3)
+            return xyz * np.array([width, height, width], np.float32)
+    lm = np.array([(p.x * width, p.y * height, p.z * width) for p in landmark_list.landmark], dtype=np.float32)
+    if lm.shape[0] != NUM_LANDMARKS:
+        raise ValueError(f"expected {NUM_LANDMARKS} landmarks, MediaPipe gave {lm.shape[0]}")
+    return lm
+
+
+# -- downscaled tracking ---------------------------------------------------------------------------
+_SCALES = tuple(2.0 ** (-k / 4) for k in range(9))  # 1 down to 1/4 in quarter octaves
+
+
+class TrackingScale:
+    """Which scale to track the next frame at: the smallest step that keeps the smallest face of the
+    last frame at least `face_px` tall. A step is kept while the face stays within 10 % of its
+    bounds, so a face near a boundary does not make the size flip every frame. No face yet (or
+    face_px 0): full size, so the detector sees everything."""
+
+    def __init__(self, face_px: int) -> None:
+        self.face_px = face_px
+        self.scale = 1.0
+
+    def update(self, face_heights: list[float]) -> float:
+        """Record the faces (heights in full-frame pixels) found in this frame; the next frame's scale."""
+        if not self.face_px or not face_heights:
+            self.scale = 1.0
+            return self.scale
+        h = min(face_heights)
+        low, high = self.face_px * 0.9, self.face_px * 2 ** 0.25 * 1.1
+        if not (low <= h * self.scale <= high) or self.scale == 1.0:
+            fitting = [s for s in _SCALES if h * s >= self.face_px]
+            self.scale = min(fitting) if fitting else 1.0
+        return self.scale
+
+
+class FramePrep:
+    """The RGB copy MediaPipe reads: downscaled (when asked) and colour-converted into buffers that
+    are reused while the frame size and scale stay the same."""
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int, float] | None = None
+        self._half: np.ndarray | None = None
+        self._small: np.ndarray | None = None
+        self._rgb: np.ndarray | None = None
+
+    def __call__(self, image: Image, scale: float) -> np.ndarray:
+        h, w = image.shape[:2]
+        bgr = image[:, :, :3]
+        if self._key != (w, h, scale):
+            self._key = (w, h, scale)
+            out_w, out_h = max(1, round(w * scale)), max(1, round(h * scale))
+            self._half = np.empty((max(1, h // 2), max(1, w // 2), 3), np.uint8) if scale < 0.5 else None
+            self._small = np.empty((out_h, out_w, 3), np.uint8) if scale < 1.0 else None
+            self._rgb = np.empty((out_h, out_w, 3), np.uint8)
+        assert self._rgb is not None
+        src = bgr
+        if self._half is not None:
+            # Below half size: the exact halving (INTER_AREA's fast path) first, so no pixel is skipped.
+            src = cv2.resize(src, (self._half.shape[1], self._half.shape[0]), dst=self._half, interpolation=cv2.INTER_AREA)
+        if self._small is not None:
+            src = cv2.resize(src, (self._small.shape[1], self._small.shape[0]), dst=self._small,
+                             interpolation=cv2.INTER_LINEAR)
+        self._rgb.flags.writeable = True
+        cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=self._rgb)
+        self._rgb.flags.writeable = False  # MediaPipe then reads the buffer in place instead of copying it
+        return self._rgb
 
 
 class FaceTracker:
     """MediaPipe face mesh in video mode. Create and use it from one thread, frames in order."""
 
-    def __init__(self, cfg: TrackingConfig, static_images: bool = False) -> None:
+    def __init__(self, cfg: TrackingConfig, static_images: bool = False,
+                 graph_threads: int = MEDIAPIPE_GRAPH_THREADS) -> None:
         self.cfg = cfg
-        try:
-            from mediapipe.python.solutions.face_mesh import FaceMesh
-        except ImportError as exc:  # pragma: no cover - mediapipe is a core requirement
-            raise StartupError(f"tracking needs mediapipe==0.10.21 ({exc}); run: make run") from exc
-        self._mesh = FaceMesh(
-            static_image_mode=static_images,
-            max_num_faces=cfg.max_faces,
-            refine_landmarks=True,  # adds the 10 iris points: 478 in all
-            min_detection_confidence=cfg.min_detection_confidence,
-            min_tracking_confidence=cfg.min_tracking_confidence,
-        )
+        self._mesh = _face_mesh_graph(cfg, static_images, graph_threads)
         self._filters: list[OneEuroFilter] = []
+        # Still images have no previous frame to take the face size from: always full size.
+        self._scale = TrackingScale(0 if static_images else cfg.face_px)
+        self._prep = FramePrep()
+
+    @property
+    def scale(self) -> float:
+        """The scale the next frame will be tracked at (1 = full size)."""
+        return self._scale.scale
 
     def detect(self, image: Image, t: float | None = None) -> list[Face]:
-        """Faces in a BGR image; `t` (seconds) drives the smoothing, None = no smoothing."""
+        """Faces in a BGR image, landmarks in its own pixels; `t` (seconds) drives the smoothing,
+        None = no smoothing."""
         h, w = image.shape[:2]
-        rgb = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2RGB)
-        rgb.flags.writeable = False
-        result = self._mesh.process(rgb)
+        result = self._mesh.process(self._prep(image, self._scale.scale))
         found = result.multi_face_landmarks or []
         if len(found) != len(self._filters):
             # Faces entered or left: per-face filters would mix identities, so start them afresh.
             self._filters = [OneEuroFilter.from_config(self.cfg.smoothing) for _ in found]
         faces = []
         for i, face_landmarks in enumerate(found):
-            lm = to_pixels(face_landmarks.landmark, w, h)
+            lm = landmarks_from_proto(face_landmarks, w, h)
             if t is not None and self.cfg.smoothing.enabled:
-                lm = self._filters[i](lm, t).astype(np.float32)
+                lm = self._filters[i](lm, t)
             faces.append(make_face(lm, w, h))
+        self._scale.update([float(max(f.box[2], f.box[3])) for f in faces])
         return faces
 
     def close(self) -> None:
         self._mesh.close()
-
-
-def to_pixels(normalised, width: int, height: int) -> Landmarks:
-    lm = np.array([(p.x * width, p.y * height, p.z * width) for p in normalised], dtype=np.float32)
-    if lm.shape[0] != NUM_LANDMARKS:
-        raise ValueError(f"expected {NUM_LANDMARKS} landmarks, MediaPipe gave {lm.shape[0]}")
-    return lm
 
 
 def make_face(lm: Landmarks, width: int, height: int) -> Face:
@@ -113,3 +246,5 @@ def track_image(image: Image, cfg: TrackingConfig | None = None) -> list[Face]:
         tracker.close()
 
 
+__all__ = ["FaceTracker", "FramePrep", "TrackingConfig", "TrackingScale", "TrackingStage", "landmarks_from_proto",
+           "make_face", "track_image"]

@@ -65,20 +65,32 @@ def pose_from_rotation(r: np.ndarray) -> HeadPose:
     return HeadPose(pitch=-math.degrees(pitch), yaw=-math.degrees(yaw), roll=-math.degrees(roll))
 
 
-def _dist(lm: Landmarks, a: int, b: int) -> float:
-    return float(np.linalg.norm(lm[a, :2] - lm[b, :2]))
+# Three lid pairs across the middle of each eye (the same pairs as the eyelid rig's centre): their mean
+# gap follows partial closing more steadily than the single central pair.
+_LIDS_L = np.array([(160, 144), (159, 145), (158, 153)])
+_LIDS_R = np.array([(385, 380), (386, 374), (387, 373)])
+_EYE_WIDTH = np.array([(EYE_L_OUTER, EYE_L_INNER), (EYE_R_INNER, EYE_R_OUTER)])
+
+
+def _gaps(lm: Landmarks, pairs: np.ndarray) -> np.ndarray:
+    d = lm[pairs[:, 0], :2] - lm[pairs[:, 1], :2]
+    return np.sqrt((d * d).sum(axis=1))
 
 
 def eye_openness(lm: Landmarks) -> tuple[float, float]:
-    """Lid gap / eye width for each eye: about 0.25-0.35 open, below 0.1 closed."""
-    left = _dist(lm, EYE_L_TOP, EYE_L_BOTTOM) / max(_dist(lm, EYE_L_OUTER, EYE_L_INNER), 1e-6)
-    right = _dist(lm, EYE_R_TOP, EYE_R_BOTTOM) / max(_dist(lm, EYE_R_INNER, EYE_R_OUTER), 1e-6)
-    return left, right
+    """Mean lid gap / eye width for each eye (image-left, image-right): about 0.25-0.35 open, below
+    0.1 closed."""
+    width = np.maximum(_gaps(lm, _EYE_WIDTH), 1e-6)
+    return float(_gaps(lm, _LIDS_L).mean() / width[0]), float(_gaps(lm, _LIDS_R).mean() / width[1])
+
+
+_MOUTH = np.array([(LIP_TOP_INNER, LIP_BOTTOM_INNER), (MOUTH_L, MOUTH_R)])
 
 
 def mouth_openness(lm: Landmarks) -> float:
     """Inner-lip gap / mouth width: about 0 closed, 0.3+ wide open."""
-    return _dist(lm, LIP_TOP_INNER, LIP_BOTTOM_INNER) / max(_dist(lm, MOUTH_L, MOUTH_R), 1e-6)
+    gap, width = _gaps(lm, _MOUTH)
+    return float(gap / max(width, 1e-6))
 
 
 def face_box(lm: Landmarks, width: int, height: int) -> tuple[int, int, int, int]:

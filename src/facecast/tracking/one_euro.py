@@ -40,17 +40,22 @@ class OneEuroFilter:
         self._x = self._dx = self._t = None
 
     def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
-        """Filter sample x taken at time t (seconds). Same shape in and out."""
-        x = np.asarray(x, dtype=np.float64)
-        if self._x is None or self._t is None or self._x.shape != x.shape or t <= self._t:
+        """Filter sample x taken at time t (seconds). Same shape and float type in and out (integers
+        come out as float64); the result is a new array the caller may keep."""
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            x = x.astype(np.float64)
+        if self._x is None or self._t is None or self._x.shape != x.shape or self._x.dtype != x.dtype or t <= self._t:
             self._x, self._dx, self._t = x.copy(), np.zeros_like(x), t
             return x.copy()
         rate = 1.0 / (t - self._t)
-        dx = (x - self._x) * rate
+        # alpha(fc) = 1 / (1 + tau * rate) with tau = 1 / (2 pi fc), i.e. 2 pi fc / (2 pi fc + rate).
         a_d = _alpha(self.d_cutoff, rate)
-        self._dx = a_d * dx + (1.0 - a_d) * self._dx
-        cutoff = self.min_cutoff + self.beta * np.abs(self._dx)
-        a = _alpha(cutoff, rate)
-        self._x = a * x + (1.0 - a) * self._x
+        self._dx += a_d * ((x - self._x) * rate - self._dx)
+        w = np.abs(self._dx)
+        w *= 2.0 * math.pi * self.beta
+        w += 2.0 * math.pi * self.min_cutoff  # 2 pi fc, per coordinate
+        a = w / (w + rate)
+        self._x += a * (x - self._x)
         self._t = t
         return self._x.copy()

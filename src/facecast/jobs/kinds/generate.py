@@ -11,11 +11,14 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
+from pydantic import BeforeValidator, Field
 
+from facecast.jobs.folders import AllowedFolders
+from facecast.jobs.params import JsonInt, ParamsModel, json_integer, parse_params
 from facecast.jobs.runner import JobCancelled, JobContext, JobFailed, JobRejected
 from facecast.media.video import write_video
 
@@ -29,6 +32,21 @@ PIPELINES = {
 }
 
 
+class GenerateParams(ParamsModel):
+    character: str = Field(min_length=1, description="portrait image, inside jobs.input_dirs")
+    prompt: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="what the character does")
+    model: str | None = Field(
+        None, min_length=1, description="diffusers pipeline folder inside models.dir or jobs.generate_model_dirs; "
+                                        "null = jobs.generate_model")
+    frames: Annotated[int, Field(ge=1, le=1000), BeforeValidator(json_integer)] | None = Field(
+        None, description="LTX-Video: 8k+1, Wan: 4k+1; null = 2 steps of k")
+    steps: JsonInt = Field(30, ge=1, le=500, description="denoising steps")
+    width: JsonInt = Field(512, ge=16, le=4096, description="divisible by 32 (LTX-Video) or 16 (Wan)")
+    height: JsonInt = Field(512, ge=16, le=4096, description="divisible by 32 (LTX-Video) or 16 (Wan)")
+    fps: Annotated[float, Field(gt=0, le=240)] | None = Field(None, description="null = the model's own rate")
+    seed: JsonInt = Field(0, ge=0, le=2**32 - 1, description="random seed (same seed, same video)")
+
+
 def _pipeline_class(model_dir: Path) -> str:
     try:
         return json.loads((model_dir / "model_index.json").read_text())["_class_name"]
@@ -39,7 +57,10 @@ def _pipeline_class(model_dir: Path) -> str:
 class GenerateKind:
     name = "generate"
 
-    def __init__(self, default_model: Path | None = None, device: str = "auto") -> None:
+    def __init__(self, inputs: AllowedFolders, models: AllowedFolders, default_model: Path | None = None,
+                 device: str = "auto") -> None:
+        self.inputs = inputs  # jobs.input_dirs: where the character image may be
+        self.models = models  # models.dir, jobs.generate_model_dirs: where a pipeline folder may be
         self.default_model = default_model
         self.device = device
         self._loaded: tuple[Path, Any] | None = None
@@ -49,34 +70,33 @@ class GenerateKind:
         model = params.get("model") or self.default_model
         if not model:
             raise JobRejected("no diffusion model: pass --model PIPELINE_FOLDER or set jobs.generate_model")
-        return Path(model)
+        return self.models.folder(model, "model folder")
 
-    def validate(self, params: dict[str, Any]) -> None:
+    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
+        checked = parse_params(GenerateParams, params, "generate").model_dump(exclude_none=True)
+        model_dir = self._model_dir(checked)  # inside the allowed folders before anything reads it
+        image = self.inputs.file(checked["character"], "character")
         try:
             import diffusers  # noqa: F401
         except ImportError as exc:
-            raise JobRejected(f"generate needs the diffusion extras: pip install -r requirements-diffusion.txt ({exc})")
-        model_dir = self._model_dir(params)
-        if not model_dir.is_dir():
-            raise JobRejected(f"model folder not found: {model_dir}")
+            raise JobRejected(
+                f"generate needs the diffusion extras: pip install -r requirements-diffusion.txt ({exc})") from None
         cls = _pipeline_class(model_dir)
         if cls not in PIPELINES:
             raise JobRejected(f"model {model_dir} is a {cls}; generate needs one of {', '.join(PIPELINES)}")
         multiple, frame_step, _ = PIPELINES[cls]
-        image = Path(params.get("character", ""))
-        if not image.is_file() or cv2.imread(str(image)) is None:
+        if cv2.imread(str(image)) is None:
             raise JobRejected(f"character image cannot be read: {image}")
-        frames = int(params.get("frames", frame_step * 2 + 1))
-        if frames < 1 or (frames - 1) % frame_step:
-            raise JobRejected(f"{cls} needs frames = {frame_step}k+1 (e.g. {frame_step * 2 + 1}, {frame_step * 6 + 1}), got {frames}")
+        frames = checked.setdefault("frames", frame_step * 2 + 1)
+        if (frames - 1) % frame_step:
+            examples = f"e.g. {frame_step * 2 + 1}, {frame_step * 6 + 1}"
+            raise JobRejected(f"{cls} needs frames = {frame_step}k+1 ({examples}), got {frames}")
         for key in ("width", "height"):
-            value = int(params.get(key, 512))
-            if value <= 0 or value % multiple:
-                raise JobRejected(f"{cls} needs {key} divisible by {multiple}, got {value}")
-        if int(params.get("steps", 30)) < 1:
-            raise JobRejected("steps must be at least 1")
-        if not str(params.get("prompt", "")).strip():
-            raise JobRejected("a prompt is required (what the character does)")
+            if checked[key] % multiple:
+                raise JobRejected(f"{cls} needs {key} divisible by {multiple}, got {checked[key]}")
+        if "model" in checked:
+            checked["model"] = str(model_dir)
+        return {**checked, "character": str(image)}
 
     def _pipeline(self, model_dir: Path):
         import torch
@@ -96,7 +116,8 @@ class GenerateKind:
                         pipe.vae.enable_tiling()
                 else:
                     pipe.to(device)
-                    log.warning("generate runs on the CPU: real diffusion models need a GPU to finish in reasonable time")
+                    log.warning("generate runs on the CPU: real diffusion models need a GPU to finish in "
+                                "reasonable time")
                 self._loaded = (model_dir, pipe)
             return self._loaded[1]
 
@@ -105,15 +126,20 @@ class GenerateKind:
         from PIL import Image
 
         params = ctx.params
-        model_dir = self._model_dir(params)
+        try:  # again: the folders may have changed since the submit
+            model_dir = self._model_dir(params)
+            image_path = self.inputs.file(params["character"], "character")
+        except JobRejected as exc:
+            raise JobFailed(str(exc)) from None
         cls = _pipeline_class(model_dir)
         _, _, default_fps = PIPELINES[cls]
         pipe = self._pipeline(model_dir)
-        bgr = cv2.imread(str(params["character"]), cv2.IMREAD_COLOR)
+        bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
         if bgr is None:
-            raise JobFailed(f"character image cannot be read: {params['character']}")
+            raise JobFailed(f"character image cannot be read: {image_path}")
         width, height = int(params.get("width", 512)), int(params.get("height", 512))
-        image = Image.fromarray(cv2.cvtColor(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+        resized = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
+        image = Image.fromarray(cv2.cvtColor(resized, cv2.COLOR_BGR2RGB))
         steps = int(params.get("steps", 30))
 
         def on_step(pipeline, step: int, timestep, kwargs):

@@ -4,12 +4,30 @@ and audio (facecast.render), on the daemon's shared engine pool."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
+from pydantic import Field
+
+from facecast.jobs.folders import AllowedFolders
+from facecast.jobs.params import ParamsModel, parse_params
 from facecast.jobs.runner import JobContext, JobFailed, JobRejected
 
-# kind -> (image parameter, video parameter)
-PARAMS = {"animate": ("character", "driving"), "swap": ("face", "target")}
+
+class AnimateParams(ParamsModel):
+    character: str = Field(min_length=1, description="portrait image (PNG, JPEG, WebP), inside jobs.input_dirs")
+    driving: str = Field(min_length=1, description="video whose face drives the character, inside jobs.input_dirs")
+    backend: Literal["mesh", "liveportrait"] | None = Field(None, description="null = effect.animate.backend")
+
+
+class SwapParams(ParamsModel):
+    face: str = Field(min_length=1, description="image of the face to put on the video, inside jobs.input_dirs")
+    target: str = Field(min_length=1, description="video whose faces are replaced, inside jobs.input_dirs")
+    backend: Literal["mesh", "inswapper"] | None = Field(None, description="null = effect.swap.backend")
+
+
+# kind -> (params model, image parameter, video parameter)
+PARAMS: dict[str, tuple[type[ParamsModel], str, str]] = {
+    "animate": (AnimateParams, "character", "driving"), "swap": (SwapParams, "face", "target")}
 
 
 def probe_video(path: Path) -> None:
@@ -47,41 +65,46 @@ class _Progress:
 
 
 class VideoEffectKind:
-    def __init__(self, name: str, cfg, engines=None) -> None:
+    def __init__(self, name: str, cfg, inputs: AllowedFolders, engines=None) -> None:
         self.name = name
         self.cfg = cfg  # the daemon's Config: same effect settings as the live path
+        self.inputs = inputs  # jobs.input_dirs: the only folders a job may read from
         self.engines = engines  # () -> the daemon's EnginePool
-        self.image_key, self.video_key = PARAMS[name]
+        self.params_model, self.image_key, self.video_key = PARAMS[name]
 
-    def validate(self, params: dict[str, Any]) -> None:
+    def _inputs(self, params: dict[str, Any]) -> tuple[Path, Path]:
+        return (self.inputs.file(params[self.image_key], self.image_key),
+                self.inputs.file(params[self.video_key], self.video_key))
+
+    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         from facecast.characters.library import check_files
 
-        for key in (self.image_key, self.video_key):
-            if not params.get(key):
-                raise JobRejected(f"{self.name} needs --{key}")
-        (_, character, reason), = check_files([Path(params[self.image_key])], self.cfg.characters)
+        checked = parse_params(self.params_model, params, self.name).model_dump(exclude_none=True)
+        image, video = self._inputs(checked)  # inside jobs.input_dirs before anything opens them
+        (_, character, reason), = check_files([image], self.cfg.characters)
         if character is None:
-            raise JobRejected(f"{params[self.image_key]}: cannot use this image: {reason}")
-        probe_video(Path(params[self.video_key]))
-        backend = params.get("backend")
-        if backend is not None:
-            allowed = ["mesh", "liveportrait"] if self.name == "animate" else ["mesh", "inswapper"]
-            if backend not in allowed:
-                raise JobRejected(f"{self.name} backend must be one of {', '.join(allowed)}, got {backend!r}")
+            raise JobRejected(f"{self.image_key} {image}: cannot use this image: {reason}")
+        probe_video(video)
+        return {**checked, self.image_key: str(image), self.video_key: str(video)}
 
     def run(self, ctx: JobContext) -> None:
         from facecast.characters.library import check_files
-        from facecast.render import RenderError, render_video, use_backend
+        from facecast.render import Progress, RenderError, render_video, use_backend
 
         params = ctx.params
+        try:
+            image, video = self._inputs(params)  # again: the files may have changed since the submit
+        except JobRejected as exc:
+            raise JobFailed(str(exc)) from None
         cfg = self.cfg.model_copy(deep=True)
         if params.get("backend"):
             use_backend(cfg, self.name, params["backend"])
-        (_, character, reason), = check_files([Path(params[self.image_key])], cfg.characters)
+        (_, character, reason), = check_files([image], cfg.characters)
         if character is None:
-            raise JobFailed(f"{params[self.image_key]}: cannot use this image: {reason}")
+            raise JobFailed(f"{image}: cannot use this image: {reason}")
         try:
-            render_video(self.name, character, Path(params[self.video_key]), ctx.temp_output, cfg,
-                         progress=_Progress(ctx), engines=self.engines, priority="batch", in_place=True)
+            progress = cast("Progress", _Progress(ctx))  # render_video calls only update() and done()
+            render_video(self.name, character, video, ctx.temp_output, cfg,
+                         progress=progress, engines=self.engines, priority="batch", in_place=True)
         except RenderError as exc:
             raise JobFailed(str(exc)) from exc

@@ -33,7 +33,8 @@ def _torch():
     try:
         import torch
     except ImportError as exc:  # pragma: no cover - the replicas extra is missing
-        raise RuntimeError("building replicas needs PyTorch and mimic-head: pip install 'facecast[replicas]'") from exc
+        raise RuntimeError("building replicas needs PyTorch: pip install 'facecast[replicas]'; and for LivePortrait its "
+                           "network code: pip install --no-deps mimic-head==0.1.5") from exc
     return torch
 
 
@@ -46,7 +47,8 @@ def model_params() -> dict:
     except ImportError as exc:
         raise RuntimeError(
             "building LivePortrait replicas needs LivePortrait's network code: "
-            "pip install --no-deps mimic-head==0.1.5 (the `replicas` extra)"
+            "pip install --no-deps mimic-head==0.1.5 (--no-deps: its declared dependencies are a gradio UI and "
+            "opencv-python, which would overwrite facecast's opencv-contrib-python)"
         ) from exc
     path = Path(mimic_head.__file__).parent / "config" / "models.yaml"
     return yaml.safe_load(path.read_text())["model_params"]

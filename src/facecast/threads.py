@@ -1,0 +1,110 @@
+"""How many threads each native thread pool may run, decided once at start-up from `threads.total`.
+
+Every native library facecast uses starts a pool of about one thread per core by default, and most of
+them keep their workers spinning for a while after each task, waiting for the next one. On a
+streamer's machine, where OBS's encoder and a game want the same cores, that spinning is CPU taken
+for nothing. Measured on the 2-core development machine, 720p60 `animate` (mesh): OpenBLAS's worker
+spun 33 % of a core around a 0.2 ms matrix product per frame, and the pools together took the
+process from about 85 % to 160 % of a core for the same 60 fps.
+
+The pipeline already runs its stages in parallel, one thread each (capture, tracking, effect,
+output). Their per-frame calls are a few milliseconds long, too short for a pool to win back what
+waking and spinning its workers costs, so the plan gives each pool what its stage needs:
+
+| pool | who uses it | threads |
+|---|---|---|
+| OpenCV (`cv2.setNumThreads`) | process-wide: every stage's cv2 calls (colour conversion, remap, blending) | 1: run in the calling stage's own thread |
+| numpy's BLAS (threadpoolctl) | process-wide: the mesh effects' spline product | 1 |
+| MediaPipe graph executor | the tracking stage's face mesh graph (its model runs on one XNNPACK thread, MediaPipe's desktop default) | 1 |
+| onnxruntime intra-op, no spinning | per session: the effect stage's neural models | total - 1 |
+| torch intra-op | the torch engine's CPU work | total - 1 |
+
+`total` counts the stage threads too: capture, tracking and output together keep about one core
+busy, so the neural models get the rest. Video decoders and encoders (capture, outputs) size their
+own threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from facecast.configbase import StrictModel
+
+log = logging.getLogger(__name__)
+
+# The tracking stage's MediaPipe graph: its calculators run one after the other for each frame, so
+# more executor threads only hand the frame from thread to thread (measured: 0.3-0.7 ms of CPU more
+# per 720p frame with MediaPipe's default of one thread per core).
+MEDIAPIPE_GRAPH_THREADS = 1
+
+
+class ThreadsConfig(StrictModel):
+    total: int | Literal["auto"] = Field(
+        "auto",
+        description="cores facecast's threads may keep busy together (the stage threads included); "
+        "auto = the cores this process may run on",
+    )
+
+    @field_validator("total", mode="before")
+    @classmethod
+    def _auto_or_cores(cls, value: object) -> object:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            return value
+        raise ValueError("allowed: auto or a number of cores, at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadPlan:
+    """Threads per pool (see the module docstring for who uses each)."""
+
+    total: int
+    opencv: int
+    blas: int
+    mediapipe: int
+    onnxruntime: int
+    torch: int
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (f"threads: total {self.total}; OpenCV {self.opencv}, BLAS {self.blas}, MediaPipe graph {self.mediapipe},"
+                f" onnxruntime {self.onnxruntime} per model, torch {self.torch}")
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (a container or taskset can allow fewer than the machine has)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def plan_threads(cfg: ThreadsConfig, usable: int | None = None) -> ThreadPlan:
+    total = (usable or usable_cores()) if cfg.total == "auto" else cfg.total
+    models = max(1, total - 1)  # capture, tracking and output keep about one core busy
+    return ThreadPlan(total=total, opencv=1, blas=1, mediapipe=MEDIAPIPE_GRAPH_THREADS, onnxruntime=models, torch=models)
+
+
+def apply_threads(plan: ThreadPlan) -> ThreadPlan:
+    """Size the process-wide pools (OpenCV, BLAS, torch when it is loaded). onnxruntime sessions and
+    the MediaPipe graph take theirs when they are created. Call once, before the stages start."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    cv2.setNumThreads(plan.opencv)
+    threadpool_limits(limits=plan.blas, user_api="blas")  # kept: the limiter is never restored
+    torch = sys.modules.get("torch")  # importing torch here would cost seconds on the CPU path
+    if torch is not None:
+        torch.set_num_threads(plan.torch)
+    log.info("%s", plan.describe())
+    return plan
+
+
+__all__ = ["MEDIAPIPE_GRAPH_THREADS", "ThreadPlan", "ThreadsConfig", "apply_threads", "plan_threads", "usable_cores"]
