@@ -182,7 +182,8 @@ def test_record_starts_a_new_file_each_time_and_finalises_it(api, daemon) -> Non
 
 
 def test_output_by_name_and_text_form(api, daemon) -> None:
-    assert ok(api.post("/actions/output", json={"name": "sink", "on": False}))["state"]["outputs"]["sink"]["enabled"] is False
+    body = ok(api.post("/actions/output", json={"name": "sink", "on": False}))
+    assert body["state"]["outputs"]["sink"]["enabled"] is False
     body = ok(api.post("/actions", json={"action": "output", "args": ["sink", "on"]}))
     assert body["state"]["outputs"]["sink"]["enabled"] is True and body["action"] == "output"
     refused(api.post("/actions/output", json={"name": "ndi9"}), 404, "unknown output 'ndi9'; configured: preview")
@@ -201,7 +202,8 @@ def test_preview_without_a_display_is_refused_with_the_reason(api, monkeypatch) 
 @pytest.mark.parametrize(
     ("path", "kwargs", "status", "reason"),
     [
-        ("/actions/character", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "not valid JSON"),
+        ("/actions/character", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422,
+         "not valid JSON"),
         ("/actions/character", {"json": {}}, 422, "key: Field required"),
         ("/actions/character", {"json": {"key": 0}}, 422, "positions start at 1"),
         ("/actions/character", {"json": {"key": [1]}}, 422, "key"),
@@ -262,12 +264,14 @@ def _noise(size: int) -> np.ndarray:
         ("huge.png", b"\x89PNG" + bytes(1_200_000), 413, "larger than control.upload_max_mb (1 MB)"),
     ],
 )
-def test_bad_uploads_are_refused_with_the_reason_and_change_nothing(api, daemon, filename, data, status, reason) -> None:
+def test_bad_uploads_are_refused_with_the_reason_and_change_nothing(api, daemon, filename, data, status,
+                                                                   reason) -> None:
     folder = daemon.characters.folder
     files_before = sorted(p.name for p in folder.iterdir())
     names_before = daemon.characters.names()
     active_before = daemon.characters.active.name
-    refused(api.post("/characters", params={"select": "true"}, files={"file": (filename, io.BytesIO(data))}), status, reason)
+    upload = api.post("/characters", params={"select": "true"}, files={"file": (filename, io.BytesIO(data))})
+    refused(upload, status, reason)
     assert sorted(p.name for p in folder.iterdir()) == files_before
     assert daemon.characters.names() == names_before
     assert daemon.characters.active.name == active_before
@@ -353,7 +357,8 @@ def test_a_page_the_api_serves_itself_is_its_own_origin_and_changes_state_with_t
     refused(api.post("/actions/freeze", headers=own), 403, "session secret")
     assert daemon.effect.frozen == frozen
     secret = ok(api.get("/session"))["session"]  # a same-origin GET carries no Origin
-    assert ok(api.post("/actions/freeze", headers={**own, "x-facecast-session": secret}))["state"]["frozen"] is not frozen
+    body = ok(api.post("/actions/freeze", headers={**own, "x-facecast-session": secret}))
+    assert body["state"]["frozen"] is not frozen
     ok(api.post("/actions/freeze", json={"on": frozen}))
 
 
@@ -376,9 +381,10 @@ def test_allowed_origins_are_exact_and_need_the_session_secret_to_change_state(d
         assert body["state"]["frozen"] is not frozen
         ok(client.post("/actions/freeze", headers={**page, "x-facecast-session": secret}))
         # A preflight from the allowed page is answered with what it may send.
-        preflight = client.options("/actions/freeze", headers={**page, "access-control-request-method": "POST",
-                                                                "access-control-request-headers": "x-facecast-session"})
-        assert preflight.status_code == 200 and "x-facecast-session" in preflight.headers["access-control-allow-headers"]
+        preflight = client.options("/actions/freeze", headers={
+            **page, "access-control-request-method": "POST", "access-control-request-headers": "x-facecast-session"})
+        assert preflight.status_code == 200
+        assert "x-facecast-session" in preflight.headers["access-control-allow-headers"]
         # Any sandboxed page has the origin "null": it never gets the secret.
         refused(client.get("/session", headers={"origin": "null"}), 403, "origin null")
         # Local programs (no Origin) act without a secret, as before.

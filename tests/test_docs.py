@@ -165,11 +165,6 @@ HANDLING: dict[str, Skip | Interrupt | Bounded | NeedsDaemon] = {
     ),
     r"facecast models download\b": Skip("downloads hundreds of MB of model weights (network)"),
     r"facecast jobs submit generate\b": Skip("needs a diffusion model folder (a download of several GB)"),
-    r"facecast jobs list \| show ID": Skip(
-        "fix pending: README.md shows `jobs list | show ID | cancel ID | retry ID` in a sh fence, "
-        "which bash runs as a pipe into commands that do not exist; write it as one command with the "
-        "others in its comment"
-    ),
     r"^make run\b": Interrupt(),
     r"facecast run\b(?!.*--(frames|seconds)\b)": Interrupt(),
     r"facecast bench\b|tools/benchmark\.py": Bounded(
@@ -306,7 +301,7 @@ class World:
             text=True,
             start_new_session=True,
         )
-        if not _wait_for(self.daemon, self.daemon_log, RUNNING, 120):
+        if not OutputPump(self.daemon, self.daemon_log, RUNNING).wait_seen(120):
             self.stop_daemon()
             raise AssertionError("the world's daemon did not start:\n" + "".join(self.daemon_log[-40:]))
 
@@ -323,23 +318,28 @@ class World:
         self.daemon = None
 
 
-def _wait_for(proc: subprocess.Popen, sink: list[str], text: str, timeout: float) -> bool:
-    """Collect the process's output into `sink` (on a thread, until it ends); True once `text`
-    appeared, False if it ended or `timeout` passed first."""
-    seen = threading.Event()
+class OutputPump:
+    """Collects a process's output lines on a thread, until the process closes it."""
 
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sink.append(line)
-            if text in line:
-                seen.set()
+    def __init__(self, proc: subprocess.Popen, sink: list[str], wanted: str) -> None:
+        self.proc, self.sink, self.wanted = proc, sink, wanted
+        self.seen = threading.Event()
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
 
-    threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not seen.is_set() and proc.poll() is None:
-        seen.wait(0.2)
-    return seen.is_set()
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.sink.append(line)
+            if self.wanted in line:
+                self.seen.set()
+
+    def wait_seen(self, timeout: float) -> bool:
+        """True once `wanted` appeared; False if the process ended or `timeout` passed first."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.seen.is_set() and self.proc.poll() is None:
+            self.seen.wait(0.2)
+        return self.seen.is_set()
 
 
 @pytest.fixture(scope="module")
@@ -400,17 +400,15 @@ def _interrupted(world: World, text: str) -> tuple[int, str]:
         start_new_session=True,
     )
     out: list[str] = []
+    pump = OutputPump(proc, out, RUNNING)
     try:
-        if not _wait_for(proc, out, RUNNING, 180):
-            proc.wait(5) if proc.poll() is None else None
-            return (
-                proc.returncode if proc.returncode is not None else -1,
-                "".join(out) + f"\n[docs test] it never printed {RUNNING!r}",
-            )
+        if not pump.wait_seen(180):
+            rc = proc.poll()
+            return (-1 if rc is None else rc), "".join(out) + f"\n[docs test] it never printed {RUNNING!r}"
         time.sleep(1.0)  # a second of running frames
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(90)
-        time.sleep(0.2)  # the pump thread takes the last lines
+        pump.thread.join(10)  # the last lines
         return proc.returncode, "".join(out)
     finally:
         if proc.poll() is None:

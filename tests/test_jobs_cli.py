@@ -35,7 +35,8 @@ def _jobs(workdir: Path, *args: str, timeout: float = 300):
 def test_submit_run_and_the_output_matches_the_input(workdir, synthetic_video):
     driving = synthetic_video(24, 320, 240, fps=24.0, audio=True)
     out = workdir / "recordings" / "animated.mp4"
-    submitted = _jobs(workdir, "submit", "animate", "--character", str(PORTRAIT), "--driving", str(driving), "-o", str(out))
+    submitted = _jobs(workdir, "submit", "animate", "--character", str(PORTRAIT), "--driving", str(driving),
+                      "-o", str(out))
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip()
     assert _jobs(workdir, "show", job_id).stdout.split()[1] == "queued"
@@ -66,7 +67,8 @@ def test_bad_inputs_are_refused_at_submit_with_the_reason(workdir, args, reason)
 
 def test_an_output_outside_the_allowed_folders_is_refused(workdir, synthetic_video):
     video = synthetic_video(5)
-    result = _jobs(workdir, "submit", "swap", "--face", str(PORTRAIT), "--target", str(video), "-o", "/tmp/elsewhere/out.mp4")
+    result = _jobs(workdir, "submit", "swap", "--face", str(PORTRAIT), "--target", str(video),
+                   "-o", "/tmp/elsewhere/out.mp4")
     assert result.returncode == 2 and "outside the allowed folders" in result.stderr
 
 

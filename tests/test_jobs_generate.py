@@ -8,12 +8,12 @@ import pytest
 
 pytest.importorskip("diffusers", reason="the diffusion extras (facecast[diffusion]) are not installed")
 
-from facecast.jobs.folders import AllowedFolders  # noqa: E402
-from facecast.jobs.kinds.generate import GenerateKind  # noqa: E402
-from facecast.jobs.runner import BatchRunner, JobRejected  # noqa: E402
-from facecast.jobs.store import JobStore  # noqa: E402
-from tests.conftest import PORTRAIT, count_frames  # noqa: E402
-from tests.diffusion_fixtures import make_tiny_ltx  # noqa: E402
+from facecast.jobs.folders import AllowedFolders
+from facecast.jobs.kinds.generate import GenerateKind
+from facecast.jobs.runner import BatchRunner, JobRejected
+from facecast.jobs.store import JobStore
+from tests.conftest import PORTRAIT, count_frames
+from tests.diffusion_fixtures import make_tiny_ltx
 
 
 @pytest.fixture(scope="module")
@@ -57,5 +57,5 @@ def test_bad_generate_requests_are_refused_with_the_reason(tiny_model, change, r
 
 def test_a_folder_that_is_not_a_pipeline_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(JobRejected, match="model_index.json"):
+    with pytest.raises(JobRejected, match=r"model_index\.json"):
         _kind(tmp_path / "empty").validate(_params(tmp_path / "empty"))

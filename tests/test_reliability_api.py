@@ -5,7 +5,6 @@ excluded) from the API's own OpenAPI schema. The stream must go on through all o
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -41,7 +40,8 @@ class Daemon:
             "run", "--set", f"control.port={self.port}", "--set", f"control.token={TOKEN}",
             "--set", "control.upload_max_mb=1", "--set", f"jobs.db={self.db}", "--set", "jobs.lease_s=5",
             "--set", f"jobs.input_dirs=[{self.inputs}]", "--set", f"jobs.output_dirs=[{self.recordings}]",
-            "--set", f"characters.dir={self.characters}", "--set", f"outputs.record.path={self.recordings}/rec-{{time}}.mkv",
+            "--set", f"characters.dir={self.characters}",
+            "--set", f"outputs.record.path={self.recordings}/rec-{{time}}.mkv",
             "--set", "capture.source=synthetic", "--set", "capture.width=160", "--set", "capture.height=120",
             "--set", "capture.fps=15", "--set", "tracking.enabled=false", "--set", "effect.active=passthrough",
             "--set", "outputs.preview.enabled=false", "--set", "stats.interval_s=0",

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="check the config and print it with every default filled in")
     _add_config_args(cfg)
 
-    sub.add_parser("doctor", help="what this machine offers: GPU, providers, cameras, display, outputs")
+    doctor = sub.add_parser("doctor", help="what this machine offers: GPU, providers, cameras, display, outputs")
+    _add_config_args(doctor)
 
     from facecast.jobs.command import add_arguments as add_jobs_arguments
 
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor":
         from facecast.doctor import run_doctor
 
-        return run_doctor()
+        return run_doctor(args.config, args.overrides)
     if args.command == "bench":
         from facecast.bench.command import run_command
         from facecast.config import default_config_path

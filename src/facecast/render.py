@@ -229,7 +229,7 @@ class Progress:
 
     def __init__(self, stream=None, interval_s: float = 0.25) -> None:
         self.stream = stream or sys.stderr  # looked up now: the native log filter may have re-pointed it
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self.interval = interval_s if self.tty else 2.0
         self._last = 0.0
         self._line = ""

@@ -107,4 +107,20 @@ def apply_threads(plan: ThreadPlan) -> ThreadPlan:
     return plan
 
 
-__all__ = ["MEDIAPIPE_GRAPH_THREADS", "ThreadPlan", "ThreadsConfig", "apply_threads", "plan_threads", "usable_cores"]
+def pools_now() -> dict[str, int | None]:
+    """The process-wide pools as they are sized right now (asked of the libraries themselves, so a
+    benchmark reports what really ran, whatever was planned). torch: None when it is not loaded."""
+    import cv2
+    from threadpoolctl import threadpool_info
+
+    blas = [lib["num_threads"] for lib in threadpool_info() if lib.get("user_api") == "blas"]
+    torch = sys.modules.get("torch")
+    return {
+        "opencv": cv2.getNumThreads(),
+        "blas": max(blas) if blas else None,
+        "torch": torch.get_num_threads() if torch is not None else None,
+    }
+
+
+__all__ = ["MEDIAPIPE_GRAPH_THREADS", "ThreadPlan", "ThreadsConfig", "apply_threads", "plan_threads", "pools_now",
+           "usable_cores"]

@@ -104,6 +104,16 @@ def format_result(r: dict[str, Any]) -> str:
             f"process    CPU {proc['cpu_percent']:.0f}% ({proc['cpu_percent_of_machine']:.0f}% of the machine;"
             f" whole machine {r['system_cpu_percent']:.0f}%), peak RSS {proc['rss_peak_mb']:.0f} MB"
         )
+    if r.get("cpu_ms_per_frame") is not None:
+        lines.append(
+            f"CPU/frame  {_ms(r['cpu_ms_per_frame'])} ms of process CPU per delivered frame; stages busy"
+            f" {_ms(r['stage_busy_ms_per_frame'])} ms (wall time inside the stages, summed: above the CPU time when"
+            f" the machine is busy, below it when decoders and pools work beside the stages)"
+        )
+    threads = r.get("threads")
+    if threads:
+        now = ", ".join(f"{k} {v}" for k, v in threads["in_use"].items() if v is not None)
+        lines.append(f"threads    total {threads['plan']['total']}; in use: {now}")
     gpu = r.get("gpu")
     if gpu:
         if gpu["available"]:

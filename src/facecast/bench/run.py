@@ -21,6 +21,7 @@ from facecast.bench.system import providers_in_use
 from facecast.config import Config, ConfigError, load_config
 from facecast.outputs.null import NullOutputConfig
 from facecast.pipeline.stats import FrameTiming
+from facecast.threads import plan_threads, pools_now
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,10 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
             engine.transfers.reset()
         monitor.start()
         monitoring = True
+        cpu0 = time.process_time()  # every thread of the process: stages, pools, decoders, the bench itself
         _wait(daemon, lambda: False, "measurement", 0.05)
+        cpu_s, cpu_frames = time.process_time() - cpu0, stats.frames_out
+        pools = pools_now()
         resources = monitor.stop()
         monitoring = False
         if batch is not None:
@@ -375,6 +379,12 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
         "errors": counters["errors"],
         "stuck": counters["stuck"],
         "tracked_ratio": figures["tracked_ratio"],
+        # The CPU budget of a frame: the process's CPU time over the measurement per delivered frame,
+        # next to the time the stages spent working on it. The difference is work no stage is charged
+        # for: decoder and encoder threads, thread pools spinning, queue hand-overs.
+        "cpu_ms_per_frame": round(1000 * cpu_s / cpu_frames, 3) if cpu_frames else None,
+        "stage_busy_ms_per_frame": round(sum(s["mean"] for s in figures["stages"].values() if s["mean"] is not None), 3),
+        "threads": {"plan": plan_threads(cfg.threads).as_dict(), "in_use": pools},
         "engines": per_model,
         "transfers": transfers,
         # The output workers' own figures (each output sends on its own thread), as the stats report them.

@@ -97,9 +97,14 @@ class Grid:
 
 
 class TpsField:
-    """Thin-plate spline through fixed centres, pre-evaluated on a grid: field = basis @ values."""
+    """Thin-plate spline through fixed centres, pre-evaluated on a grid: field = basis @ values.
 
-    def __init__(self, centres: np.ndarray, grid: Grid, smoothing: float = 1e-4) -> None:
+    `pinned`: how many of the last centres always have the value 0 (image borders that never move).
+    They shape the spline but add nothing to the product, so their columns are left out of `basis`
+    and `field()` takes values for the other centres only.
+    """
+
+    def __init__(self, centres: np.ndarray, grid: Grid, smoothing: float = 1e-4, pinned: int = 0) -> None:
         centres = np.asarray(centres, dtype=np.float64)
         k = len(centres)
         if k < 3:
@@ -117,12 +122,13 @@ class TpsField:
         design = np.hstack([_tps_u(gd2), np.ones((len(g), 1)), g])
         self.grid = grid
         self.centres = centres.astype(np.float32)
-        self.basis = (design @ inv).astype(np.float32)  # (rows*cols, k)
-        self._inv = inv.astype(np.float32)
-        self._scale = scale
+        if not 0 <= pinned < k:
+            raise ValueError(f"pinned must be 0 to {k - 1} centres, got {pinned}")
+        self.moving = k - pinned
+        self.basis = np.ascontiguousarray((design @ inv)[:, : self.moving], dtype=np.float32)  # (rows*cols, moving)
 
     def field(self, values: np.ndarray) -> FloatArray:
-        """The (rows, cols, 2) field interpolating `values` (k, 2) given at the centres."""
+        """The (rows, cols, 2) field interpolating `values` (moving, 2) given at the moving centres."""
         out = self.basis @ np.asarray(values, dtype=np.float32)
         return out.reshape(self.grid.rows, self.grid.cols, 2)
 
@@ -134,38 +140,43 @@ def invert_displacement(grid: Grid, disp: FloatArray, targets: FloatArray, itera
     where the warp stretches a lot (a jaw dropping opens the lips to several times their gap), where
     plain fixed-point iteration x <- y - d(x) would not. Where the warp folds (det J <= 0) the step
     falls back to the fixed-point one.
+
+    Runs on every frame: the field and its four derivatives are packed into one 4-channel and one
+    2-channel grid (cv2.remap samples up to 4 channels in one call), and the step is computed in
+    float32 with few temporaries.
     """
-    dxdx = np.gradient(disp[..., 0], axis=1) / grid.sx
-    dxdy = np.gradient(disp[..., 0], axis=0) / grid.sy
-    dydx = np.gradient(disp[..., 1], axis=1) / grid.sx
-    dydy = np.gradient(disp[..., 1], axis=0) / grid.sy
-    packed = np.dstack([disp, dxdx, dxdy, dydx, dydy]).astype(np.float32)  # one remap samples everything
-    x = targets - grid.sample(disp, targets)
+    d_dy, d_dx = np.gradient(disp, axis=(0, 1))  # per grid step, each (rows, cols, 2)
+    field_a = np.empty(disp.shape[:2] + (4,), np.float32)  # d_x, d_y, dd_x/dx, dd_x/dy
+    field_a[..., :2] = disp
+    field_a[..., 2] = d_dx[..., 0] * (1.0 / grid.sx)
+    field_a[..., 3] = d_dy[..., 0] * (1.0 / grid.sy)
+    field_b = np.empty(disp.shape[:2] + (2,), np.float32)  # dd_y/dx, dd_y/dy
+    field_b[..., 0] = d_dx[..., 1] * (1.0 / grid.sx)
+    field_b[..., 1] = d_dy[..., 1] * (1.0 / grid.sy)
+    ty, tx = targets[..., 1], targets[..., 0]
+    x = (targets - grid.sample(disp, targets)).astype(np.float32)
+    cap = 3.0 * max(grid.sx, grid.sy)  # Newton can overshoot across a fold: cap a step at a few grid cells
     for _ in range(iterations):
-        s = _sample_n(grid, packed, x)
-        r0 = x[..., 0] + s[..., 0] - targets[..., 0]  # residual f(x) - y
-        r1 = x[..., 1] + s[..., 1] - targets[..., 1]
-        a, b, c, d = 1 + s[..., 2], s[..., 3], s[..., 4], 1 + s[..., 5]
+        u = (x[..., 0] - grid.x0) * np.float32(1.0 / grid.sx)
+        v = (x[..., 1] - grid.y0) * np.float32(1.0 / grid.sy)
+        sa = cv2.remap(field_a, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        sb = cv2.remap(field_b, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        r0 = x[..., 0] + sa[..., 0] - tx  # residual f(x) - y
+        r1 = x[..., 1] + sa[..., 1] - ty
+        a, b = sa[..., 2] + 1.0, sa[..., 3]
+        c, d = sb[..., 0], sb[..., 1] + 1.0
         det = a * d - b * c
-        ok = det > 0.05
-        safe = np.where(ok, det, 1.0)
-        step0 = np.where(ok, (d * r0 - b * r1) / safe, r0)
-        step1 = np.where(ok, (a * r1 - c * r0) / safe, r1)
-        # Newton can overshoot across a fold: cap a step at a few grid cells.
-        cap = 3.0 * max(grid.sx, grid.sy)
-        x = x - np.dstack([np.clip(step0, -cap, cap), np.clip(step1, -cap, cap)]).reshape(x.shape)
-    return x.astype(np.float32)
-
-
-def _sample_n(grid: Grid, field: FloatArray, at: FloatArray) -> FloatArray:
-    """Bilinear sample of a (rows, cols, n) field (n > 4 allowed) at image points `at`."""
-    u = ((at[..., 0] - grid.x0) / grid.sx).astype(np.float32)
-    v = ((at[..., 1] - grid.y0) / grid.sy).astype(np.float32)
-    n = field.shape[-1]
-    parts = [cv2.remap(np.ascontiguousarray(field[..., i:i + 4]), u, v, cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_REPLICATE) for i in range(0, n, 4)]
-    parts = [p if p.ndim == 3 else p[..., None] for p in parts]
-    return np.concatenate(parts, axis=-1)
+        fold = det <= 0.05
+        det[fold] = 1.0
+        step0 = (d * r0 - b * r1) / det
+        step1 = (a * r1 - c * r0) / det
+        step0[fold] = r0[fold]
+        step1[fold] = r1[fold]
+        np.clip(step0, -cap, cap, out=step0)
+        np.clip(step1, -cap, cap, out=step1)
+        x[..., 0] -= step0
+        x[..., 1] -= step1
+    return x
 
 
 def upsample(coarse: FloatArray, width: int, height: int) -> FloatArray:

@@ -23,7 +23,9 @@ class PreviewOutputConfig(StrictModel):
 
 def display_available() -> bool:
     if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+        # OpenCV's Qt ships only its X11 plugin: on Wayland it needs XWayland's DISPLAY, and without
+        # one Qt aborts the whole process instead of failing to open a window.
+        return bool(os.environ.get("DISPLAY"))
     return True
 
 
@@ -35,7 +37,7 @@ class PreviewOutput(Output):
 
     def open(self) -> None:
         if not display_available():
-            raise OutputUnavailable("no display (DISPLAY/WAYLAND_DISPLAY unset)")
+            raise OutputUnavailable("no X11 display (DISPLAY unset; under Wayland the window needs XWayland)")
 
     def write(self, packet: FramePacket) -> None:
         if not self._window_open:
