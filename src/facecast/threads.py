@@ -15,7 +15,7 @@ waking and spinning its workers costs, so the plan gives each pool what its stag
 |---|---|---|
 | OpenCV (`cv2.setNumThreads`) | process-wide: every stage's cv2 calls (colour conversion, remap, blending) | 1: run in the calling stage's own thread |
 | numpy's BLAS (threadpoolctl) | process-wide: the mesh effects' spline product | 1 |
-| MediaPipe graph executor | the tracking stage's face mesh graph (its model runs on one XNNPACK thread, MediaPipe's desktop default) | 1 |
+| MediaPipe | the tracking stage's face mesh graph | not sized here: its model runs on one XNNPACK thread (MediaPipe's desktop default); its graph keeps two threads of its own that wait, not spin (`num_threads` in the graph config changes neither, checked) |
 | onnxruntime intra-op, no spinning | per session: the effect stage's neural models | total - 1 |
 | torch intra-op | the torch engine's CPU work | total - 1 |
 
@@ -37,12 +37,6 @@ from pydantic import Field, field_validator
 from facecast.configbase import StrictModel
 
 log = logging.getLogger(__name__)
-
-# The tracking stage's MediaPipe graph: its calculators run one after the other for each frame, so
-# more executor threads only hand the frame from thread to thread (measured: 0.3-0.7 ms of CPU more
-# per 720p frame with MediaPipe's default of one thread per core).
-MEDIAPIPE_GRAPH_THREADS = 1
-
 
 class ThreadsConfig(StrictModel):
     total: int | Literal["auto"] = Field(
@@ -66,7 +60,6 @@ class ThreadPlan:
     total: int
     opencv: int
     blas: int
-    mediapipe: int
     onnxruntime: int
     torch: int
 
@@ -74,7 +67,7 @@ class ThreadPlan:
         return asdict(self)
 
     def describe(self) -> str:
-        return (f"threads: total {self.total}; OpenCV {self.opencv}, BLAS {self.blas}, MediaPipe graph {self.mediapipe},"
+        return (f"threads: total {self.total}; OpenCV {self.opencv}, BLAS {self.blas},"
                 f" onnxruntime {self.onnxruntime} per model, torch {self.torch}")
 
 
@@ -89,7 +82,7 @@ def usable_cores() -> int:
 def plan_threads(cfg: ThreadsConfig, usable: int | None = None) -> ThreadPlan:
     total = (usable or usable_cores()) if cfg.total == "auto" else cfg.total
     models = max(1, total - 1)  # capture, tracking and output keep about one core busy
-    return ThreadPlan(total=total, opencv=1, blas=1, mediapipe=MEDIAPIPE_GRAPH_THREADS, onnxruntime=models, torch=models)
+    return ThreadPlan(total=total, opencv=1, blas=1, onnxruntime=models, torch=models)
 
 
 def apply_threads(plan: ThreadPlan) -> ThreadPlan:
@@ -122,5 +115,5 @@ def pools_now() -> dict[str, int | None]:
     }
 
 
-__all__ = ["MEDIAPIPE_GRAPH_THREADS", "ThreadPlan", "ThreadsConfig", "apply_threads", "plan_threads", "pools_now",
+__all__ = ["ThreadPlan", "ThreadsConfig", "apply_threads", "plan_threads", "pools_now",
            "usable_cores"]

@@ -38,9 +38,11 @@ class BatchLoad:
 
         self._make_clip()
         cfg = daemon.cfg
-        jobs_cfg = JobsConfig(db=self._dir / "jobs.sqlite", output_dirs=[self._dir], min_live_ratio=cfg.jobs.min_live_ratio,
+        jobs_cfg = JobsConfig(db=self._dir / "jobs.sqlite", output_dirs=[self._dir], input_dirs=[self._dir],
+                              min_live_ratio=cfg.jobs.min_live_ratio,
                               max_live_latency_ratio=cfg.jobs.max_live_latency_ratio)
-        self.service = JobService(jobs_cfg, default_kinds(cfg, daemon.engines), live_fps=daemon.stats.fps,
+        kinds = default_kinds(cfg.model_copy(update={"jobs": jobs_cfg}), daemon.engines)  # reads its own clip
+        self.service = JobService(jobs_cfg, kinds, live_fps=daemon.stats.fps,
                                   live_latency_ms=daemon.stats.recent_latency_ms)
         image = str(daemon.characters.active.path) if daemon.characters.active is not None else None
         if image is None:

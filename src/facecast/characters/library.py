@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 _FORMATS = {"PNG", "JPEG", "MPO", "WEBP"}  # MPO: JPEG from phone cameras
+REMOVED_DIR = "removed"  # removed characters' files go here (a subfolder is never loaded)
 # Pillow refuses to open images over twice its MAX_IMAGE_PIXELS (89.5 megapixels by default) as
 # possible decompression bombs. That guard protects the whole process, so it stays on; our own
 # limit (characters.max_megapixels) is checked from the header below it, before any decoding.
@@ -371,6 +372,33 @@ class CharacterLibrary:
             if self._active is None:
                 self._active = character
         log.info("characters: added %s (%s)", name, character.describe())
+        return character
+
+    # -- removing -------------------------------------------------------------------------------
+    def remove(self, key: int | str) -> Character:
+        """Take a character out of the library (1-based index or name). Its file is moved into the
+        folder's `removed/` subfolder, not deleted: a mis-click is undone by moving it back. An
+        active character is replaced by the next one (none after the last). KeyError: no such
+        character; CharacterError: its file cannot be moved (nothing changed)."""
+        with self._lock:
+            character = self.get(key)
+            removed = self.folder / REMOVED_DIR
+            target, n = removed / character.path.name, 1
+            while target.exists():  # removed before under the same name: keep both
+                target, n = removed / f"{character.path.stem}-{n}{character.path.suffix}", n + 1
+            try:
+                removed.mkdir(exist_ok=True)
+                os.replace(character.path, target)
+            except FileNotFoundError:
+                pass  # the file is already gone from the folder: only the library forgets it
+            except OSError as exc:
+                reason = exc.strerror or exc
+                raise CharacterError(f"cannot move {character.path.name} into {removed}: {reason}") from exc
+            position = self._items.index(character)
+            self._items = [c for c in self._items if c is not character]
+            if self._active is character:
+                self._active = self._items[min(position, len(self._items) - 1)] if self._items else None
+        log.info("characters: removed %s (file moved to %s)", character.name, target)
         return character
 
     def _find(self, key: str) -> Character | None:

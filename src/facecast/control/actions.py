@@ -13,9 +13,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, WithJsonSchema, field_validator
 
 from facecast.configbase import StrictModel
 
@@ -44,12 +44,16 @@ class SwitchArgs(StrictModel):
 
 
 class CharacterArgs(StrictModel):
-    key: int | str = Field(description="1-based position in the character list, or the character's name")
+    # The schema states what the validators below accept: a position from 1, or a name that is not
+    # blank and not all zeros (digit strings are positions).
+    key: Annotated[int | str, WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1},
+                                                        {"type": "string", "pattern": r"[^\s0]"}]})] = Field(
+        description="1-based position in the character list, or the character's name")
 
     @field_validator("key", mode="before")
     @classmethod
     def _digits_are_positions(cls, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
             return int(value)
         return value
 

@@ -42,13 +42,14 @@ from starlette.routing import Match
 from facecast import __version__
 from facecast.control.actions import ACTIONS, ActionError, ActionSpec, Command, Controls, find_action
 from facecast.control.config import ControlConfig, is_loopback
+from facecast.control.panel_routes import is_public_path, mount_panel, panel_body_limit
 from facecast.jobs.api import add_job_routes
 from facecast.jobs.params import json_integer
 from facecast.pipeline.stage import StartupError
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+PUBLIC_PATHS = frozenset({"/docs", "/openapi.json"})
 START_TIMEOUT_S = 5.0
 STOP_TIMEOUT_S = 1.0
 EVENT_BACKLOG = 64  # WebSocket events waiting for a slow client; older ones are dropped
@@ -96,6 +97,7 @@ ERRORS = _errors(400, 404, 409, 422)
 def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
     daemon = controls.daemon
     app = FastAPI(
+        docs_url=None, redoc_url=None,  # the panel serves /docs from the package (no CDN); no ReDoc
         title="facecast control API",
         version=__version__,
         description=(
@@ -146,10 +148,6 @@ def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
     add_job_routes(app, lambda: daemon.jobs)  # /jobs: offline video jobs (facecast.jobs)
 
     # -- reading ---------------------------------------------------------------------------------
-    @app.get("/", include_in_schema=False)
-    def index() -> dict[str, Any]:
-        return {"name": "facecast", "version": __version__, "docs": "/docs", "state": "/state", "ws": "/ws"}
-
     @app.get("/state", summary="Active character, effect, outputs, switches and live fps")
     def get_state() -> dict[str, Any]:
         return controls.state()
@@ -237,6 +235,8 @@ def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
             return
         await _stream(ws, controls, interval)
 
+    mount_panel(app, controls)  # /, /dock, /docs, /preview.mjpg, /settings, thumbnails... (control/panel_routes.py)
+    app.state.body_limits["/jobs/inputs"] = panel_body_limit("/jobs/inputs")  # the panel's video upload
     _add_security_scheme(app, cfg)
     return app
 
@@ -475,7 +475,8 @@ class GuardMiddleware:
         if origin is not None and not self._origin_allowed(origin.rstrip("/").lower(), scope, headers):
             return 403, (f"requests from web page {origin} are refused; "
                          "add it to control.allowed_origins to allow them")
-        if self.token is not None and scope.get("path") not in PUBLIC_PATHS:
+        path = scope.get("path", "")
+        if self.token is not None and path not in PUBLIC_PATHS and not is_public_path(path):
             given = _token_from(headers, scope)
             if given is None:
                 return 401, "this API needs a token: send 'Authorization: Bearer <control.token>'"

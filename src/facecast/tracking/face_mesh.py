@@ -8,7 +8,6 @@ Per frame, on the CPU budget of a 60 fps stream:
   depend on the frame size: measured on 1080p frames, 3.8-4.0 ms per frame at full size and 4.2 ms
   on a half-size copy, which costs 0.9 ms to make against 0.45 ms for the full-size conversion.
   A downscaled copy would cost CPU and accuracy, and save nothing.
-- The graph runs its calculators on one thread (`threads.MEDIAPIPE_GRAPH_THREADS`).
 - The landmarks are read from the protobuf's serialised bytes in one numpy view instead of 478
   Python objects (`landmarks_from_proto`).
 """
@@ -16,7 +15,6 @@ Per frame, on the CPU budget of a 60 fps stream:
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,7 +22,6 @@ from pydantic import Field
 
 from facecast.configbase import StrictModel
 from facecast.pipeline.stage import Stage, StartupError
-from facecast.threads import MEDIAPIPE_GRAPH_THREADS
 from facecast.tracking.geometry import eye_openness, face_box, head_pose, mouth_openness
 from facecast.tracking.one_euro import OneEuroFilter, SmoothingConfig
 from facecast.types import NUM_LANDMARKS, Face, FramePacket, Image, Landmarks
@@ -41,40 +38,17 @@ class TrackingConfig(StrictModel):
 
 
 # -- MediaPipe ------------------------------------------------------------------------------------
-# The legacy face mesh solution's graph (mediapipe==0.10.21 ships it with its models).
-_GRAPH_FILE = "mediapipe/modules/face_landmark/face_landmark_front_cpu.binarypb"
-
-
-def _face_mesh_graph(cfg: TrackingConfig, static_images: bool, graph_threads: int):
-    """What `mediapipe.solutions.face_mesh.FaceMesh` builds, with the graph's executor sized:
-    FaceMesh itself leaves it at one thread per core."""
+def _face_mesh_graph(cfg: TrackingConfig, static_images: bool):
     try:
-        import mediapipe
-        from mediapipe.framework import calculator_pb2
-        from mediapipe.python.solution_base import SolutionBase
+        from mediapipe.python.solutions.face_mesh import FaceMesh
     except ImportError as exc:  # pragma: no cover - mediapipe is a core requirement
         raise StartupError(f"tracking needs mediapipe==0.10.21 ({exc}); run: make run") from exc
-    path = Path(mediapipe.__file__).resolve().parent.parent / _GRAPH_FILE
-    config = calculator_pb2.CalculatorGraphConfig()
-    try:
-        config.ParseFromString(path.read_bytes())
-    except OSError as exc:
-        raise StartupError(f"tracking: MediaPipe's face mesh graph is missing ({exc}); facecast needs"
-                           f" mediapipe==0.10.21, run: make run") from exc
-    config.num_threads = graph_threads
-    return SolutionBase(
-        graph_config=config,
-        side_inputs={
-            "num_faces": cfg.max_faces,
-            "with_attention": True,  # the refined eye, lip and iris model: 478 landmarks
-            "use_prev_landmarks": not static_images,
-        },
-        calculator_params={
-            "facedetectionshortrangecpu__facedetectionshortrange__facedetection__TensorsToDetectionsCalculator"
-            ".min_score_thresh": cfg.min_detection_confidence,
-            "facelandmarkcpu__ThresholdingCalculator.threshold": cfg.min_tracking_confidence,
-        },
-        outputs=["multi_face_landmarks"],
+    return FaceMesh(
+        static_image_mode=static_images,
+        max_num_faces=cfg.max_faces,
+        refine_landmarks=True,  # adds the 10 iris points: 478 in all
+        min_detection_confidence=cfg.min_detection_confidence,
+        min_tracking_confidence=cfg.min_tracking_confidence,
     )
 
 
@@ -127,10 +101,9 @@ class FramePrep:
 class FaceTracker:
     """MediaPipe face mesh in video mode. Create and use it from one thread, frames in order."""
 
-    def __init__(self, cfg: TrackingConfig, static_images: bool = False,
-                 graph_threads: int = MEDIAPIPE_GRAPH_THREADS) -> None:
+    def __init__(self, cfg: TrackingConfig, static_images: bool = False) -> None:
         self.cfg = cfg
-        self._mesh = _face_mesh_graph(cfg, static_images, graph_threads)
+        self._mesh = _face_mesh_graph(cfg, static_images)
         self._filters: list[OneEuroFilter] = []
         self._prep = FramePrep()
 
