@@ -5,10 +5,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
-# 1: `make test` runs `make lint` (ruff, ruff format --check, mypy) before the tests.
-LINT   ?= 0
+# `make test` runs the lint (ruff check, ruff format --check) before the tests; LINT=0 skips it.
+# The type checker (`make typecheck`, mypy) does not gate `make test` yet: it still reports
+# errors in code written before it was configured (docs/ARCHITECTURE.md, "Checks").
+LINT   ?= 1
 
-.PHONY: run test lint gpu cpu doctor clean runtime-debs test-debs
+.PHONY: run test lint typecheck gpu cpu doctor clean runtime-debs test-debs
 
 # --- installer: uv when it is on PATH (several times faster), pip otherwise -----------------------
 UV ?= $(shell command -v uv 2>/dev/null)
@@ -90,8 +92,10 @@ lint: $(VENV)/.installed-test
 	@status=0; \
 	$(BIN)/ruff check src tests tools || status=1; \
 	$(BIN)/ruff format --check src tests tools || status=1; \
-	$(BIN)/mypy || status=1; \
 	exit $$status
+
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy
 
 # NVIDIA GPU: onnxruntime-gpu with TensorRT instead of the CPU onnxruntime (docs/GPU.md).
 gpu: $(BIN)/python

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import tempfile
 import sys
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 
@@ -103,12 +103,20 @@ def _isolated(args: tuple[str, ...]) -> list[str]:
 def run_facecast(*args: str, timeout: float = 120, cwd: Path | None = None, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "facecast", *_isolated(args)],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd or REPO, env=env or facecast_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or REPO,
+        env=env or facecast_env(),
     )
 
 
 def popen_facecast(*args: str, cwd: Path | None = None, env=None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "facecast", *_isolated(args)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd or REPO, env=env or facecast_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=cwd or REPO,
+        env=env or facecast_env(),
     )

@@ -69,6 +69,21 @@ def test_json_has_the_documented_keys(synthetic_max):
     assert "fps" in result.stdout and "latency" in result.stdout and "tracking" in result.stdout
 
 
+def test_cpu_per_frame_and_thread_pools_are_reported(synthetic_max):
+    data, _, result = synthetic_max
+    # Process CPU per delivered frame, from the same measurement window as the CPU percentage.
+    cpu_ms = data["cpu_ms_per_frame"]
+    from_percent = data["process"]["cpu_percent"] / 100 * data["duration_s"] * 1000 / data["frames"]
+    assert cpu_ms > 0 and cpu_ms == pytest.approx(from_percent, rel=0.3)
+    busy = sum(stage["mean"] for stage in data["stages"].values())
+    assert data["stage_busy_ms_per_frame"] == pytest.approx(busy, abs=4 * TOL_MS)
+    # The thread plan the daemon applied, as OpenCV and threadpoolctl report the pools (not as planned).
+    threads = data["threads"]
+    assert threads["plan"]["total"] >= 1 and threads["plan"]["opencv"] == 1
+    assert threads["in_use"]["opencv"] == 1 and threads["in_use"]["blas"] == 1
+    assert "CPU/frame" in result.stdout and "threads" in result.stdout
+
+
 def test_frame_counts_add_up(synthetic_max):
     data, rows, _ = synthetic_max
     assert data["frames"] == data["frames_requested"] == 40 == len(rows)

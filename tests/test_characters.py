@@ -187,8 +187,13 @@ def test_character_check_command_and_tool(folder):
 
     from tests.conftest import REPO, facecast_env
 
-    tool = subprocess.run([sys.executable, str(REPO / "tools" / "test_character.py"), str(folder / "huge.png")],
-                          capture_output=True, text=True, timeout=120, env=facecast_env())
+    tool = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "test_character.py"), str(folder / "huge.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=facecast_env(),
+    )
     assert tool.returncode == 1 and "megapixels" in tool.stdout
 
 
@@ -196,11 +201,31 @@ def test_character_check_command_and_tool(folder):
 def test_daemon_streams_with_bad_files_in_the_character_folder(folder, tmp_path):
     out = tmp_path / "out.mp4"
     result = run_facecast(
-        "run", "--set", "capture.source=synthetic", "--set", "capture.width=320", "--set", "capture.height=240",
-        "--set", f"characters.dir={folder}", "--set", "effect.active=animate", "--set", "effect.animate.width=256",
-        "--set", "effect.animate.height=256", "--set", "outputs.preview.enabled=false",
-        "--set", "outputs.record.enabled=true", "--set", f"outputs.record.path={out}", "--set", "control.enabled=false",
-        "--frames", "30",
+        "run",
+        "--set",
+        "capture.source=synthetic",
+        "--set",
+        "capture.width=320",
+        "--set",
+        "capture.height=240",
+        "--set",
+        f"characters.dir={folder}",
+        "--set",
+        "effect.active=animate",
+        "--set",
+        "effect.animate.width=256",
+        "--set",
+        "effect.animate.height=256",
+        "--set",
+        "outputs.preview.enabled=false",
+        "--set",
+        "outputs.record.enabled=true",
+        "--set",
+        f"outputs.record.path={out}",
+        "--set",
+        "control.enabled=false",
+        "--frames",
+        "30",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "huge.png refused" in result.stderr and "noface.jpg refused" in result.stderr

@@ -12,11 +12,21 @@ def test_run_on_a_video_file_records_exactly_n_frames(synthetic_video, tmp_path)
     video = synthetic_video(40, 320, 240)
     out = tmp_path / "rec" / "out.mp4"
     result = run_facecast(
-        "run", "--frames", "25",
-        "--set", "capture.source=file", "--set", f"capture.file.path={video}",
-        "--set", "capture.file.realtime=false",
-        "--set", "effect.active=debug",
-        "--set", "outputs.record.enabled=true", "--set", f"outputs.record.path={out}",
+        "run",
+        "--frames",
+        "25",
+        "--set",
+        "capture.source=file",
+        "--set",
+        f"capture.file.path={video}",
+        "--set",
+        "capture.file.realtime=false",
+        "--set",
+        "effect.active=debug",
+        "--set",
+        "outputs.record.enabled=true",
+        "--set",
+        f"outputs.record.path={out}",
     )
     assert result.returncode == 0, result.stderr
     assert count_frames(out) == 25
@@ -33,8 +43,15 @@ def test_a_file_that_cannot_be_opened_is_a_clear_startup_error(tmp_path):
 
 def test_sigterm_stops_the_daemon_promptly():
     proc = popen_facecast(
-        "run", "--set", "capture.source=auto", "--set", "capture.width=320", "--set", "capture.height=240",
-        "--set", "stats.interval_s=0.5",
+        "run",
+        "--set",
+        "capture.source=auto",
+        "--set",
+        "capture.width=320",
+        "--set",
+        "capture.height=240",
+        "--set",
+        "stats.interval_s=0.5",
     )
     try:
         lines = []
@@ -44,7 +61,7 @@ def test_sigterm_stops_the_daemon_promptly():
             lines.append(line)
             if "fps |" in line:  # frames are flowing
                 break
-        assert any("using the synthetic driver" in l for l in lines), "".join(lines)
+        assert any("using the synthetic driver" in line for line in lines), "".join(lines)
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=10)
@@ -58,8 +75,17 @@ def test_sigterm_stops_the_daemon_promptly():
 
 
 def test_seconds_limit_stops_by_itself():
-    result = run_facecast("run", "--seconds", "2", "--set", "capture.source=synthetic",
-                          "--set", "capture.width=320", "--set", "capture.height=240")
+    result = run_facecast(
+        "run",
+        "--seconds",
+        "2",
+        "--set",
+        "capture.source=synthetic",
+        "--set",
+        "capture.width=320",
+        "--set",
+        "capture.height=240",
+    )
     assert result.returncode == 0, result.stderr
     assert "time limit reached" in result.stderr
 

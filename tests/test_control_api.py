@@ -29,14 +29,23 @@ def daemon(tmp_path_factory):
     for name in ("alice", "bob", "carol"):
         shutil.copy(PORTRAIT, folder / f"{name}.png")
     recordings = tmp_path_factory.mktemp("recordings")
-    cfg = load_config(None, [
-        "capture.source=synthetic", "capture.width=160", "capture.height=120", "capture.fps=30",
-        "tracking.enabled=false", "stats.interval_s=0", "effect.active=passthrough", f"characters.dir={folder}",
-        "outputs.preview.enabled=false",
-        f"outputs.record.path={recordings}/rec-{{time}}.mp4",
-        "outputs.sink={type: \"null\", enabled: true}",
-        "control.upload_max_mb=1",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "capture.source=synthetic",
+            "capture.width=160",
+            "capture.height=120",
+            "capture.fps=30",
+            "tracking.enabled=false",
+            "stats.interval_s=0",
+            "effect.active=passthrough",
+            f"characters.dir={folder}",
+            "outputs.preview.enabled=false",
+            f"outputs.record.path={recordings}/rec-{{time}}.mp4",
+            'outputs.sink={type: "null", enabled: true}',
+            "control.upload_max_mb=1",
+        ],
+    )
     d = Daemon(cfg)
     assert d.characters.names() == ["alice", "bob", "carol"]
     d.start()
@@ -202,8 +211,12 @@ def test_preview_without_a_display_is_refused_with_the_reason(api, monkeypatch) 
 @pytest.mark.parametrize(
     ("path", "kwargs", "status", "reason"),
     [
-        ("/actions/character", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 422,
-         "not valid JSON"),
+        (
+            "/actions/character",
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+            422,
+            "not valid JSON",
+        ),
         ("/actions/character", {"json": {}}, 422, "key: Field required"),
         ("/actions/character", {"json": {"key": 0}}, 422, "positions start at 1"),
         ("/actions/character", {"json": {"key": [1]}}, 422, "key"),
@@ -264,8 +277,9 @@ def _noise(size: int) -> np.ndarray:
         ("huge.png", b"\x89PNG" + bytes(1_200_000), 413, "larger than control.upload_max_mb (1 MB)"),
     ],
 )
-def test_bad_uploads_are_refused_with_the_reason_and_change_nothing(api, daemon, filename, data, status,
-                                                                   reason) -> None:
+def test_bad_uploads_are_refused_with_the_reason_and_change_nothing(
+    api, daemon, filename, data, status, reason
+) -> None:
     folder = daemon.characters.folder
     files_before = sorted(p.name for p in folder.iterdir())
     names_before = daemon.characters.names()
@@ -342,8 +356,11 @@ def test_websocket_rejects_a_bad_interval(api) -> None:
 
 def test_foreign_host_and_origin_are_refused_on_loopback(api, daemon) -> None:
     refused(api.get("/state", headers={"host": "evil.example:8765"}), 403, "Host 'evil.example:8765' refused")
-    refused(api.post("/actions/quit", headers={"origin": "https://evil.example"}), 403,
-            "requests from web page https://evil.example are refused")
+    refused(
+        api.post("/actions/quit", headers={"origin": "https://evil.example"}),
+        403,
+        "requests from web page https://evil.example are refused",
+    )
     # Exact origins only: a page on another localhost port is another web site.
     refused(api.get("/state", headers={"origin": "http://localhost:3000"}), 403, "add it to control.allowed_origins")
     refused(api.get("/state", headers={"origin": "http://127.0.0.1:3000"}), 403, "add it to control.allowed_origins")
@@ -381,8 +398,14 @@ def test_allowed_origins_are_exact_and_need_the_session_secret_to_change_state(d
         assert body["state"]["frozen"] is not frozen
         ok(client.post("/actions/freeze", headers={**page, "x-facecast-session": secret}))
         # A preflight from the allowed page is answered with what it may send.
-        preflight = client.options("/actions/freeze", headers={
-            **page, "access-control-request-method": "POST", "access-control-request-headers": "x-facecast-session"})
+        preflight = client.options(
+            "/actions/freeze",
+            headers={
+                **page,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "x-facecast-session",
+            },
+        )
         assert preflight.status_code == 200
         assert "x-facecast-session" in preflight.headers["access-control-allow-headers"]
         # Any sandboxed page has the origin "null": it never gets the secret.

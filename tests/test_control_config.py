@@ -110,8 +110,19 @@ def test_bad_commands_say_why(text: str, status: int, reason: str) -> None:
 
 
 def test_every_action_has_a_usage_and_summary() -> None:
-    expected = {"character", "next_character", "previous_character", "effect", "freeze", "recalibrate",
-                "output", "preview", "record", "debug_overlay", "quit"}
+    expected = {
+        "character",
+        "next_character",
+        "previous_character",
+        "effect",
+        "freeze",
+        "recalibrate",
+        "output",
+        "preview",
+        "record",
+        "debug_overlay",
+        "quit",
+    }
     assert expected <= set(ACTIONS)
     for spec in ACTIONS.values():
         assert spec.usage.startswith(spec.name) and spec.summary.endswith(".")
@@ -126,7 +137,7 @@ def test_config_yaml_documents_the_control_sections_with_the_defaults() -> None:
     for section in ("control", "hotkeys"):
         assert raw[section] == defaults[section], section
     text = (REPO / "config.yaml").read_text()
-    block = text[text.index("\ncontrol:"):text.index("\nlogging:")]
+    block = text[text.index("\ncontrol:") : text.index("\nlogging:")]
     for line in block.splitlines():
         stripped = line.strip()
         if stripped and not stripped.startswith("#") and not stripped.endswith(":") and '"<ctrl>+<alt>+' not in line:
@@ -137,17 +148,32 @@ def test_default_bindings_parse_and_cover_the_actions() -> None:
     bindings = Config().hotkeys.active()
     assert bindings["<ctrl>+<alt>+2"] == "character 2"
     used = {parse_command(c).spec.name for c in bindings.values()}
-    assert {"character", "next_character", "previous_character", "effect", "freeze", "recalibrate",
-            "debug_overlay", "preview", "record"} <= used
+    assert {
+        "character",
+        "next_character",
+        "previous_character",
+        "effect",
+        "freeze",
+        "recalibrate",
+        "debug_overlay",
+        "preview",
+        "record",
+    } <= used
 
 
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ('hotkeys.bindings={"<ctrl>+<bogus>": freeze}', "hotkeys.bindings.*'<ctrl>\\+<bogus>': malformed key combination: unknown key '<bogus>'"),
+        (
+            'hotkeys.bindings={"<ctrl>+<bogus>": freeze}',
+            "hotkeys.bindings.*'<ctrl>\\+<bogus>': malformed key combination: unknown key '<bogus>'",
+        ),
         ('hotkeys.bindings={"<f9>": "dance 3"}', "hotkeys.bindings.*'<f9>': unknown action 'dance'"),
         ('hotkeys.bindings={"<f9>": "character"}', "hotkeys.bindings.*'<f9>': character: key: Field required"),
-        ('hotkeys.bindings={"<ALT>+<ctrl>+1": freeze}', "'<ALT>\\+<ctrl>\\+1' and '<ctrl>\\+<alt>\\+1' are the same key combination"),
+        (
+            'hotkeys.bindings={"<ALT>+<ctrl>+1": freeze}',
+            "'<ALT>\\+<ctrl>\\+1' and '<ctrl>\\+<alt>\\+1' are the same key combination",
+        ),
         ("control.host=0.0.0.0", "control.token = None: control.host '0.0.0.0' lets other machines reach"),
         ("control.token=short", "control.token = 'short': use at least 16 characters"),
         ("control.port=0", "control.port = 0"),
@@ -173,9 +199,20 @@ def test_non_loopback_bind_with_a_token_is_accepted_and_the_token_is_never_print
     assert result.returncode == 0 and "0123456789abcdef" not in result.stdout and "token: '**********'" in result.stdout
 
 
-@pytest.mark.parametrize(("host", "loopback"), [("127.0.0.1", True), ("127.1.2.3", True), ("::1", True),
-                                                ("[::1]", True), ("localhost", True), ("0.0.0.0", False),
-                                                ("192.168.1.20", False), ("::", False), ("studio.lan", False)])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.1.2.3", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("192.168.1.20", False),
+        ("::", False),
+        ("studio.lan", False),
+    ],
+)
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
 
@@ -192,7 +229,7 @@ def test_control_server_refuses_a_non_loopback_bind_without_a_token_even_unvalid
     from facecast.pipeline.stage import StartupError
 
     cfg = ControlConfig.model_construct(**{**ControlConfig().model_dump(), "host": "0.0.0.0", "token": None})
-    with pytest.raises(StartupError, match="needs control.token"):
+    with pytest.raises(StartupError, match=r"needs control\.token"):
         ControlServer(controls=None, cfg=cfg)  # type: ignore[arg-type]
 
 

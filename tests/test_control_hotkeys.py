@@ -42,7 +42,9 @@ def display():
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
         [XVFB, "-displayfd", str(write_fd), "-screen", "0", "640x480x24", "-nolisten", "tcp", "-noreset"],
-        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     os.close(write_fd)
     try:
@@ -231,9 +233,25 @@ def test_hotkeys_change_the_daemon_state(display, daemon_factory) -> None:
 
 @needs_x
 def test_our_parser_agrees_with_pynputs_on_a_real_display(display) -> None:
-    combos = ["<ctrl>+<alt>+2", "<ctrl>+<bogus>", "<ctrl>+", "<f20>", "<f21>", "a+b", "<ctrl>+<ctrl>",
-              "<alt_gr>+q", "<media_next>", "ctrl+a", "<ctrl>++", "<123>", "<Ctrl>+A", "<ctrl>+a+A",
-              "<cmd>+<shift>+<page_down>", "<ctrl>+<alt>+<delete>", "<shift_l>+<shift_r>"]
+    combos = [
+        "<ctrl>+<alt>+2",
+        "<ctrl>+<bogus>",
+        "<ctrl>+",
+        "<f20>",
+        "<f21>",
+        "a+b",
+        "<ctrl>+<ctrl>",
+        "<alt_gr>+q",
+        "<media_next>",
+        "ctrl+a",
+        "<ctrl>++",
+        "<123>",
+        "<Ctrl>+A",
+        "<ctrl>+a+A",
+        "<cmd>+<shift>+<page_down>",
+        "<ctrl>+<alt>+<delete>",
+        "<shift_l>+<shift_r>",
+    ]
     probe = (
         "import json, sys\nfrom pynput.keyboard import HotKey\nout = {}\n"
         "for c in json.loads(sys.argv[1]):\n"
@@ -241,8 +259,13 @@ def test_our_parser_agrees_with_pynputs_on_a_real_display(display) -> None:
         "    except ValueError:\n        out[c] = False\n"
         "print(json.dumps(out))\n"
     )
-    result = subprocess.run([sys.executable, "-c", probe, json.dumps(combos)], capture_output=True, text=True,
-                            env={**os.environ, "DISPLAY": display}, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", probe, json.dumps(combos)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DISPLAY": display},
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     for combo, pynput_ok in json.loads(result.stdout).items():
         try:
@@ -289,8 +312,17 @@ def test_a_busy_port_is_a_start_up_error() -> None:
         s.bind(("127.0.0.1", 0))
         s.listen(1)
         port = s.getsockname()[1]
-        result = run_facecast("run", "--set", "capture.source=synthetic", "--set", f"control.port={port}",
-                              "--set", "effect.active=passthrough", "--frames", "1")
+        result = run_facecast(
+            "run",
+            "--set",
+            "capture.source=synthetic",
+            "--set",
+            f"control.port={port}",
+            "--set",
+            "effect.active=passthrough",
+            "--frames",
+            "1",
+        )
     assert result.returncode == 3
     assert f"control API cannot listen on 127.0.0.1:{port}: the port is in use" in result.stderr
 
@@ -305,8 +337,19 @@ def test_a_busy_port_is_a_start_up_error() -> None:
     ],
 )
 def test_a_bad_binding_stops_start_up_naming_it(binding: str, rc: int, message: str) -> None:
-    result = run_facecast("run", "--set", "capture.source=synthetic", "--set", "effect.active=passthrough",
-                          "--set", f"hotkeys.bindings={binding}", "--set", f"control.port={free_port()}", "--frames", "1")
+    result = run_facecast(
+        "run",
+        "--set",
+        "capture.source=synthetic",
+        "--set",
+        "effect.active=passthrough",
+        "--set",
+        f"hotkeys.bindings={binding}",
+        "--set",
+        f"control.port={free_port()}",
+        "--frames",
+        "1",
+    )
     assert result.returncode == rc, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -52,7 +52,9 @@ def test_a_renamed_tensor_is_rejected_naming_it(tmp_path):
 def test_wrong_file_for_a_model_is_rejected(models_dir, tmp_path):
     swapped = tmp_path / "swapped"
     (swapped / "liveportrait_onnx").mkdir(parents=True)
-    (swapped / "liveportrait_onnx" / "stitching.onnx").write_bytes((models_dir / "liveportrait_onnx" / "stitching_eye.onnx").read_bytes())
+    (swapped / "liveportrait_onnx" / "stitching.onnx").write_bytes(
+        (models_dir / "liveportrait_onnx" / "stitching_eye.onnx").read_bytes()
+    )
     with pytest.raises(ContractError, match=r"input 'input' has shape \[1, 66\], expected \[1, 126\]"):
         EnginePool(swapped, _cfg(tmp_path)).get("liveportrait/stitching")
 
@@ -65,7 +67,7 @@ def test_missing_models_say_which_command_to_run(tmp_path):
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this machine has CUDA")
 def test_asking_for_the_gpu_without_one_is_a_startup_error(models_dir, tmp_path):
-    with pytest.raises(EngineError, match="engine.device is 'cuda' but onnxruntime offers only"):
+    with pytest.raises(EngineError, match=r"engine\.device is 'cuda' but onnxruntime offers only"):
         EnginePool(models_dir, _cfg(tmp_path, device="cuda")).get("liveportrait/stitching")
     with pytest.raises(EngineError, match="make gpu"):
         provider_chain(_cfg(tmp_path, device="tensorrt"), models_dir / "w600k_r50.onnx", "fp16")

@@ -16,14 +16,24 @@ REPO = Path(__file__).resolve().parents[1]
 def test_gpu_check_dry_run_prints_the_table_and_the_json(tmp_path):
     out = tmp_path / "check.json"
     env = {k: v for k, v in os.environ.items() if k not in ("OUT", "PYTHONPATH")}
-    proc = subprocess.run(["bash", str(REPO / "tools" / "gpu_check.sh"), "--dry-run", "--frames", "2", "--json", str(out)],
-                          env={**env, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=300,
-                          check=False)
+    proc = subprocess.run(
+        ["bash", str(REPO / "tools" / "gpu_check.sh"), "--dry-run", "--frames", "2", "--json", str(out)],
+        env={**env, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     text = proc.stdout
     assert "DRY RUN on the CPU" in text
-    for line in ("animate/liveportrait (frame)", "swap/inswapper (frame)", "liveportrait/warping_spade",
-                 "inswapper_128", "animate live fps beside a batch thread"):
+    for line in (
+        "animate/liveportrait (frame)",
+        "swap/inswapper (frame)",
+        "liveportrait/warping_spade",
+        "inswapper_128",
+        "animate live fps beside a batch thread",
+    ):
         assert line in text, line
     printed = json.loads(text.split("GPU_CHECK_JSON ", 1)[1].splitlines()[0])
     report = json.loads(out.read_text())
@@ -35,13 +45,22 @@ def test_gpu_check_dry_run_prints_the_table_and_the_json(tmp_path):
     assert torch_cpu["providers"] == ["torch-cpu"]
     # Every model agrees with onnxruntime's CPU output (FP32 on both sides).
     assert set(torch_cpu["accuracy"]) == {
-        "liveportrait/appearance_feature_extractor", "liveportrait/motion_extractor", "liveportrait/warping_spade",
-        "liveportrait/stitching", "liveportrait/stitching_eye", "liveportrait/stitching_lip", "w600k_r50",
-        "inswapper_128"}
+        "liveportrait/appearance_feature_extractor",
+        "liveportrait/motion_extractor",
+        "liveportrait/warping_spade",
+        "liveportrait/stitching",
+        "liveportrait/stitching_eye",
+        "liveportrait/stitching_lip",
+        "w600k_r50",
+        "inswapper_128",
+    }
     assert max(torch_cpu["accuracy"].values()) < 1e-4
     animate = torch_cpu["chains"]["animate/liveportrait"]
-    assert set(animate["models"]) == {"liveportrait/motion_extractor", "liveportrait/stitching",
-                                      "liveportrait/warping_spade"}
+    assert set(animate["models"]) == {
+        "liveportrait/motion_extractor",
+        "liveportrait/stitching",
+        "liveportrait/warping_spade",
+    }
     assert animate["fps"] > 0 and animate["frame_ms"]["p50"] > 0
     assert animate["models"]["liveportrait/warping_spade"]["p50"] > 0
     # On the CPU the models run where the data is: nothing crosses a bus.

@@ -20,13 +20,31 @@ class Daemon:
         self.url = f"http://127.0.0.1:{port}"
 
     def sets(self) -> list[str]:
-        return ["--set", f"control.port={self.port}", "--set", f"jobs.db={self.workdir / 'jobs.sqlite'}",
-                "--set", "jobs.lease_s=5", "--set", f"jobs.input_dirs=[{self.workdir}, {PORTRAIT.parent}]"]
+        return [
+            "--set",
+            f"control.port={self.port}",
+            "--set",
+            f"jobs.db={self.workdir / 'jobs.sqlite'}",
+            "--set",
+            "jobs.lease_s=5",
+            "--set",
+            f"jobs.input_dirs=[{self.workdir}, {PORTRAIT.parent}]",
+        ]
 
     def start(self) -> None:
         self.proc = popen_facecast(
-            "run", *self.sets(), "--set", "capture.source=synthetic", "--set", "capture.width=320",
-            "--set", "capture.height=240", "--set", "capture.fps=15", "--set", "effect.active=passthrough",
+            "run",
+            *self.sets(),
+            "--set",
+            "capture.source=synthetic",
+            "--set",
+            "capture.width=320",
+            "--set",
+            "capture.height=240",
+            "--set",
+            "capture.fps=15",
+            "--set",
+            "effect.active=passthrough",
             cwd=self.workdir,
         )
         deadline = time.monotonic() + 90
@@ -70,8 +88,19 @@ def daemon(tmp_path):
 
 
 def _submit(d: Daemon, video: Path, out: Path) -> str:
-    result = run_facecast("jobs", *d.sets(), "submit", "swap", "--face", str(PORTRAIT), "--target", str(video),
-                          "-o", str(out), cwd=d.workdir)
+    result = run_facecast(
+        "jobs",
+        *d.sets(),
+        "submit",
+        "swap",
+        "--face",
+        str(PORTRAIT),
+        "--target",
+        str(video),
+        "-o",
+        str(out),
+        cwd=d.workdir,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -125,8 +154,15 @@ def test_cancel_a_running_job(daemon, synthetic_video):
 
 def test_a_bad_submission_is_a_4xx_with_the_reason(daemon):
     daemon.start()
-    r = httpx.post(daemon.url + "/jobs", json={"kind": "swap", "params": {"face": str(PORTRAIT), "target": "/nope.mp4"},
-                                                "output": str(daemon.workdir / "recordings" / "z.mp4")}, timeout=10)
+    r = httpx.post(
+        daemon.url + "/jobs",
+        json={
+            "kind": "swap",
+            "params": {"face": str(PORTRAIT), "target": "/nope.mp4"},
+            "output": str(daemon.workdir / "recordings" / "z.mp4"),
+        },
+        timeout=10,
+    )
     assert r.status_code == 400
     assert r.json()["error"].startswith(f"target /nope.mp4: no such file in the allowed folders ({daemon.workdir}, ")
     assert httpx.get(daemon.url + "/state", timeout=5).status_code == 200  # the daemon goes on

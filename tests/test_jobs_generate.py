@@ -23,13 +23,24 @@ def tiny_model(tmp_path_factory) -> Path:
 
 def _kind(model: Path) -> GenerateKind:
     """Inputs from the portrait's folder, pipelines from the folder the model is in (as models.dir)."""
-    return GenerateKind(AllowedFolders([PORTRAIT.parent], "jobs.input_dirs"),
-                        AllowedFolders([model.parent], "models.dir, jobs.generate_model_dirs"))
+    return GenerateKind(
+        AllowedFolders([PORTRAIT.parent], "jobs.input_dirs"),
+        AllowedFolders([model.parent], "models.dir, jobs.generate_model_dirs"),
+    )
 
 
 def _params(model: Path, **kw):
-    return {"character": str(PORTRAIT), "prompt": "she smiles and nods", "model": str(model), "frames": 9,
-            "width": 32, "height": 32, "steps": 2, "fps": 12, **kw}
+    return {
+        "character": str(PORTRAIT),
+        "prompt": "she smiles and nods",
+        "model": str(model),
+        "frames": 9,
+        "width": 32,
+        "height": 32,
+        "steps": 2,
+        "fps": 12,
+        **kw,
+    }
 
 
 def test_generate_writes_a_video_of_the_requested_frames(tiny_model, tmp_path):
@@ -43,13 +54,16 @@ def test_generate_writes_a_video_of_the_requested_frames(tiny_model, tmp_path):
     assert count_frames(out) == 9
 
 
-@pytest.mark.parametrize("change, reason", [
-    ({"frames": 10}, r"frames = 8k\+1"),
-    ({"width": 40}, "width divisible by 32"),
-    ({"prompt": " "}, "prompt: must not be blank"),
-    ({"character": "/nonexistent.png"}, "no such file in the allowed folders"),
-    ({"steps": "30"}, "steps: Input should be a valid integer"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"frames": 10}, r"frames = 8k\+1"),
+        ({"width": 40}, "width divisible by 32"),
+        ({"prompt": " "}, "prompt: must not be blank"),
+        ({"character": "/nonexistent.png"}, "no such file in the allowed folders"),
+        ({"steps": "30"}, "steps: Input should be a valid integer"),
+    ],
+)
 def test_bad_generate_requests_are_refused_with_the_reason(tiny_model, change, reason):
     with pytest.raises(JobRejected, match=reason):
         _kind(tiny_model).validate(_params(tiny_model, **change))

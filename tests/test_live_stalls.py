@@ -93,6 +93,7 @@ def _run_frames(stage: EffectStage, count: int, on_frame=None) -> list[tuple[flo
 
 # -- effect switches -------------------------------------------------------------------------------
 
+
 def _switch_while_frames_flow():
     current, slow = Timed("current", frame_s=0.004), Timed("slow", frame_s=0.008, start_s=0.6)
     stage = EffectStage({"current": current, "slow": slow}, "current")
@@ -113,7 +114,7 @@ def _switch_while_frames_flow():
 def test_switching_to_a_slow_starting_effect_never_stalls_a_frame() -> None:
     # A stall caused by the switch happens on every run; a shared CI machine can delay any single
     # sleep now and then, so one more run is allowed before calling it a stall.
-    for attempt in range(2):
+    for _attempt in range(2):
         stage, slow, rows, select_s = _switch_while_frames_flow()
         worst = max(d for _, d, _ in rows)
         if worst <= slow.frame_s + PERIOD_S:
@@ -187,13 +188,14 @@ def test_switching_to_liveportrait_loads_its_models_off_the_live_thread(models_d
     assert switched, "the switch never happened"
     loading = rows[: switched[0]]
     assert len(loading) > 3  # passthrough went on while the models loaded on the loader thread
-    lp_frame_s = float(np.median([d for d, _ in rows[switched[0] + 1:]]))
+    lp_frame_s = float(np.median([d for d, _ in rows[switched[0] + 1 :]]))
     assert max(d for d, _ in loading) <= lp_frame_s + PERIOD_S
     assert set(pool.loaded()) >= {f"{k}:fp32" for k in ("liveportrait/appearance_feature_extractor", WARPING)}
     assert pool.gate.live_frames == len(switched)  # each animate frame was reserved on the pool's gate
 
 
 # -- the engine pool ---------------------------------------------------------------------------------
+
 
 class HeldLoads(EnginePool):
     """The real pool; loading the models in `held` lasts until the test releases it (a big model,
@@ -326,6 +328,7 @@ def test_device_torch_gets_the_torch_engine_on_the_same_gate(models_dir, tmp_pat
 
 # -- the gate ------------------------------------------------------------------------------------------
 
+
 class TwoCalls(Effect):
     """A neural effect's frame: a model call, CPU work, another model call (on the pool's engines)."""
 
@@ -403,10 +406,12 @@ def test_back_to_back_live_frames_still_let_batch_work_through() -> None:
 
 # -- the governor ----------------------------------------------------------------------------------------
 
+
 def test_governor_backs_off_when_live_latency_rises_although_fps_holds() -> None:
     live = {"fps": 30.0, "latency": 40.0}
-    gov = LiveGovernor(lambda: live["fps"], 0.9, live_latency_ms=lambda: live["latency"], max_latency_ratio=1.5,
-                       settle_s=0.0)
+    gov = LiveGovernor(
+        lambda: live["fps"], 0.9, live_latency_ms=lambda: live["latency"], max_latency_ratio=1.5, settle_s=0.0
+    )
     gov.idle()
     gov.start_job()
     live["latency"] = 75.0  # over the 60 ms budget; the fps is what it was
@@ -479,5 +484,5 @@ def test_the_batch_thread_feeds_the_governor_idle_and_job_boundaries(tmp_path) -
     runner.stop()
     assert store.get(job.id).status == "done"
     start = gov.calls.index("start")
-    assert "idle" in gov.calls[:start] and gov.calls[start + 1] == "end" and "idle" in gov.calls[start + 2:]
+    assert "idle" in gov.calls[:start] and gov.calls[start + 1] == "end" and "idle" in gov.calls[start + 2 :]
     assert gov.baseline_latency_ms == 40.0

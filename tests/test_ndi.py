@@ -183,15 +183,41 @@ def test_facecast_run_sends_ndi_that_a_receiver_gets_at_60_fps(tmp_path, portrai
     expected = fit_into(np.zeros((270, 480, 4), np.uint8), decoded, "letterbox", (0, 0, 0, 255))
     name = unique_name()
     args = [
-        sys.executable, "-m", "facecast", "run", "--seconds", "16",
-        "--set", "capture.source=file", "--set", f"capture.file.path={video}",
-        "--set", "capture.file.loop=true", "--set", "capture.file.realtime=true",
+        sys.executable,
+        "-m",
+        "facecast",
+        "run",
+        "--seconds",
+        "16",
+        "--set",
+        "capture.source=file",
+        "--set",
+        f"capture.file.path={video}",
+        "--set",
+        "capture.file.loop=true",
+        "--set",
+        "capture.file.realtime=true",
         # The pipeline runs at the file's 30 fps, NDI is paced at 60: repeats fill the gaps.
-        "--set", "tracking.enabled=false", "--set", "effect.active=passthrough",
-        "--set", "outputs.preview.enabled=false", "--set", "outputs.ndi.enabled=true",
-        "--set", f"outputs.ndi.name={name}", "--set", "outputs.ndi.width=480", "--set", "outputs.ndi.height=270",
-        "--set", "outputs.ndi.fps=60", "--set", "stats.interval_s=1",
-        "--set", "control.enabled=false",  # not needed here; another daemon may hold its port
+        "--set",
+        "tracking.enabled=false",
+        "--set",
+        "effect.active=passthrough",
+        "--set",
+        "outputs.preview.enabled=false",
+        "--set",
+        "outputs.ndi.enabled=true",
+        "--set",
+        f"outputs.ndi.name={name}",
+        "--set",
+        "outputs.ndi.width=480",
+        "--set",
+        "outputs.ndi.height=270",
+        "--set",
+        "outputs.ndi.fps=60",
+        "--set",
+        "stats.interval_s=1",
+        "--set",
+        "control.enabled=false",  # not needed here; another daemon may hold its port
     ]
     log_path = tmp_path / "facecast.log"
     with open(log_path, "w") as log_file:
@@ -212,8 +238,10 @@ def test_facecast_run_sends_ndi_that_a_receiver_gets_at_60_fps(tmp_path, portrai
         # NDI compresses (and subsamples colour 4:2:2): close, not exact; worst at sharp colour edges.
         got_bgr, want_bgr = data[:, :, :3].astype(int), expected[:, :, :3].astype(int)
         diff = np.abs(got_bgr - want_bgr)
-        print(f"NDI pixel difference: mean {diff.mean():.2f}, p95 {np.percentile(diff, 95):.0f}, "
-              f"p99 {np.percentile(diff, 99):.0f} levels")
+        print(
+            f"NDI pixel difference: mean {diff.mean():.2f}, p95 {np.percentile(diff, 95):.0f}, "
+            f"p99 {np.percentile(diff, 99):.0f} levels"
+        )
         assert diff.mean() < 3 and np.percentile(diff, 95) <= 10
         # 640x480 letterboxed into 480x270: the picture is 360x270 at x = 60..420, black bars around.
         assert got_bgr[:, :56].max() <= 6 and got_bgr[:, 424:].max() <= 6

@@ -15,7 +15,13 @@ from facecast.engines.pool import EnginePool
 from facecast.neural.crop import CROP_POINTS, crop_transform, paste_region
 from facecast.neural.faceswap import TEMPLATE_112, InSwapper, alignment, five_points, read_emap, source_latent
 from facecast.neural.liveportrait import (
-    SOURCE_CROP, LivePortrait, Motion, angle_from_logits, keypoints, relative_keypoints, rotation,
+    SOURCE_CROP,
+    LivePortrait,
+    Motion,
+    angle_from_logits,
+    keypoints,
+    relative_keypoints,
+    rotation,
 )
 from facecast.tracking.face_mesh import track_image
 from tests.neural_fixtures import make_models
@@ -108,7 +114,11 @@ def test_inswapper_uses_the_emap_from_the_file_and_swaps_inside_the_face_box(poo
     stored = numpy_helper.to_array(onnx.load(str(models_dir / "inswapper_128.onnx")).graph.initializer[-1])
     assert np.array_equal(swapper.emap, stored)
     emb = pool.get("w600k_r50").run({"input.1": np.zeros((1, 3, 112, 112), np.float32) + 0.5})["683"]
-    assert np.allclose(source_latent(emb, stored), (emb / np.linalg.norm(emb)) @ stored / np.linalg.norm((emb / np.linalg.norm(emb)) @ stored), atol=1e-5)
+    assert np.allclose(
+        source_latent(emb, stored),
+        (emb / np.linalg.norm(emb)) @ stored / np.linalg.norm((emb / np.linalg.norm(emb)) @ stored),
+        atol=1e-5,
+    )
     m = alignment(five_points(face.landmarks), TEMPLATE_112)
     aligned = np.hstack([five_points(face.landmarks), np.ones((5, 1))]) @ m.T
     assert np.abs(aligned - TEMPLATE_112).max() < 8.0  # on the template (MediaPipe's nose tip sits ~6 px higher)

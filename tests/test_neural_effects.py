@@ -23,15 +23,25 @@ def models_dir(tmp_path_factory) -> Path:
     return make_models(tmp_path_factory.mktemp("models"))
 
 
-@pytest.mark.parametrize("effect", [
-    ["effect.active=animate", "effect.animate.backend=liveportrait"],
-    ["effect.active=swap", "effect.swap.backend=inswapper"],
-])
+@pytest.mark.parametrize(
+    "effect",
+    [
+        ["effect.active=animate", "effect.animate.backend=liveportrait"],
+        ["effect.active=swap", "effect.swap.backend=inswapper"],
+    ],
+)
 def test_daemon_runs_a_neural_backend_end_to_end(models_dir, synthetic_video, tmp_path, effect):
     video = synthetic_video(12, 320, 240)
     out = tmp_path / "out.mp4"
-    sets = [f"models.dir={models_dir}", *effect, "capture.source=file", f"capture.file.path={video}",
-            "capture.file.realtime=false", "outputs.record.enabled=true", f"outputs.record.path={out}"]
+    sets = [
+        f"models.dir={models_dir}",
+        *effect,
+        "capture.source=file",
+        f"capture.file.path={video}",
+        "capture.file.realtime=false",
+        "outputs.record.enabled=true",
+        f"outputs.record.path={out}",
+    ]
     result = run_facecast("run", "--frames", "6", *(a for s in sets for a in ("--set", s)), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert count_frames(out) == 6
@@ -39,17 +49,28 @@ def test_daemon_runs_a_neural_backend_end_to_end(models_dir, synthetic_video, tm
 
 
 def test_missing_weights_stop_with_the_command_to_run(tmp_path):
-    result = run_facecast("run", "--frames", "1", "--set", f"models.dir={tmp_path}",
-                          "--set", "effect.animate.backend=liveportrait")
+    result = run_facecast(
+        "run", "--frames", "1", "--set", f"models.dir={tmp_path}", "--set", "effect.animate.backend=liveportrait"
+    )
     assert result.returncode == 3
     assert "Run: facecast models download liveportrait" in result.stderr
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(), reason="this machine has CUDA")
 def test_asking_for_the_gpu_without_one_stops_at_startup(models_dir):
-    result = run_facecast("run", "--frames", "1", "--set", f"models.dir={models_dir}",
-                          "--set", "effect.swap.backend=inswapper", "--set", "effect.active=swap",
-                          "--set", "engine.device=tensorrt")
+    result = run_facecast(
+        "run",
+        "--frames",
+        "1",
+        "--set",
+        f"models.dir={models_dir}",
+        "--set",
+        "effect.swap.backend=inswapper",
+        "--set",
+        "effect.active=swap",
+        "--set",
+        "engine.device=tensorrt",
+    )
     assert result.returncode == 3
     assert "engine.device is 'tensorrt' but onnxruntime offers only" in result.stderr
 
@@ -57,8 +78,22 @@ def test_asking_for_the_gpu_without_one_stops_at_startup(models_dir):
 def test_render_with_a_neural_backend_keeps_the_frame_count(models_dir, synthetic_video, tmp_path):
     video = synthetic_video(10, 320, 240, audio=True)
     out = tmp_path / "r.mp4"
-    result = run_facecast("render", "swap", "--face", str(PORTRAIT), "--target", str(video), "-o", str(out),
-                          "--backend", "inswapper", "--quiet", "--set", f"models.dir={models_dir}", timeout=300)
+    result = run_facecast(
+        "render",
+        "swap",
+        "--face",
+        str(PORTRAIT),
+        "--target",
+        str(video),
+        "-o",
+        str(out),
+        "--backend",
+        "inswapper",
+        "--quiet",
+        "--set",
+        f"models.dir={models_dir}",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert count_frames(out) == 10
 
@@ -66,8 +101,11 @@ def test_render_with_a_neural_backend_keeps_the_frame_count(models_dir, syntheti
 def test_liveportrait_eases_back_to_neutral_when_the_face_is_lost(models_dir, tmp_path, portrait):
     library = CharacterLibrary(PORTRAIT.parent)
     library.load_all()
-    effect = AnimateLivePortrait(AnimateLivePortraitConfig(return_to_neutral_s=0.2), library,
-                                 EnginePool(models_dir, EngineConfig(cache_dir=tmp_path)))
+    effect = AnimateLivePortrait(
+        AnimateLivePortraitConfig(return_to_neutral_s=0.2),
+        library,
+        EnginePool(models_dir, EngineConfig(cache_dir=tmp_path)),
+    )
     effect.start()
     face = track_image(portrait)[0]
     neutral_packet = FramePacket(0, portrait, 0, faces=[face])

@@ -20,7 +20,7 @@ def test_fast_motion_lags_less_with_beta():
     lag = {}
     for beta in (0.0, 0.5):
         f = OneEuroFilter(min_cutoff=1.0, beta=beta)
-        out = np.array([f(np.array([x]), ti)[0] for x, ti in zip(ramp, t)])
+        out = np.array([f(np.array([x]), ti)[0] for x, ti in zip(ramp, t, strict=False)])
         lag[beta] = ramp[-1] - out[-1]
     assert lag[0.5] < lag[0.0] / 3
 

@@ -32,17 +32,22 @@ from tests.conftest import run_facecast
 WARPING_FILE = CONTRACTS["liveportrait/warping_spade"].file
 
 
-def gridsample_model(volume_shape, grid_shape, align_corners=0, padding="zeros", mode="linear",
-                     volume="v", grid="g") -> onnx.ModelProto:
+def gridsample_model(
+    volume_shape, grid_shape, align_corners=0, padding="zeros", mode="linear", volume="v", grid="g"
+) -> onnx.ModelProto:
     """One GridSample between two graph inputs; dims given as strings are symbolic."""
     spatial = len(volume_shape) - 2
-    out_shape = [grid_shape[0], volume_shape[1], *grid_shape[1:1 + spatial]]
-    node = helper.make_node("GridSample", [volume, grid], ["y"], name="gs", align_corners=align_corners,
-                            mode=mode, padding_mode=padding)
+    out_shape = [grid_shape[0], volume_shape[1], *grid_shape[1 : 1 + spatial]]
+    node = helper.make_node(
+        "GridSample", [volume, grid], ["y"], name="gs", align_corners=align_corners, mode=mode, padding_mode=padding
+    )
     graph = helper.make_graph(
-        [node], "gridsample",
-        [helper.make_tensor_value_info(volume, TensorProto.FLOAT, volume_shape),
-         helper.make_tensor_value_info(grid, TensorProto.FLOAT, grid_shape)],
+        [node],
+        "gridsample",
+        [
+            helper.make_tensor_value_info(volume, TensorProto.FLOAT, volume_shape),
+            helper.make_tensor_value_info(grid, TensorProto.FLOAT, grid_shape),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
@@ -51,7 +56,9 @@ def gridsample_model(volume_shape, grid_shape, align_corners=0, padding="zeros",
 def run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> np.ndarray:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]).run(
+        None, feeds
+    )[0]
 
 
 def random_grid(rng, shape) -> np.ndarray:
@@ -203,8 +210,10 @@ def test_cli_models_optimize(tmp_path: Path):
     rewritten = onnx.load(str(copy))
     assert gridsample_ops(rewritten) == []
     rng = np.random.default_rng(3)
-    feeds = {"feature_3d": rng.standard_normal((1, 4, 4, 8, 8)).astype(np.float32),
-             "grid": random_grid(rng, (1, 3, 5, 6, 3))}
+    feeds = {
+        "feature_3d": rng.standard_normal((1, 4, 4, 8, 8)).astype(np.float32),
+        "grid": random_grid(rng, (1, 3, 5, 6, 3)),
+    }
     assert np.abs(run(rewritten, feeds) - run(onnx.load(str(source)), feeds)).max() <= 1e-5
 
     # A model it cannot rewrite exactly: a clear failure, exit code 1, nothing written.

@@ -29,8 +29,9 @@ def test_spout_outside_windows_is_a_clear_startup_error():
     assert "Windows-only" in message and "ndi" in message
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux") or glob.glob("/dev/video*"),
-                    reason="needs Linux without any video device")
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or glob.glob("/dev/video*"), reason="needs Linux without any video device"
+)
 def test_virtualcam_without_v4l2loopback_says_what_to_install():
     message = start_error(cam=VirtualCamOutputConfig(enabled=True))
     assert "output cam (virtualcam) cannot start: no virtual camera could be opened" in message
@@ -57,7 +58,14 @@ def test_missing_package_names_what_to_install(monkeypatch, module, config, hint
 
 def test_defaults_streamers_expect():
     ndi = NdiOutputConfig()
-    assert (ndi.name, ndi.width, ndi.height, ndi.fps, ndi.alpha, ndi.scaling) == ("facecast", 1280, 720, 60, True, "letterbox")
+    assert (ndi.name, ndi.width, ndi.height, ndi.fps, ndi.alpha, ndi.scaling) == (
+        "facecast",
+        1280,
+        720,
+        60,
+        True,
+        "letterbox",
+    )
     cam = VirtualCamOutputConfig()
     assert (cam.width, cam.height, cam.fps) == (1280, 720, 30)  # what meeting apps expect
     assert SpoutOutputConfig().name == "facecast"

@@ -3,6 +3,7 @@ pipeline; paced outputs repeat at a steady rate; recordings get every frame, in 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -19,8 +20,14 @@ from facecast.types import STAGE_NAMES, FramePacket
 class Collecting(Output):
     """Records what it was given; optionally slow (a stalled receiver) or failing."""
 
-    def __init__(self, name: str, delivery: str = "paced", fps: float = 0.0, delay_s: float = 0.0,
-                 fail_on: set[int] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        delivery: str = "paced",
+        fps: float = 0.0,
+        delay_s: float = 0.0,
+        fail_on: set[int] | None = None,
+    ) -> None:
         super().__init__(name)
         self.delivery = delivery  # type: ignore[assignment]
         self.fps = fps
@@ -68,7 +75,7 @@ def feed(stage: OutputStage, count: int, rate_hz: float, start: int = 0) -> list
 
 
 def non_decreasing(seqs: list[int]) -> bool:
-    return all(a <= b for a, b in zip(seqs, seqs[1:]))
+    return all(a <= b for a, b in itertools.pairwise(seqs))
 
 
 @pytest.fixture

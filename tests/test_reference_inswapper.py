@@ -57,10 +57,10 @@ pytest.importorskip("torch", reason="building the replicas needs PyTorch (requir
 pytest.importorskip("insightface", reason="the reference needs insightface (requirements-reference.txt)")
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # scikit-image 0.26: estimate() deprecated
 
-from insightface.app.common import Face
-from insightface.model_zoo.arcface_onnx import ArcFaceONNX
-from insightface.model_zoo.inswapper import INSwapper
-from insightface.utils import face_align
+from insightface.app.common import Face  # noqa: E402
+from insightface.model_zoo.arcface_onnx import ArcFaceONNX  # noqa: E402
+from insightface.model_zoo.inswapper import INSwapper  # noqa: E402
+from insightface.utils import face_align  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +81,9 @@ def swapper(replicas, tmp_path_factory) -> InSwapper:
 def reference(swapper, replicas):
     """InsightFace's classes on facecast's own sessions (same weights, same runtime)."""
     swapper_path, arcface_path = str(replicas / "inswapper_128.onnx"), str(replicas / "w600k_r50.onnx")
-    return INSwapper(swapper_path, session=swapper.swapper.session), ArcFaceONNX(arcface_path, session=swapper.arcface.session)
+    return INSwapper(swapper_path, session=swapper.swapper.session), ArcFaceONNX(
+        arcface_path, session=swapper.arcface.session
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +117,10 @@ def test_replicas_have_the_published_contract_size_and_cost(replicas, swapper):
     from facecast.models.replicas import insightface
 
     # Sessions were created through the contracts (names, shapes) when the pool loaded them.
-    for file, params_pub, gflops_pub in ((insightface.ARCFACE_FILE, 43.6e6, 12.6), (insightface.SWAPPER_FILE, 138.3e6, 174.7)):
+    for file, params_pub, gflops_pub in (
+        (insightface.ARCFACE_FILE, 43.6e6, 12.6),
+        (insightface.SWAPPER_FILE, 138.3e6, 174.7),
+    ):
         params, gflops = onnx_cost(replicas / file)
         assert params == pytest.approx(params_pub, rel=0.005) and gflops == pytest.approx(gflops_pub, rel=0.005)
     batch = swapper.arcface.run({"input.1": np.random.default_rng(0).uniform(-1, 1, (2, 3, 112, 112))})["683"]
@@ -217,8 +222,9 @@ def _white_face_session(session):
     return WhiteFace()
 
 
-def test_pasted_frame_matches_insightface_where_both_masks_are_one(portrait, target, replicas, reference,
-                                                                   source_face, swapped, swapper):
+def test_pasted_frame_matches_insightface_where_both_masks_are_one(
+    portrait, target, replicas, reference, source_face, swapped, swapper
+):
     ins, _ = reference
     latent, (face, m) = swapped
     kps = _kps(target.landmarks)

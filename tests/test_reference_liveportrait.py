@@ -28,8 +28,8 @@ from facecast.models.replicas import ensure_replicas  # noqa: E402
 from facecast.models.replicas.liveportrait import build_modules  # noqa: E402
 from facecast.neural import liveportrait as lp  # noqa: E402
 from facecast.neural.crop import CROP_POINTS, EYE_L, EYE_R, crop_transform, warp_crop  # noqa: E402
-from facecast.tracking.geometry import LIP_BOTTOM_INNER, LIP_TOP_INNER  # noqa: E402
 from facecast.tracking.face_mesh import track_image  # noqa: E402
+from facecast.tracking.geometry import LIP_BOTTOM_INNER, LIP_TOP_INNER  # noqa: E402
 
 SEED = 0
 # Tolerances. Keypoints: both sides compute in float32 from the same weights; what differs is the
@@ -78,8 +78,9 @@ def test_crop_follows_the_reference_rule(face, crop, pose):
     landmarks = _rotated(face.landmarks, *pose)
     for size in (256, 512):
         ours = crop_transform(landmarks, size, *crop)
-        theirs, _ = _estimate_similar_transform_from_pts(reference_points(landmarks), size, scale=crop[0],
-                                                         vy_ratio=crop[1])
+        theirs, _ = _estimate_similar_transform_from_pts(
+            reference_points(landmarks), size, scale=crop[0], vy_ratio=crop[1]
+        )
         assert np.allclose(ours, theirs, atol=1e-6), (ours, theirs)
 
 
@@ -93,8 +94,9 @@ def modules():
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     models_dir = ensure_replicas(SEED, parts=("liveportrait",))
-    pool = EnginePool(models_dir, EngineConfig(device="cpu", warmup=False, cpu_threads=2,
-                                               cache_dir=tmp_path_factory.mktemp("cache")))
+    pool = EnginePool(
+        models_dir, EngineConfig(device="cpu", warmup=False, cpu_threads=2, cache_dir=tmp_path_factory.mktemp("cache"))
+    )
     return lp.LivePortrait(pool, stitching=True, lip_zero=True)
 
 
@@ -171,9 +173,12 @@ def reference_source(wrapper: LivePortraitWrapper, source_rgb: np.ndarray, eye_r
     x_s = wrapper.transform_keypoint(x_s_info)
     lip_zero = torch.tensor([[lip_ratio, 0.0]], dtype=torch.float32)
     return {
-        "x_s_info": x_s_info, "x_s": x_s, "f_s": wrapper.extract_feature_3d(I_s),
+        "x_s_info": x_s_info,
+        "x_s": x_s,
+        "f_s": wrapper.extract_feature_3d(I_s),
         "R_s": get_rotation_matrix(x_s_info["pitch"], x_s_info["yaw"], x_s_info["roll"]),
-        "eye_ratio": eye_ratio, "lip_ratio": lip_ratio,
+        "eye_ratio": eye_ratio,
+        "lip_ratio": lip_ratio,
         "lip_delta_before_animation": wrapper.retarget_lip(x_s, lip_zero),
     }
 
@@ -184,7 +189,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_liveportrait_equals_the_reference(modules, model, crops):
-    src_crop, source_face, driving = crops
+    src_crop, _source_face, driving = crops
     wrapper = reference_wrapper(modules)
     # The same retargeting ratios on both sides (facecast measures them with MediaPipe; the
     # reference with its 203-point model: the networks only see the numbers).
@@ -200,9 +205,17 @@ def test_liveportrait_equals_the_reference(modules, model, crops):
         assert getattr(motion, name) == pytest.approx(float(state["x_s_info"][name]), abs=1e-4)
     x_s = lp.keypoints(motion)
     assert np.abs(x_s - _np(state["x_s"][0])).max() < KP_ATOL
-    src = lp.PreparedSource(image=src_crop, feature=feature, motion=motion, x_s=x_s, m_c2o=np.eye(2, 3),
-                            mask=np.ones((512, 512), np.float32), eye_ratio=eye_ratio, lip_ratio=lip_ratio,
-                            lip_delta_before=model._lip_delta(x_s, lip_ratio, 0.0, "live"))
+    src = lp.PreparedSource(
+        image=src_crop,
+        feature=feature,
+        motion=motion,
+        x_s=x_s,
+        m_c2o=np.eye(2, 3),
+        mask=np.ones((512, 512), np.float32),
+        eye_ratio=eye_ratio,
+        lip_ratio=lip_ratio,
+        lip_delta_before=model._lip_delta(x_s, lip_ratio, 0.0, "live"),
+    )
 
     neutral = None
     checked_images = 0
@@ -211,18 +224,25 @@ def test_liveportrait_equals_the_reference(modules, model, crops):
         drv = lp.motion_from_outputs(model.motion.run({"img": lp.prepare_image(crop)}))
         neutral = neutral or drv
         # frames 0-2: motion only (with lip zero); frame 3: eye and lip retargeting too
-        eye, lip = ((0.05, 0.4) if index == 3 else (None, None))
+        eye, lip = (0.05, 0.4) if index == 3 else (None, None)
         x_d = model.driving_keypoints(src, drv, neutral, eye_ratio=eye, lip_ratio=lip)
         with torch.no_grad():
             want_kp, want_image = reference_frame(wrapper, state, _rgb(crop), eye, lip)
         kp_errors.append(float(np.abs(x_d - want_kp).max()))
         if index in (2, 3):  # the warp-decode is the costly part: check it on a moved and a retargeted frame
-            got = model.warping.run({"feature_3d": src.feature, "kp_driving": x_d[None].astype(np.float32),
-                                     "kp_source": x_s[None].astype(np.float32)})["out"]
+            got = model.warping.run(
+                {
+                    "feature_3d": src.feature,
+                    "kp_driving": x_d[None].astype(np.float32),
+                    "kp_source": x_s[None].astype(np.float32),
+                }
+            )["out"]
             image_errors.append((float(np.abs(got - want_image).max()), psnr(got, want_image)))
             checked_images += 1
-    print(f"keypoints max abs diff per frame: {['%.2e' % e for e in kp_errors]}; "
-          f"images (max abs, PSNR dB): {[('%.2e' % a, round(p, 1)) for a, p in image_errors]}")
+    print(
+        f"keypoints max abs diff per frame: {[f'{e:.2e}' for e in kp_errors]}; "
+        f"images (max abs, PSNR dB): {[(f'{a:.2e}', round(p, 1)) for a, p in image_errors]}"
+    )
     # the driving sequence really moves: keypoints differ from the neutral frame's by far more than the tolerance
     assert max(kp_errors) < KP_ATOL
     assert checked_images == 2

@@ -37,14 +37,41 @@ class Daemon:
             folder.mkdir()
         shutil.copy(default_portrait(), self.characters / "astronaut.png")
         self.proc = popen_facecast(
-            "run", "--set", f"control.port={self.port}", "--set", f"control.token={TOKEN}",
-            "--set", "control.upload_max_mb=1", "--set", f"jobs.db={self.db}", "--set", "jobs.lease_s=5",
-            "--set", f"jobs.input_dirs=[{self.inputs}]", "--set", f"jobs.output_dirs=[{self.recordings}]",
-            "--set", f"characters.dir={self.characters}",
-            "--set", f"outputs.record.path={self.recordings}/rec-{{time}}.mkv",
-            "--set", "capture.source=synthetic", "--set", "capture.width=160", "--set", "capture.height=120",
-            "--set", "capture.fps=15", "--set", "tracking.enabled=false", "--set", "effect.active=passthrough",
-            "--set", "outputs.preview.enabled=false", "--set", "stats.interval_s=0",
+            "run",
+            "--set",
+            f"control.port={self.port}",
+            "--set",
+            f"control.token={TOKEN}",
+            "--set",
+            "control.upload_max_mb=1",
+            "--set",
+            f"jobs.db={self.db}",
+            "--set",
+            "jobs.lease_s=5",
+            "--set",
+            f"jobs.input_dirs=[{self.inputs}]",
+            "--set",
+            f"jobs.output_dirs=[{self.recordings}]",
+            "--set",
+            f"characters.dir={self.characters}",
+            "--set",
+            f"outputs.record.path={self.recordings}/rec-{{time}}.mkv",
+            "--set",
+            "capture.source=synthetic",
+            "--set",
+            "capture.width=160",
+            "--set",
+            "capture.height=120",
+            "--set",
+            "capture.fps=15",
+            "--set",
+            "tracking.enabled=false",
+            "--set",
+            "effect.active=passthrough",
+            "--set",
+            "outputs.preview.enabled=false",
+            "--set",
+            "stats.interval_s=0",
             cwd=workdir,
         )
         deadline = time.monotonic() + 90
@@ -92,8 +119,11 @@ def failed_job(daemon) -> str:
     """A job the daemon ran and failed (its input vanished): a real id for the /jobs/{id} routes."""
     store = JobStore(daemon.db)
     try:
-        job = store.submit("swap", {"face": str(daemon.inputs / "gone.png"), "target": str(daemon.inputs / "gone.mp4")},
-                           str(daemon.recordings / "never.mp4"))
+        job = store.submit(
+            "swap",
+            {"face": str(daemon.inputs / "gone.png"), "target": str(daemon.inputs / "gone.mp4")},
+            str(daemon.recordings / "never.mp4"),
+        )
     finally:
         store.close()
     deadline = time.monotonic() + 30
@@ -118,12 +148,19 @@ _HOLD_THE_QUEUE = textwrap.dedent("""
 
 
 def test_the_api_answers_while_another_process_holds_the_queues_write_lock(daemon, failed_job):
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_THE_QUEUE, str(daemon.db)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True, cwd=REPO, env=facecast_env())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_THE_QUEUE, str(daemon.db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=facecast_env(),
+    )
     writes: list[httpx.Response] = []
     writers = httpx.Client(base_url=daemon.url, headers=AUTH, timeout=120, limits=httpx.Limits(max_connections=64))
-    threads = [threading.Thread(target=lambda: writes.append(writers.post(f"/jobs/{failed_job}/cancel")))
-               for _ in range(48)]  # more writes than the API has threads: each waits for the lock
+    threads = [
+        threading.Thread(target=lambda: writes.append(writers.post(f"/jobs/{failed_job}/cancel"))) for _ in range(48)
+    ]  # more writes than the API has threads: each waits for the lock
     state_s: list[float] = []
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -162,12 +199,15 @@ def test_the_api_answers_while_another_process_holds_the_queues_write_lock(daemo
 def test_job_inputs_outside_the_allowed_folders_get_one_answer_whether_they_exist_or_not(daemon):
     answers = set()
     for path in ("/etc/hostname", "/etc/no-such-file", str(daemon.workdir / "jobs.sqlite"), "/proc/self/environ"):
-        r = daemon.post("/jobs", json={"kind": "swap", "params": {"face": path, "target": path},
-                                       "output": str(daemon.recordings / "x.mp4")})
+        r = daemon.post(
+            "/jobs",
+            json={"kind": "swap", "params": {"face": path, "target": path}, "output": str(daemon.recordings / "x.mp4")},
+        )
         assert r.status_code == 400
         answers.add(r.json()["error"].replace(path, "PATH"))
-    assert answers == {f"face PATH: no such file in the allowed folders ({daemon.inputs}, {daemon.characters}; "
-                       "jobs.input_dirs)"}
+    assert answers == {
+        f"face PATH: no such file in the allowed folders ({daemon.inputs}, {daemon.characters}; jobs.input_dirs)"
+    }
 
 
 def test_an_oversized_upload_is_stopped_while_it_streams(daemon):
@@ -184,8 +224,12 @@ def test_an_oversized_upload_is_stopped_while_it_streams(daemon):
             yield chunk
 
     t0 = time.monotonic()
-    r = httpx.post(daemon.url + "/characters", content=body(), timeout=60,
-                   headers={**AUTH, "content-type": "multipart/form-data; boundary=XX"})
+    r = httpx.post(
+        daemon.url + "/characters",
+        content=body(),
+        timeout=60,
+        headers={**AUTH, "content-type": "multipart/form-data; boundary=XX"},
+    )
     assert r.status_code == 413 and r.json() == {"error": "the image is larger than control.upload_max_mb (1 MB)"}
     # The limit is 1 MB: what went beyond it is what the sockets buffer, not the 200 MB.
     assert sent < 16e6, f"{sent / 1e6:.0f} MB were read before the refusal"
@@ -196,8 +240,10 @@ def test_an_oversized_upload_is_stopped_while_it_streams(daemon):
 
 def test_a_declared_oversized_body_is_refused_before_it_is_sent(daemon):
     with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as s:
-        s.sendall(f"POST /characters HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nAuthorization: Bearer {TOKEN}\r\n"
-                  "Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: 500000000\r\n\r\n".encode())
+        s.sendall(
+            f"POST /characters HTTP/1.1\r\nHost: 127.0.0.1:{daemon.port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Type: multipart/form-data; boundary=XX\r\nContent-Length: 500000000\r\n\r\n".encode()
+        )
         answer = b""
         while b"upload_max_mb" not in answer:  # no byte of the body is sent: the answer comes anyway
             chunk = s.recv(4096)
@@ -239,17 +285,44 @@ def test_schemathesis_finds_nothing_and_the_stream_goes_on(daemon, failed_job, t
     env = {k: v for k, v in facecast_env().items() if "proxy" not in k.lower()}
     env["NO_PROXY"] = "*"  # loopback only, whatever the machine's proxy settings
     fuzz = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color", "run",
-         f"{daemon.url}/openapi.json",
-         "--checks", "all", "--exclude-path", "/actions/quit", "--header", f"Authorization: Bearer {TOKEN}",
-         "--max-examples", str(FUZZ_EXAMPLES), "--seed", "1", "--workers", "1", "--request-timeout", "20",
-         "--suppress-health-check", "too_slow,filter_too_much,data_too_large", "--generation-database", "none"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420,
+        [
+            sys.executable,
+            "-m",
+            "schemathesis.cli",
+            "--config-file",
+            str(config),
+            "--no-color",
+            "run",
+            f"{daemon.url}/openapi.json",
+            "--checks",
+            "all",
+            "--exclude-path",
+            "/actions/quit",
+            "--header",
+            f"Authorization: Bearer {TOKEN}",
+            "--max-examples",
+            str(FUZZ_EXAMPLES),
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "20",
+            "--suppress-health-check",
+            "too_slow,filter_too_much,data_too_large",
+            "--generation-database",
+            "none",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
     )
     report = fuzz.stdout + fuzz.stderr
     assert fuzz.returncode == 0, report[-8000:]
     assert " passed" in report, report[-3000:]
-    print(report[report.rfind("Test cases:"):])  # how many requests, with -s or -rA
+    print(report[report.rfind("Test cases:") :])  # how many requests, with -s or -rA
     assert daemon.proc.poll() is None
     assert daemon.streaming()
     assert daemon.get("/state").json()["stopping"] is False

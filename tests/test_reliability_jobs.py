@@ -88,8 +88,16 @@ def test_processes_submitting_the_same_output_at_once_get_one_job(tmp_path):
     db, out = tmp_path / "jobs.sqlite", str(tmp_path / "clip.mp4")
     JobStore(db).close()  # the schema exists before they race
     start = time.time() + 3
-    procs = [subprocess.Popen([sys.executable, "-c", _SUBMIT, str(db), out, str(start)], cwd=REPO,
-                              env=facecast_env(), stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SUBMIT, str(db), out, str(start)],
+            cwd=REPO,
+            env=facecast_env(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     answers = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
     assert answers.count("refused") == 3, answers
     assert [j.output for j in JobStore(db).list()] == [out]
@@ -107,8 +115,10 @@ def test_a_file_that_appears_while_the_job_runs_is_never_replaced(tmp_path):
     final = service.runner.run_one()
     assert final.status == "failed"
     kept = kept_output_for(out, job.id)
-    assert final.error == (f"{out} appeared while the job ran (another program or job wrote it); it was left "
-                           f"untouched and this job's result was kept as {kept.name}")
+    assert final.error == (
+        f"{out} appeared while the job ran (another program or job wrote it); it was left "
+        f"untouched and this job's result was kept as {kept.name}"
+    )
     assert out.read_text() == "the user's own file"
     assert kept.read_text() == "the job's result"
     assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, kept.name])  # no temporary left
@@ -185,8 +195,13 @@ def test_a_sigkilled_workers_job_is_run_again_while_the_runner_runs(tmp_path):
     kind = Writer("complete")
     service = _service(tmp_path, kind)
     job = service.submit("write", {}, str(out))
-    worker = subprocess.Popen([sys.executable, "-c", _WORKER, str(tmp_path / "jobs.sqlite"), "3600"], cwd=REPO,
-                              env=facecast_env(), stdout=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _WORKER, str(tmp_path / "jobs.sqlite"), "3600"],
+        cwd=REPO,
+        env=facecast_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     runner = BatchRunner(service.store, {"write": kind}, lease_s=4, poll_s=0.1)
     try:
         assert worker.stdout.readline().strip() == job.id  # another worker process holds the job (lease: 1 h)
@@ -237,8 +252,14 @@ def kinds(tmp_path):
     (tmp_path / "models" / "ltx").mkdir(parents=True)
     (tmp_path / "private" / "pipeline").mkdir(parents=True)
     (tmp_path / "private" / "secret.png").write_bytes(b"not for jobs")
-    cfg = load_config(None, [f"jobs.input_dirs=[{tmp_path / 'inputs'}]", f"models.dir={tmp_path / 'models'}",
-                             f"characters.dir={tmp_path / 'characters'}"])
+    cfg = load_config(
+        None,
+        [
+            f"jobs.input_dirs=[{tmp_path / 'inputs'}]",
+            f"models.dir={tmp_path / 'models'}",
+            f"characters.dir={tmp_path / 'characters'}",
+        ],
+    )
     return default_kinds(cfg)
 
 
@@ -264,8 +285,10 @@ def test_inputs_outside_the_allowed_folders_get_the_same_answer_whether_they_exi
         message = _refusal(kinds["swap"], {"face": str(path), "target": str(path)})
         answers[what] = message.replace(str(path), "PATH")
     assert len(set(answers.values())) == 1, answers
-    assert answers["exists outside"] == f"face PATH: no such file in the allowed folders ({inside}, " \
-                                        f"{tmp_path / 'characters'}; jobs.input_dirs)"
+    assert (
+        answers["exists outside"] == f"face PATH: no such file in the allowed folders ({inside}, "
+        f"{tmp_path / 'characters'}; jobs.input_dirs)"
+    )
 
 
 def test_generate_model_folders_must_be_inside_models_dir_or_the_allowlist(tmp_path, kinds):
@@ -274,7 +297,9 @@ def test_generate_model_folders_must_be_inside_models_dir_or_the_allowlist(tmp_p
     base = {"character": str(portrait), "prompt": "waves"}
     outside = [tmp_path / "private" / "pipeline", tmp_path / "private" / "nothing", Path("/usr/lib")]
     answers = {_refusal(kinds["generate"], {**base, "model": str(m)}).replace(str(m), "M") for m in outside}
-    assert answers == {f"model folder M: no such folder in the allowed folders ({tmp_path / 'models'}; "
-                       "models.dir, jobs.generate_model_dirs)"}
+    assert answers == {
+        f"model folder M: no such folder in the allowed folders ({tmp_path / 'models'}; "
+        "models.dir, jobs.generate_model_dirs)"
+    }
     allowed = tmp_path / "models" / "ltx"
     assert kinds["generate"].models.folder(str(allowed), "model folder") == allowed  # what validate() then reads

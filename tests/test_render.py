@@ -18,8 +18,13 @@ def _streams(path: Path):
     with av.open(str(path)) as c:
         v = c.streams.video[0]
         a = c.streams.audio[0] if c.streams.audio else None
-        return (v.average_rate, v.width, v.height, a.codec_context.name if a else None,
-                float(a.duration * a.time_base) if a is not None and a.duration else None)
+        return (
+            v.average_rate,
+            v.width,
+            v.height,
+            a.codec_context.name if a else None,
+            float(a.duration * a.time_base) if a is not None and a.duration else None,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +51,21 @@ def test_render_swap_keeps_frames_fps_and_audio(synthetic_video, face_image, tmp
 def test_render_animate_outputs_the_character_at_the_configured_size(synthetic_video, tmp_path):
     src = synthetic_video(count=20, width=320, height=240, fps=30.0, audio=False)
     out = tmp_path / "animated.mp4"
-    result = run_facecast("render", "animate", "--character", str(PORTRAIT), "--driving", str(src), "-o", str(out),
-                          "--set", "effect.animate.width=256", "--set", "effect.animate.height=256", "--quiet")
+    result = run_facecast(
+        "render",
+        "animate",
+        "--character",
+        str(PORTRAIT),
+        "--driving",
+        str(src),
+        "-o",
+        str(out),
+        "--set",
+        "effect.animate.width=256",
+        "--set",
+        "effect.animate.height=256",
+        "--quiet",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert count_frames(out) == 20
     rate, w, h, audio, _ = _streams(out)

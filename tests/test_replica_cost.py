@@ -30,16 +30,19 @@ def _tiny_graph(batch: int | str = 1) -> onnx.ModelProto:
         helper.make_node("MatMul", ["r", "w5"], ["y"]),
     ]
     inits = [
-        _init("w1", (4, 3, 3, 3)), _init("b1", (4,)),
+        _init("w1", (4, 3, 3, 3)),
+        _init("b1", (4,)),
         _init("w2", (8, 2, 3, 3)),
         _init("w3", (8, 2, 2, 2)),
         numpy_helper.from_array(np.array([-1, 128], np.int64), "shape"),
-        _init("w4", (10, 128)), _init("b4", (10,)),
+        _init("w4", (10, 128)),
+        _init("b4", (10,)),
         _init("w5", (10, 5)),
         _init("unused", (16, 16)),
     ]
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 8, 8])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 5])],
         inits,
@@ -69,7 +72,8 @@ def test_counts_weights_and_multiply_accumulates_of_a_known_graph(tmp_path: Path
 
 def test_a_dynamic_batch_is_costed_at_one_and_external_weights_are_not_needed(tmp_path: Path):
     path = tmp_path / "dyn.onnx"
-    onnx.save(_tiny_graph("N"), str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-              location="dyn.weights")  # the int64 shape constant (16 bytes) stays inline, as onnx keeps it
+    onnx.save(
+        _tiny_graph("N"), str(path), save_as_external_data=True, all_tensors_to_one_file=True, location="dyn.weights"
+    )  # the int64 shape constant (16 bytes) stays inline, as onnx keeps it
     (tmp_path / "dyn.weights").unlink()  # only shapes are read: the cost needs no weights at all
     assert onnx_cost(path) == (PARAMS, pytest.approx(2 * MACS / 1e9, rel=1e-12))

@@ -10,11 +10,11 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("mimic_head")
 
-from facecast.engines.contracts import CONTRACTS  # noqa: E402
-from facecast.engines.onnxruntime import EngineConfig  # noqa: E402
-from facecast.engines.pool import EnginePool  # noqa: E402
-from facecast.models.replicas import MARK_KEY, ensure_replicas, replica_note, replicas_cache_dir  # noqa: E402
-from tests.conftest import facecast_env, run_facecast  # noqa: E402
+from facecast.engines.contracts import CONTRACTS
+from facecast.engines.onnxruntime import EngineConfig
+from facecast.engines.pool import EnginePool
+from facecast.models.replicas import MARK_KEY, ensure_replicas, replica_note, replicas_cache_dir
+from tests.conftest import facecast_env, run_facecast
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +37,18 @@ def test_every_model_file_is_written_in_the_models_dir_layout(cli_output):
 def test_sizes_match_the_published_models(cli_output):
     """LivePortrait and ArcFace within 0.5% of the published parameter counts; inswapper's stand-in too."""
     _, stdout = cli_output
-    rows = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\S.*?)\s{2,}[\d.]+\s+[\d.]+\s+([+-][\d.]+)%", stdout, re.M)}
-    compared = {"liveportrait_onnx/appearance_feature_extractor.onnx", "liveportrait_onnx/motion_extractor.onnx",
-                "liveportrait_onnx/warping_spade.onnx", "liveportrait_onnx/stitching*.onnx (3 files)",
-                "w600k_r50.onnx", "inswapper_128.onnx"}
+    rows = {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"^(\S.*?)\s{2,}[\d.]+\s+[\d.]+\s+([+-][\d.]+)%", stdout, re.M)
+    }
+    compared = {
+        "liveportrait_onnx/appearance_feature_extractor.onnx",
+        "liveportrait_onnx/motion_extractor.onnx",
+        "liveportrait_onnx/warping_spade.onnx",
+        "liveportrait_onnx/stitching*.onnx (3 files)",
+        "w600k_r50.onnx",
+        "inswapper_128.onnx",
+    }
     assert set(rows) == compared, stdout
     for file, diff_percent in rows.items():
         assert abs(diff_percent) < 0.5, (file, diff_percent)

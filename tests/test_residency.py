@@ -66,8 +66,10 @@ class DeviceRecorder:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    pool = EnginePool(make_models(tmp_path_factory.mktemp("models")),
-                      EngineConfig(device="cpu", warmup=False, cache_dir=tmp_path_factory.mktemp("cache")))
+    pool = EnginePool(
+        make_models(tmp_path_factory.mktemp("models")),
+        EngineConfig(device="cpu", warmup=False, cache_dir=tmp_path_factory.mktemp("cache")),
+    )
     return lp.LivePortrait(pool)
 
 
@@ -90,7 +92,7 @@ def test_liveportrait_keeps_the_character_on_the_device(model, portrait):
     assert isinstance(src.feature, Resident) and isinstance(src.kp_source, Resident)
 
     neutral = None
-    for frame in range(3):
+    for _frame in range(3):
         log.clear()
         drv, _ = model.extract_motion(portrait, face.landmarks, lp.DRIVING_CROP)
         neutral = neutral or drv
@@ -108,8 +110,10 @@ def test_liveportrait_keeps_the_character_on_the_device(model, portrait):
 def test_inswapper_keeps_the_identity_on_the_device(tmp_path_factory, portrait):
     from facecast.neural.faceswap import InSwapper
 
-    pool = EnginePool(make_models(tmp_path_factory.mktemp("models")),
-                      EngineConfig(device="cpu", warmup=False, cache_dir=tmp_path_factory.mktemp("cache")))
+    pool = EnginePool(
+        make_models(tmp_path_factory.mktemp("models")),
+        EngineConfig(device="cpu", warmup=False, cache_dir=tmp_path_factory.mktemp("cache")),
+    )
     swapper = InSwapper(pool)
     log: list = []
     swapper.swapper = DeviceRecorder(swapper.swapper, log)

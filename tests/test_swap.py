@@ -67,7 +67,8 @@ def swapped(source):
             frame = reader.render(i).image
             faces = tracker.detect(frame, i / 30)
             assert len(faces) == 1
-            out = effect.apply(FramePacket(seq=i, image=frame, t_capture_ns=int(i / 30 * 1e9), faces=faces))
+            # The swap draws on the packet's own frame: the packet gets a copy, `frame` stays the camera's.
+            out = effect.apply(FramePacket(seq=i, image=frame.copy(), t_capture_ns=int(i / 30 * 1e9), faces=faces))
             rows.append((frame, faces[0], out))
     finally:
         tracker.close()
@@ -141,13 +142,13 @@ def test_faces_entering_and_leaving(source):
     try:
         faces = tracker.detect(two, 0.0)
         assert len(faces) == 2
-        out = effect.apply(FramePacket(seq=0, image=two, t_capture_ns=0, faces=faces))
+        out = effect.apply(FramePacket(seq=0, image=two.copy(), t_capture_ns=0, faces=faces))
         for face in faces:
             x, y = face.landmarks[151, :2].round().astype(int)
             assert is_paint(out[y - 2:y + 3, x - 2:x + 3]).mean() > 0.5
-        empty = effect.apply(FramePacket(seq=1, image=two, t_capture_ns=33_000_000, faces=[]))
+        empty = effect.apply(FramePacket(seq=1, image=two.copy(), t_capture_ns=33_000_000, faces=[]))
         assert np.array_equal(empty, two)
-        one = effect.apply(FramePacket(seq=2, image=two, t_capture_ns=66_000_000, faces=faces[:1]))
+        one = effect.apply(FramePacket(seq=2, image=two.copy(), t_capture_ns=66_000_000, faces=faces[:1]))
         assert one.shape == two.shape
         partial = two[:, 380:]  # a face cut by the frame edge must not break the frame
         edge_faces = tracker.detect(np.ascontiguousarray(partial), 0.1)
@@ -159,7 +160,7 @@ def test_faces_entering_and_leaving(source):
 def test_seamless_blend_and_no_character(swapped, source):
     frame, face, _ = swapped[0]
     out = SwapMesh(SwapMeshConfig(blend="seamless"), One(source)).apply(
-        FramePacket(seq=0, image=frame, t_capture_ns=0, faces=[face]))
+        FramePacket(seq=0, image=frame.copy(), t_capture_ns=0, faces=[face]))
     outside = ~_oval_mask(frame.shape, face.landmarks, grow=3)
     assert np.array_equal(out[outside], frame[outside])
     x, y = face.landmarks[151, :2].round().astype(int)
@@ -167,3 +168,24 @@ def test_seamless_blend_and_no_character(swapped, source):
     assert np.abs(out[y - 2:y + 3, x - 2:x + 3].astype(int) - frame[y - 2:y + 3, x - 2:x + 3]).mean() > 15
     nothing = SwapMesh(SwapMeshConfig(), One(None)).apply(FramePacket(seq=0, image=frame, t_capture_ns=0, faces=[face]))
     assert nothing is frame
+
+
+def test_swaps_in_place_without_a_full_frame_copy(swapped, source):
+    frame, face, _ = swapped[0]
+    own = frame.copy()
+    packet = FramePacket(seq=0, image=own, t_capture_ns=0, faces=[face])
+    assert SwapMesh(SwapMeshConfig(), One(source)).apply(packet) is own  # the packet's frame, drawn on
+    locked = frame.copy()
+    locked.flags.writeable = False  # a frame OpenCV cannot draw on is copied, not refused
+    out = SwapMesh(SwapMeshConfig(), One(source)).apply(FramePacket(seq=0, image=locked, t_capture_ns=0, faces=[face]))
+    assert out is not locked and np.array_equal(locked, frame) and not np.array_equal(out, frame)
+
+
+def test_each_face_is_swapped_from_the_camera_pixels_not_a_neighbours_swap(swapped, source):
+    # Two faces on the same spot: the second one's colour match and blend must read the frame as the
+    # camera gave it, so the result is the one-face swap (reading the first face's swap would not be).
+    frame, face, _ = swapped[3]
+    one = SwapMesh(SwapMeshConfig(), One(source)).apply(FramePacket(seq=0, image=frame.copy(), t_capture_ns=0, faces=[face]))
+    two = SwapMesh(SwapMeshConfig(), One(source)).apply(
+        FramePacket(seq=0, image=frame.copy(), t_capture_ns=0, faces=[face, face]))
+    assert np.array_equal(one, two)

@@ -31,8 +31,10 @@ CPU = EngineConfig(device="cpu", cpu_threads=2)
 
 # --- one node at a time ----------------------------------------------------------------------------
 
-def _graph(op: str, inputs: list[tuple[str, np.ndarray, bool]], attrs: dict, n_out: int = 1,
-           opset: int = 20) -> onnx.ModelProto:
+
+def _graph(
+    op: str, inputs: list[tuple[str, np.ndarray, bool]], attrs: dict, n_out: int = 1, opset: int = 20
+) -> onnx.ModelProto:
     """A one-node model; inputs are (name, value, is_constant). Empty names are absent inputs."""
     graph_inputs, inits, names = [], [], []
     for name, value, constant in inputs:
@@ -46,8 +48,9 @@ def _graph(op: str, inputs: list[tuple[str, np.ndarray, bool]], attrs: dict, n_o
             graph_inputs.append(helper.make_tensor_value_info(name, dtype, value.shape))
     outs = [f"y{i}" for i in range(n_out)]
     node = helper.make_node(op, names, outs, name=f"the_{op.lower()}", **attrs)
-    graph = helper.make_graph([node], "one", graph_inputs,
-                              [helper.make_empty_tensor_value_info(o) for o in outs], inits)
+    graph = helper.make_graph(
+        [node], "one", graph_inputs, [helper.make_empty_tensor_value_info(o) for o in outs], inits
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return model
@@ -90,11 +93,32 @@ def c(name, value):
 
 
 CASES = [
-    *(_case(op, ("x", x4), c("k", rng.standard_normal((4, 1, 1)).astype(np.float32))) for op in ("Add", "Sub", "Mul", "Div")),
+    *(
+        _case(op, ("x", x4), c("k", rng.standard_normal((4, 1, 1)).astype(np.float32)))
+        for op in ("Add", "Sub", "Mul", "Div")
+    ),
     _case("Pow", ("p", pos), c("e", np.float32(2.0))),
     _case("Pow", ("p", pos), c("e", np.float32(0.5))),
-    *(_case(op, ("x", x4)) for op in ("Relu", "Sigmoid", "Tanh", "Exp", "Neg", "Abs", "Erf", "Floor", "Ceil",
-                                      "Round", "Sin", "Cos", "Sign", "Softplus", "HardSwish")),
+    *(
+        _case(op, ("x", x4))
+        for op in (
+            "Relu",
+            "Sigmoid",
+            "Tanh",
+            "Exp",
+            "Neg",
+            "Abs",
+            "Erf",
+            "Floor",
+            "Ceil",
+            "Round",
+            "Sin",
+            "Cos",
+            "Sign",
+            "Softplus",
+            "HardSwish",
+        )
+    ),
     *(_case(op, ("p", pos)) for op in ("Log", "Sqrt", "Reciprocal")),
     _case("LeakyRelu", ("x", x4), alpha=0.2),
     _case("Elu", ("x", x4), alpha=0.7),
@@ -131,8 +155,14 @@ CASES = [
     _case("Concat", ("x", x4), ("p", pos), axis=1),
     _case("Split", ("x", x4), c("s", np.array([1, 3], np.int64)), n_out=2, axis=1),
     _case("Split", ("x", x4), n_out=3, axis=3, num_outputs=3),
-    _case("Slice", ("x", x4), c("s", np.array([1, -4], np.int64)), c("e", np.array([100, -1], np.int64)),
-          c("a", np.array([1, 3], np.int64)), c("t", np.array([2, 1], np.int64))),
+    _case(
+        "Slice",
+        ("x", x4),
+        c("s", np.array([1, -4], np.int64)),
+        c("e", np.array([100, -1], np.int64)),
+        c("a", np.array([1, 3], np.int64)),
+        c("t", np.array([2, 1], np.int64)),
+    ),
     _case("Gather", ("x", x4), c("i", np.array([[0, 2], [-1, 1]], np.int64)), axis=1),
     _case("Gather", ("x", x4), c("i", np.array(-2, np.int64)), axis=3),
     _case("Gather", ("x", x4), ("i", i64), axis=2),
@@ -143,11 +173,19 @@ CASES = [
     _case("Pad", ("x", x4), c("p", np.array([0, 0, 1, 2, 0, 0, 3, 0], np.int64)), c("v", np.float32(0.5))),
     _case("Pad", ("x", x4), c("p", np.array([0, 0, 2, 1, 0, 0, 1, 2], np.int64)), mode="reflect"),
     _case("Pad", ("x", x4), c("p", np.array([0, 0, 2, 1, 0, 0, 1, 2], np.int64)), mode="edge"),
-    _case("Pad", ("x", x4), c("p", np.array([1, 2, 1, 2], np.int64)), "", c("a", np.array([2, 3], np.int64)),
-          mode="reflect"),
-    *(_case(op, ("x", x4), c("a", np.array([1, -1], np.int64)), keepdims=k)
-      for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceL1", "ReduceSumSquare")
-      for k in (0, 1)),
+    _case(
+        "Pad",
+        ("x", x4),
+        c("p", np.array([1, 2, 1, 2], np.int64)),
+        "",
+        c("a", np.array([2, 3], np.int64)),
+        mode="reflect",
+    ),
+    *(
+        _case(op, ("x", x4), c("a", np.array([1, -1], np.int64)), keepdims=k)
+        for op in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceL1", "ReduceSumSquare")
+        for k in (0, 1)
+    ),
     _case("ReduceMean", ("x", x4), keepdims=0),
     _case("ReduceMean", ("x", x4), axes=[2, 3], opset=17),
     _case("ReduceSum", ("x", x4), c("a", np.array([1], np.int64)), opset=17),
@@ -155,37 +193,101 @@ CASES = [
     _case("Softmax", ("x", x4), axis=1),
     _case("Softmax", ("x", x4), axis=2, opset=11),
     _case("LogSoftmax", ("x", x4)),
-    _case("BatchNormalization", ("x", x4), c("s", rng.standard_normal(4).astype(np.float32)),
-        c("b", rng.standard_normal(4).astype(np.float32)), c("mu", rng.standard_normal(4).astype(np.float32)),
-        c("var", rng.uniform(0.5, 2, 4).astype(np.float32)), epsilon=1e-3),
-    _case("InstanceNormalization", ("x", x4), c("s", rng.standard_normal(4).astype(np.float32)),
-          c("b", rng.standard_normal(4).astype(np.float32))),
-    _case("InstanceNormalization", ("x5", x5), c("s", rng.standard_normal(4).astype(np.float32)),
-          c("b", rng.standard_normal(4).astype(np.float32))),
-    _case("LayerNormalization", ("x3", x3), c("s", rng.standard_normal(8).astype(np.float32)),
-          c("b", rng.standard_normal(8).astype(np.float32)), epsilon=1e-6),
+    _case(
+        "BatchNormalization",
+        ("x", x4),
+        c("s", rng.standard_normal(4).astype(np.float32)),
+        c("b", rng.standard_normal(4).astype(np.float32)),
+        c("mu", rng.standard_normal(4).astype(np.float32)),
+        c("var", rng.uniform(0.5, 2, 4).astype(np.float32)),
+        epsilon=1e-3,
+    ),
+    _case(
+        "InstanceNormalization",
+        ("x", x4),
+        c("s", rng.standard_normal(4).astype(np.float32)),
+        c("b", rng.standard_normal(4).astype(np.float32)),
+    ),
+    _case(
+        "InstanceNormalization",
+        ("x5", x5),
+        c("s", rng.standard_normal(4).astype(np.float32)),
+        c("b", rng.standard_normal(4).astype(np.float32)),
+    ),
+    _case(
+        "LayerNormalization",
+        ("x3", x3),
+        c("s", rng.standard_normal(8).astype(np.float32)),
+        c("b", rng.standard_normal(8).astype(np.float32)),
+        epsilon=1e-6,
+    ),
     _case("LayerNormalization", ("x3", x3), c("s", rng.standard_normal((5, 8)).astype(np.float32)), axis=1),
-    _case("Conv", ("x", x4), c("w", rng.standard_normal((3, 4, 3, 3)).astype(np.float32)),
-          c("b", rng.standard_normal(3).astype(np.float32)), pads=[1, 1, 1, 1]),
-    _case("Conv", ("x", x4), ("w4", rng.standard_normal((3, 4, 3, 3)).astype(np.float32)), strides=[2, 2], pads=[0, 1, 1, 0], dilations=[1, 1]),
-    _case("Conv", ("x", x4), c("w", rng.standard_normal((4, 2, 3, 3)).astype(np.float32)), group=2,
-          auto_pad="SAME_UPPER", strides=[2, 2]),
-    _case("Conv", ("x", x4), c("w", rng.standard_normal((4, 1, 3, 3)).astype(np.float32)), group=4,
-          dilations=[2, 2], pads=[2, 2, 2, 2]),
-    _case("Conv", ("x5", x5), c("w", rng.standard_normal((2, 4, 3, 3, 3)).astype(np.float32)),
-          pads=[1, 1, 1, 1, 1, 1]),
+    _case(
+        "Conv",
+        ("x", x4),
+        c("w", rng.standard_normal((3, 4, 3, 3)).astype(np.float32)),
+        c("b", rng.standard_normal(3).astype(np.float32)),
+        pads=[1, 1, 1, 1],
+    ),
+    _case(
+        "Conv",
+        ("x", x4),
+        ("w4", rng.standard_normal((3, 4, 3, 3)).astype(np.float32)),
+        strides=[2, 2],
+        pads=[0, 1, 1, 0],
+        dilations=[1, 1],
+    ),
+    _case(
+        "Conv",
+        ("x", x4),
+        c("w", rng.standard_normal((4, 2, 3, 3)).astype(np.float32)),
+        group=2,
+        auto_pad="SAME_UPPER",
+        strides=[2, 2],
+    ),
+    _case(
+        "Conv",
+        ("x", x4),
+        c("w", rng.standard_normal((4, 1, 3, 3)).astype(np.float32)),
+        group=4,
+        dilations=[2, 2],
+        pads=[2, 2, 2, 2],
+    ),
+    _case("Conv", ("x5", x5), c("w", rng.standard_normal((2, 4, 3, 3, 3)).astype(np.float32)), pads=[1, 1, 1, 1, 1, 1]),
     _case("Conv", ("x3", x3), c("w", rng.standard_normal((2, 5, 3)).astype(np.float32)), pads=[1, 1]),
-    _case("ConvTranspose", ("x", x4), c("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
-          c("b", rng.standard_normal(3).astype(np.float32)), strides=[2, 2], pads=[1, 1, 1, 1],
-          output_padding=[1, 1]),
+    _case(
+        "ConvTranspose",
+        ("x", x4),
+        c("w", rng.standard_normal((4, 3, 3, 3)).astype(np.float32)),
+        c("b", rng.standard_normal(3).astype(np.float32)),
+        strides=[2, 2],
+        pads=[1, 1, 1, 1],
+        output_padding=[1, 1],
+    ),
     _case("MatMul", ("x3", x3), c("w", rng.standard_normal((8, 3)).astype(np.float32))),
     _case("MatMul", ("x", x4), ("p", pos)),
-    _case("Gemm", ("m", m2), c("w", rng.standard_normal((5, 8)).astype(np.float32)),
-          c("b", rng.standard_normal(5).astype(np.float32)), transB=1),
-    _case("Gemm", ("m", m2), c("w", rng.standard_normal((8, 5)).astype(np.float32)),
-          c("b", rng.standard_normal((1, 5)).astype(np.float32))),
-    _case("Gemm", ("m", m2), c("w", rng.standard_normal((3, 5)).astype(np.float32)),
-          c("b", rng.standard_normal((8, 5)).astype(np.float32)), transA=1, alpha=0.5, beta=2.0),
+    _case(
+        "Gemm",
+        ("m", m2),
+        c("w", rng.standard_normal((5, 8)).astype(np.float32)),
+        c("b", rng.standard_normal(5).astype(np.float32)),
+        transB=1,
+    ),
+    _case(
+        "Gemm",
+        ("m", m2),
+        c("w", rng.standard_normal((8, 5)).astype(np.float32)),
+        c("b", rng.standard_normal((1, 5)).astype(np.float32)),
+    ),
+    _case(
+        "Gemm",
+        ("m", m2),
+        c("w", rng.standard_normal((3, 5)).astype(np.float32)),
+        c("b", rng.standard_normal((8, 5)).astype(np.float32)),
+        transA=1,
+        alpha=0.5,
+        beta=2.0,
+    ),
     _case("Gemm", ("m", m2), c("w", rng.standard_normal((5, 8)).astype(np.float32)), transB=1),
     _case("Einsum", ("x3", x3), c("w", rng.standard_normal((8, 3)).astype(np.float32)), equation="bij,jk->bik"),
     _case("AveragePool", ("x", x4), kernel_shape=[2, 2], strides=[2, 2]),
@@ -198,35 +300,83 @@ CASES = [
     _case("MaxPool", ("x", x4), kernel_shape=[2, 2], pads=[0, 0, 1, 1]),
     _case("GlobalAveragePool", ("x", x4)),
     _case("GlobalMaxPool", ("x", x4)),
-    _case("Resize", ("x", x4), "", c("s", np.array([1, 1, 2, 2], np.float32)), mode="nearest",
-          coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
-    _case("Resize", ("x5", x5), "", c("s", np.array([1, 1, 1, 2, 2], np.float32)), mode="nearest",
-          coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+    _case(
+        "Resize",
+        ("x", x4),
+        "",
+        c("s", np.array([1, 1, 2, 2], np.float32)),
+        mode="nearest",
+        coordinate_transformation_mode="asymmetric",
+        nearest_mode="floor",
+    ),
+    _case(
+        "Resize",
+        ("x5", x5),
+        "",
+        c("s", np.array([1, 1, 1, 2, 2], np.float32)),
+        mode="nearest",
+        coordinate_transformation_mode="asymmetric",
+        nearest_mode="floor",
+    ),
     _case("Resize", ("x", x4), "", "", c("z", np.array([2, 4, 9, 4], np.int64)), mode="nearest"),
     _case("Resize", ("x", x4), "", c("s", np.array([1, 1, 0.5, 0.5], np.float32)), mode="nearest"),
-    _case("Resize", ("x", x4), "", c("s", np.array([1, 1, 2, 3], np.float32)), mode="nearest",
-          coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil"),
+    _case(
+        "Resize",
+        ("x", x4),
+        "",
+        c("s", np.array([1, 1, 2, 3], np.float32)),
+        mode="nearest",
+        coordinate_transformation_mode="half_pixel",
+        nearest_mode="round_prefer_ceil",
+    ),
     _case("Resize", ("x", x4), "", c("s", np.array([1, 1, 2, 2], np.float32)), mode="linear"),
     _case("Resize", ("x", x4), "", "", c("z", np.array([2, 4, 4, 9], np.int64)), mode="linear"),
-    _case("Resize", ("x", x4), "", c("s", np.array([1, 1, 2, 2], np.float32)), mode="linear",
-          coordinate_transformation_mode="align_corners"),
-    _case("Resize", ("x", x4), "", c("s", np.array([1, 1, 0.5, 0.5], np.float32)), mode="linear",
-          coordinate_transformation_mode="pytorch_half_pixel"),
+    _case(
+        "Resize",
+        ("x", x4),
+        "",
+        c("s", np.array([1, 1, 2, 2], np.float32)),
+        mode="linear",
+        coordinate_transformation_mode="align_corners",
+    ),
+    _case(
+        "Resize",
+        ("x", x4),
+        "",
+        c("s", np.array([1, 1, 0.5, 0.5], np.float32)),
+        mode="linear",
+        coordinate_transformation_mode="pytorch_half_pixel",
+    ),
     _case("Resize", ("x5", x5), "", c("s", np.array([1, 1, 2, 2, 2], np.float32)), mode="linear"),
     _case("Resize", ("x", x4), "", c("s", np.array([1, 1, 2, 2], np.float32)), mode="cubic"),
     _case("Resize", ("x", x4), "", c("s", np.array([2, 2], np.float32)), mode="linear", axes=[2, 3]),
     _case("GridSample", ("x", x4), c("g", rng.uniform(-1.2, 1.2, (2, 5, 7, 2)).astype(np.float32))),
-    _case("GridSample", ("x", x4), c("g", rng.uniform(-1.2, 1.2, (2, 5, 7, 2)).astype(np.float32)),
-          mode="nearest", padding_mode="border", align_corners=1),
-    _case("GridSample", ("x", x4), c("g", rng.uniform(-1.2, 1.2, (2, 5, 7, 2)).astype(np.float32)),
-          mode="cubic", padding_mode="reflection"),
+    _case(
+        "GridSample",
+        ("x", x4),
+        c("g", rng.uniform(-1.2, 1.2, (2, 5, 7, 2)).astype(np.float32)),
+        mode="nearest",
+        padding_mode="border",
+        align_corners=1,
+    ),
+    _case(
+        "GridSample",
+        ("x", x4),
+        c("g", rng.uniform(-1.2, 1.2, (2, 5, 7, 2)).astype(np.float32)),
+        mode="cubic",
+        padding_mode="reflection",
+    ),
     _case("GridSample", ("x5", x5), c("g", rng.uniform(-1.1, 1.1, (1, 2, 5, 7, 3)).astype(np.float32))),
-    _case("GridSample", ("x", x4), c("g", rng.uniform(-1, 1, (2, 5, 7, 2)).astype(np.float32)),
-          mode="bilinear", opset=16),
+    _case(
+        "GridSample", ("x", x4), c("g", rng.uniform(-1, 1, (2, 5, 7, 2)).astype(np.float32)), mode="bilinear", opset=16
+    ),
     _case("Shape", ("x", x4), start=1, end=-1),
     _case("Size", ("x", x4)),
-    _case("ConstantOfShape", c("s", np.array([2, 3], np.int64)),
-          value=numpy_helper.from_array(np.array([1.5], np.float32))),
+    _case(
+        "ConstantOfShape",
+        c("s", np.array([2, 3], np.int64)),
+        value=numpy_helper.from_array(np.array([1.5], np.float32)),
+    ),
     _case("Range", c("a", np.array(2, np.int64)), c("b", np.array(11, np.int64)), c("d", np.array(3, np.int64))),
     _case("Identity", ("x", x4)),
     _case("Dropout", ("x", x4)),
@@ -237,7 +387,7 @@ CASES = [
 def test_each_op_equals_onnxruntime(op, inputs, attrs, n_out, opset):
     feeds = {name: value for name, value, constant in inputs if name and not constant}
     expected, got = _both(_graph(op, inputs, attrs, n_out, opset), feeds)
-    for e, g in zip(expected, got):
+    for e, g in zip(expected, got, strict=False):
         assert g.shape == e.shape and g.dtype == e.dtype, (g.shape, e.shape, g.dtype, e.dtype)
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-5)
 
@@ -245,12 +395,50 @@ def test_each_op_equals_onnxruntime(op, inputs, attrs, n_out, opset):
 def test_the_table_covers_every_op_of_the_models():
     # The 38 op types of the six LivePortrait graphs (docs: shared reference, engines.md) and the
     # ArcFace / inswapper ones; Constant and Identity are folded at load.
-    used = {"Add", "AveragePool", "BatchNormalization", "Cast", "Concat", "Constant", "ConstantOfShape", "Conv",
-            "DepthToSpace", "Div", "Exp", "Expand", "Gather", "Gelu", "Gemm", "GridSample", "Identity",
-            "InstanceNormalization", "LayerNormalization", "LeakyRelu", "MatMul", "Mul", "Pow", "ReduceL2",
-            "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "Shape", "Sigmoid", "Slice", "Softmax", "Sqrt",
-            "Sub", "Tile", "Transpose", "Unsqueeze",
-            "PRelu", "Flatten", "Tanh", "Pad"}
+    used = {
+        "Add",
+        "AveragePool",
+        "BatchNormalization",
+        "Cast",
+        "Concat",
+        "Constant",
+        "ConstantOfShape",
+        "Conv",
+        "DepthToSpace",
+        "Div",
+        "Exp",
+        "Expand",
+        "Gather",
+        "Gelu",
+        "Gemm",
+        "GridSample",
+        "Identity",
+        "InstanceNormalization",
+        "LayerNormalization",
+        "LeakyRelu",
+        "MatMul",
+        "Mul",
+        "Pow",
+        "ReduceL2",
+        "ReduceMean",
+        "ReduceSum",
+        "Relu",
+        "Reshape",
+        "Resize",
+        "Shape",
+        "Sigmoid",
+        "Slice",
+        "Softmax",
+        "Sqrt",
+        "Sub",
+        "Tile",
+        "Transpose",
+        "Unsqueeze",
+        "PRelu",
+        "Flatten",
+        "Tanh",
+        "Pad",
+    }
     from facecast.engines.torch_engine import supported_ops
 
     assert used <= set(supported_ops())
@@ -259,6 +447,7 @@ def test_the_table_covers_every_op_of_the_models():
 
 
 # --- refusals ----------------------------------------------------------------------------------------
+
 
 def _write(model: onnx.ModelProto, path) -> str:
     onnx.save(model, str(path))
@@ -269,8 +458,9 @@ def _contract_for(model: onnx.ModelProto) -> ModelContract:
     def spec(v):
         return TensorSpec(v.name, tuple(d.dim_value or None for d in v.type.tensor_type.shape.dim))
 
-    return ModelContract("test/one", "one.onnx", tuple(spec(v) for v in model.graph.input),
-                         tuple(spec(v) for v in model.graph.output))
+    return ModelContract(
+        "test/one", "one.onnx", tuple(spec(v) for v in model.graph.input), tuple(spec(v) for v in model.graph.output)
+    )
 
 
 def _typed_graph(nodes, inputs, outputs, inits=(), opset: int = 20) -> onnx.ModelProto:
@@ -284,9 +474,14 @@ F32 = TensorProto.FLOAT
 
 
 def test_an_unknown_op_is_refused_at_load_naming_op_and_node(tmp_path):
-    model = _typed_graph([helper.make_node("Relu", ["x"], ["r"], name="first"),
-                          helper.make_node("Hardmax", ["r"], ["y"], name="the_odd_one")],
-                         [helper.make_tensor_value_info("x", F32, [1, 4])], [helper.make_tensor_value_info("y", F32, [1, 4])])
+    model = _typed_graph(
+        [
+            helper.make_node("Relu", ["x"], ["r"], name="first"),
+            helper.make_node("Hardmax", ["r"], ["y"], name="the_odd_one"),
+        ],
+        [helper.make_tensor_value_info("x", F32, [1, 4])],
+        [helper.make_tensor_value_info("y", F32, [1, 4])],
+    )
     with pytest.raises(EngineError, match=r"node 'the_odd_one' uses op Hardmax"):
         TorchEngine(_contract_for(model), _write(model, tmp_path / "m.onnx"), CPU, PriorityGate())
 
@@ -294,10 +489,13 @@ def test_an_unknown_op_is_refused_at_load_naming_op_and_node(tmp_path):
 def test_a_shape_computed_from_tensor_data_is_refused_naming_the_node():
     # Reshape's target shape comes from the data (a Cast of the input): nothing to fold at load.
     model = _typed_graph(
-        [helper.make_node("Cast", ["s"], ["si"], to=TensorProto.INT64),
-         helper.make_node("Reshape", ["x", "si"], ["y"], name="data_shaped")],
+        [
+            helper.make_node("Cast", ["s"], ["si"], to=TensorProto.INT64),
+            helper.make_node("Reshape", ["x", "si"], ["y"], name="data_shaped"),
+        ],
         [helper.make_tensor_value_info("x", F32, [2, 6]), helper.make_tensor_value_info("s", F32, [2])],
-        [helper.make_empty_tensor_value_info("y")])
+        [helper.make_empty_tensor_value_info("y")],
+    )
     module = OnnxModule(model, "m.onnx")
     with pytest.raises(GraphError, match=r"Reshape node 'data_shaped': input 1 .* computed at run time"):
         module.program({"x": (2, 6), "s": (2,)})
@@ -306,15 +504,22 @@ def test_a_shape_computed_from_tensor_data_is_refused_naming_the_node():
 def test_shape_subgraphs_are_folded_at_load():
     # x.reshape(x.shape[0], -1) the way exporters write it: Shape -> Gather -> Unsqueeze -> Concat -> Reshape.
     model = _typed_graph(
-        [helper.make_node("Shape", ["x"], ["shape"]),
-         helper.make_node("Gather", ["shape", "zero"], ["batch"], axis=0),
-         helper.make_node("Unsqueeze", ["batch", "zero1"], ["batch1"]),
-         helper.make_node("Concat", ["batch1", "minus_one"], ["target"], axis=0),
-         helper.make_node("Reshape", ["x", "target"], ["flat"]),
-         helper.make_node("Relu", ["flat"], ["y"])],
-        [helper.make_tensor_value_info("x", F32, ["N", 3, 4])], [helper.make_tensor_value_info("y", F32, ["N", 12])],
-        [numpy_helper.from_array(np.array(0, np.int64), "zero"), numpy_helper.from_array(np.array([0], np.int64), "zero1"),
-         numpy_helper.from_array(np.array([-1], np.int64), "minus_one")])
+        [
+            helper.make_node("Shape", ["x"], ["shape"]),
+            helper.make_node("Gather", ["shape", "zero"], ["batch"], axis=0),
+            helper.make_node("Unsqueeze", ["batch", "zero1"], ["batch1"]),
+            helper.make_node("Concat", ["batch1", "minus_one"], ["target"], axis=0),
+            helper.make_node("Reshape", ["x", "target"], ["flat"]),
+            helper.make_node("Relu", ["flat"], ["y"]),
+        ],
+        [helper.make_tensor_value_info("x", F32, ["N", 3, 4])],
+        [helper.make_tensor_value_info("y", F32, ["N", 12])],
+        [
+            numpy_helper.from_array(np.array(0, np.int64), "zero"),
+            numpy_helper.from_array(np.array([0], np.int64), "zero1"),
+            numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+        ],
+    )
     module = OnnxModule(model, "m.onnx")
     assert module.count_steps({"x": (2, 3, 4)}) == {"Reshape": 1, "Relu": 1}
     for batch in (2, 5):  # a dynamic batch gets a program per batch size
@@ -330,7 +535,9 @@ def test_device_torch_without_cuda_is_an_error_unless_the_fallback_is_allowed(tm
     models = make_models(tmp_path)
     contract = CONTRACTS["liveportrait/stitching"]
     path = models / contract.file
-    with pytest.raises(EngineError, match=r"engine.device is 'torch' but this PyTorch .* has no CUDA.*allow_cpu_fallback"):
+    with pytest.raises(
+        EngineError, match=r"engine.device is 'torch' but this PyTorch .* has no CUDA.*allow_cpu_fallback"
+    ):
         TorchEngine(contract, path, EngineConfig(device="torch"), PriorityGate())
     monkeypatch.setattr(torch_engine, "_fallback_logged", False)
     with caplog.at_level(logging.WARNING, logger="facecast.engines.torch_engine"):
@@ -348,6 +555,7 @@ def test_a_wrong_file_is_refused_by_the_contract(tmp_path):
 
 
 # --- the engine on the small fixtures ----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory):
@@ -373,10 +581,15 @@ def test_the_pool_hands_out_torch_engines_for_device_torch(fixtures):
 
 
 def test_upload_and_keep_on_device_round_trip_without_transfers_on_the_cpu(fixtures):
-    appearance = TorchEngine(CONTRACTS["liveportrait/appearance_feature_extractor"],
-                             fixtures / "liveportrait_onnx/appearance_feature_extractor.onnx", CPU, PriorityGate())
-    warping = TorchEngine(CONTRACTS["liveportrait/warping_spade"], fixtures / "liveportrait_onnx/warping_spade.onnx",
-                          CPU, PriorityGate())
+    appearance = TorchEngine(
+        CONTRACTS["liveportrait/appearance_feature_extractor"],
+        fixtures / "liveportrait_onnx/appearance_feature_extractor.onnx",
+        CPU,
+        PriorityGate(),
+    )
+    warping = TorchEngine(
+        CONTRACTS["liveportrait/warping_spade"], fixtures / "liveportrait_onnx/warping_spade.onnx", CPU, PriorityGate()
+    )
     img = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
     kp = {"kp_driving": np.full((1, 21, 3), 0.05, np.float32), "kp_source": np.zeros((1, 21, 3), np.float32)}
     # The appearance volume stays where the model runs and is fed straight into the warping model...
@@ -434,10 +647,13 @@ def test_the_fp16_path_runs_conv_weights_in_half_under_autocast(fixtures):
         with torch.autocast("cpu", dtype=torch.float16, cache_enabled=False):
             got = half({"img": img})["output"]
     assert got.dtype == torch.float16
-    np.testing.assert_allclose(got.float().numpy(), expected.numpy(), rtol=2e-2, atol=2e-2 * float(expected.abs().max()))
+    np.testing.assert_allclose(
+        got.float().numpy(), expected.numpy(), rtol=2e-2, atol=2e-2 * float(expected.abs().max())
+    )
 
 
 # --- full-size replicas ------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def replicas():
@@ -474,15 +690,18 @@ def _assert_close(got: dict, expected: dict, rel: float) -> None:
         np.testing.assert_allclose(got[name], want, rtol=0, atol=rel * scale, err_msg=name)
 
 
-@pytest.mark.parametrize("key, rel", [
-    ("liveportrait/appearance_feature_extractor", 1e-5),
-    ("liveportrait/motion_extractor", 1e-5),
-    ("liveportrait/stitching", 1e-5),
-    ("liveportrait/stitching_eye", 1e-5),
-    ("liveportrait/stitching_lip", 1e-5),
-    ("w600k_r50", 1e-5),
-    ("inswapper_128", 1e-5),
-])
+@pytest.mark.parametrize(
+    "key, rel",
+    [
+        ("liveportrait/appearance_feature_extractor", 1e-5),
+        ("liveportrait/motion_extractor", 1e-5),
+        ("liveportrait/stitching", 1e-5),
+        ("liveportrait/stitching_eye", 1e-5),
+        ("liveportrait/stitching_lip", 1e-5),
+        ("w600k_r50", 1e-5),
+        ("inswapper_128", 1e-5),
+    ],
+)
 def test_full_size_replicas_equal_onnxruntime(replicas, key, rel):
     contract = CONTRACTS[key]
     path = replicas / contract.file
@@ -505,13 +724,17 @@ def test_full_size_warping_spade_equals_onnxruntime(replicas):
     feature = OnnxEngine(appearance, replicas / appearance.file, CPU, PriorityGate()).run({"img": img})["output"]
     rng = np.random.default_rng(6)
     kp_source = rng.uniform(-0.6, 0.6, (1, 21, 3)).astype(np.float32)
-    feeds = {"feature_3d": feature, "kp_source": kp_source,
-             "kp_driving": kp_source + rng.normal(0, 0.03, kp_source.shape).astype(np.float32)}
+    feeds = {
+        "feature_3d": feature,
+        "kp_source": kp_source,
+        "kp_driving": kp_source + rng.normal(0, 0.03, kp_source.shape).astype(np.float32),
+    }
     engine = TorchEngine(contract, path, CPU, PriorityGate())
     # The exporter's shape arithmetic (Shape, Gather, Cast, ConstantOfShape, ...) is folded at load:
     # what runs per call is well under half of the graph's nodes.
-    steps = engine.module.count_steps({"feature_3d": (1, 32, 16, 64, 64), "kp_driving": (1, 21, 3),
-                                       "kp_source": (1, 21, 3)})
+    steps = engine.module.count_steps(
+        {"feature_3d": (1, 32, 16, 64, 64), "kp_driving": (1, 21, 3), "kp_source": (1, 21, 3)}
+    )
     assert not {"Shape", "Gather", "Cast", "ConstantOfShape"} & set(steps)
     assert sum(steps.values()) < len(onnx.load(str(path), load_external_data=False).graph.node) / 2
     got = engine.run(feeds)["out"]
@@ -519,7 +742,10 @@ def test_full_size_warping_spade_equals_onnxruntime(replicas):
     diff = np.abs(got - expected)
     assert got.shape == expected.shape == (1, 3, 512, 512)
     assert diff.mean() < 1e-5 and np.percentile(diff, 99.9) < 1e-3 and diff.max() < 5e-3, (
-        diff.mean(), np.percentile(diff, 99.9), diff.max())
+        diff.mean(),
+        np.percentile(diff, 99.9),
+        diff.max(),
+    )
 
 
 def test_full_size_arcface_runs_a_batch_of_faces(replicas):

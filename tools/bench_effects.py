@@ -18,7 +18,7 @@ from pathlib import Path
 os.environ.setdefault("GLOG_minloglevel", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def main() -> int:
@@ -46,8 +46,9 @@ def main() -> int:
         packets = []
         for i in range(min(args.frames, 120)):
             image = reader.render(i).image
-            packets.append(FramePacket(seq=i, image=image, t_capture_ns=int(i / 60 * 1e9),
-                                       faces=tracker.detect(image, i / 60)))
+            packets.append(
+                FramePacket(seq=i, image=image, t_capture_ns=int(i / 60 * 1e9), faces=tracker.detect(image, i / 60))
+            )
         tracker.close()
         effect.start()
         times = []
@@ -58,8 +59,7 @@ def main() -> int:
             effect.apply(p)
             times.append((time.perf_counter() - t0) * 1000)
         t = np.array(times[10:])
-        print(f"{label}: median {np.median(t):.2f} ms, p95 {np.percentile(t, 95):.2f} ms per frame "
-              f"({len(t)} frames)")
+        print(f"{label}: median {np.median(t):.2f} ms, p95 {np.percentile(t, 95):.2f} ms per frame ({len(t)} frames)")
     return 0
 
 

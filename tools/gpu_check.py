@@ -41,23 +41,35 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-LIVEPORTRAIT = ["liveportrait/appearance_feature_extractor", "liveportrait/motion_extractor",
-                "liveportrait/warping_spade", "liveportrait/stitching", "liveportrait/stitching_eye",
-                "liveportrait/stitching_lip"]
+LIVEPORTRAIT = [
+    "liveportrait/appearance_feature_extractor",
+    "liveportrait/motion_extractor",
+    "liveportrait/warping_spade",
+    "liveportrait/stitching",
+    "liveportrait/stitching_eye",
+    "liveportrait/stitching_lip",
+]
 SWAP = ["w600k_r50", "inswapper_128"]
 
 
 def preflight() -> None:
     """Say at once what is missing, in the words of the fix (the machine has no network)."""
     missing = []
-    for module, wheel in (("numpy", "numpy"), ("onnx", "onnx"), ("torch", "torch"), ("onnxruntime", "onnxruntime"),
-                          ("cv2", "opencv-python-headless"),
-                          ("pydantic", "pydantic (+ pydantic_core, annotated_types, typing_inspection, typing_extensions)")):
+    for module, wheel in (
+        ("numpy", "numpy"),
+        ("onnx", "onnx"),
+        ("torch", "torch"),
+        ("onnxruntime", "onnxruntime"),
+        ("cv2", "opencv-python-headless"),
+        ("pydantic", "pydantic (+ pydantic_core, annotated_types, typing_inspection, typing_extensions)"),
+    ):
         if importlib.util.find_spec(module) is None:
             missing.append(wheel)
     if missing:
-        sys.exit(f"gpu_check: missing Python packages: {', '.join(missing)}. Put their wheels in tools/wheels/ "
-                 "(tools/gpu_check.sh installs them) or install them.")
+        sys.exit(
+            f"gpu_check: missing Python packages: {', '.join(missing)}. Put their wheels in tools/wheels/ "
+            "(tools/gpu_check.sh installs them) or install them."
+        )
 
 
 @dataclass
@@ -82,14 +94,22 @@ def environment() -> dict[str, Any]:
     import torch
 
     env: dict[str, Any] = {
-        "python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-        "cuda": torch.version.cuda, "cuda_available": torch.cuda.is_available(),
-        "onnxruntime": ort.__version__, "ort_providers": ort.get_available_providers(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "onnxruntime": ort.__version__,
+        "ort_providers": ort.get_available_providers(),
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        env.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
-                   capability=f"{props.major}.{props.minor}", cudnn=torch.backends.cudnn.version())
+        env.update(
+            gpu=props.name,
+            gpu_memory_gib=round(props.total_memory / 2**30, 1),
+            capability=f"{props.major}.{props.minor}",
+            cudnn=torch.backends.cudnn.version(),
+        )
     try:
         import tensorrt
 
@@ -101,16 +121,26 @@ def environment() -> dict[str, Any]:
 
 def variants(env: dict[str, Any], dry: bool) -> list[Variant]:
     if dry:  # the CPU: the torch engine through its knowing fallback, and onnxruntime's CPU provider
-        return [Variant("torch-cpu", "torch", {"device": "torch", "allow_cpu_fallback": True}),
-                Variant("ort-cpu", "onnxruntime", {"device": "cpu"})]
-    out = [Variant("torch-fp16-graph", "torch", {"device": "torch", "cuda_graph": True}),
-           Variant("torch-fp16", "torch", {"device": "torch"}),
-           Variant("torch-fp32", "torch", {"device": "torch", "fp16": False})]
+        return [
+            Variant("torch-cpu", "torch", {"device": "torch", "allow_cpu_fallback": True}),
+            Variant("ort-cpu", "onnxruntime", {"device": "cpu"}),
+        ]
+    out = [
+        Variant("torch-fp16-graph", "torch", {"device": "torch", "cuda_graph": True}),
+        Variant("torch-fp16", "torch", {"device": "torch"}),
+        Variant("torch-fp32", "torch", {"device": "torch", "fp16": False}),
+    ]
     if "CUDAExecutionProvider" in env["ort_providers"]:
         out.append(Variant("ort-cuda", "onnxruntime", {"device": "cuda"}))
     if "TensorrtExecutionProvider" in env["ort_providers"]:
-        out.append(Variant("ort-tensorrt", "onnxruntime", {"device": "tensorrt"},
-                           note="first load builds TensorRT engines (minutes)"))
+        out.append(
+            Variant(
+                "ort-tensorrt",
+                "onnxruntime",
+                {"device": "tensorrt"},
+                note="first load builds TensorRT engines (minutes)",
+            )
+        )
     return out
 
 
@@ -152,6 +182,7 @@ def load(variant: Variant, folder: Path) -> Loaded:
 
 # -- the per-frame chains -------------------------------------------------------------------------
 
+
 class AnimateChain:
     """LivePortrait's per-frame model calls, with its own motion maths (facecast.neural.liveportrait)."""
 
@@ -164,7 +195,8 @@ class AnimateChain:
         self.lp, self.engines, self.frames = lp, engines, frames
         # Once per character: the appearance volume and the source keypoints stay on the device.
         self.feature = engines["liveportrait/appearance_feature_extractor"].run(
-            {"img": character}, keep_on_device=("output",))["output"]
+            {"img": character}, keep_on_device=("output",)
+        )["output"]
         self.source = lp.motion_from_outputs(engines["liveportrait/motion_extractor"].run({"img": character}))
         self.x_s = lp.keypoints(self.source)
         self.kp_source = engines["liveportrait/warping_spade"].upload(self.x_s[None].astype(np.float32))
@@ -183,7 +215,8 @@ class AnimateChain:
         x_d[:, :2] += delta[63:65]
         out = e["liveportrait/warping_spade"].run(
             {"feature_3d": self.feature, "kp_driving": x_d[None].astype(np.float32), "kp_source": self.kp_source},
-            priority)["out"]
+            priority,
+        )["out"]
         return lp.postprocess_image(out)
 
 
@@ -193,7 +226,9 @@ class SwapChain:
     name = "swap/inswapper"
     keys = ("inswapper_128",)
 
-    def __init__(self, engines: dict[str, Any], targets: list[np.ndarray], face112: np.ndarray, emap: np.ndarray) -> None:
+    def __init__(
+        self, engines: dict[str, Any], targets: list[np.ndarray], face112: np.ndarray, emap: np.ndarray
+    ) -> None:
         from facecast.neural import faceswap as fs
 
         self.fs, self.engines, self.targets = fs, engines, targets
@@ -224,8 +259,13 @@ def inputs(folder: Path) -> dict[str, Any]:
         frames.append(np.clip(shifted, 0, 1)[None].astype(np.float32))
     targets = [f[:, :, ::2, ::2].copy() for f in frames]  # 128x128 in 0..1, as prepare_target gives
     face112 = ((base[:, 72:184, 72:184] * 2 - 1)[None]).astype(np.float32)
-    return {"character": frames[0], "frames": frames[1:], "targets": targets, "face112": face112,
-            "emap": read_emap(folder / "inswapper_128.onnx")}
+    return {
+        "character": frames[0],
+        "frames": frames[1:],
+        "targets": targets,
+        "face112": face112,
+        "emap": read_emap(folder / "inswapper_128.onnx"),
+    }
 
 
 def _stats(samples: np.ndarray) -> dict[str, float]:
@@ -256,8 +296,10 @@ def measure(chain, engines: dict[str, Any], frames: int, warmup: int) -> dict[st
     h2d = sum(e.transfers.h2d_bytes for e in engines.values())
     d2h = sum(e.transfers.d2h_bytes for e in engines.values())
     return {
-        "frame_ms": _stats(times), "fps": round(1000.0 / float(times.mean()), 1),
-        "h2d_bytes_per_frame": int(h2d // frames), "d2h_bytes_per_frame": int(d2h // frames),
+        "frame_ms": _stats(times),
+        "fps": round(1000.0 / float(times.mean()), 1),
+        "h2d_bytes_per_frame": int(h2d // frames),
+        "d2h_bytes_per_frame": int(d2h // frames),
         "models": {key: _stats(engines[key].call_stats.samples()) for key in chain.keys},
     }
 
@@ -284,11 +326,15 @@ def contended(chain, engines: dict[str, Any], batch_engine, batch_feeds: dict[st
     finally:
         stop.set()
         worker.join(timeout=60)
-    return {"live_fps_with_batch": round(frames / elapsed, 1), "batch_calls": done[0],
-            "batch_calls_per_s": round(done[0] / elapsed, 1)}
+    return {
+        "live_fps_with_batch": round(frames / elapsed, 1),
+        "batch_calls": done[0],
+        "batch_calls_per_s": round(done[0] / elapsed, 1),
+    }
 
 
 # -- equality with onnxruntime on the CPU --------------------------------------------------------
+
 
 def reference_feeds(data: dict[str, Any], reference: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
     """One realistic feed per model (crops, keypoints from the motion model, the real appearance volume)."""
@@ -302,10 +348,15 @@ def reference_feeds(data: dict[str, Any], reference: dict[str, Any]) -> dict[str
     return {
         "liveportrait/appearance_feature_extractor": {"img": data["character"]},
         "liveportrait/motion_extractor": {"img": data["frames"][0]},
-        "liveportrait/warping_spade": {"feature_3d": feature, "kp_source": x_s[None].astype(np.float32),
-                                       "kp_driving": x_d[None].astype(np.float32)},
+        "liveportrait/warping_spade": {
+            "feature_3d": feature,
+            "kp_source": x_s[None].astype(np.float32),
+            "kp_driving": x_d[None].astype(np.float32),
+        },
         "liveportrait/stitching": {"input": np.concatenate([x_s.ravel(), x_d.ravel()])[None].astype(np.float32)},
-        "liveportrait/stitching_eye": {"input": np.concatenate([x_s.ravel(), [0.3, 0.3, 0.25]])[None].astype(np.float32)},
+        "liveportrait/stitching_eye": {
+            "input": np.concatenate([x_s.ravel(), [0.3, 0.3, 0.25]])[None].astype(np.float32)
+        },
         "liveportrait/stitching_lip": {"input": np.concatenate([x_s.ravel(), [0.1, 0.0]])[None].astype(np.float32)},
         "w600k_r50": {"input.1": data["face112"]},
         "inswapper_128": {"target": data["targets"][0], "source": latent / np.linalg.norm(latent)},
@@ -326,42 +377,65 @@ def differences(engines: dict[str, Any], feeds: dict[str, dict], expected: dict[
 
 # -- report ---------------------------------------------------------------------------------------
 
+
 def table(report: dict[str, Any]) -> str:
-    header = (f"{'variant':<18} {'chain / model':<42} {'p50 ms':>8} {'p95 ms':>8} {'fps':>7} {'h2d B/fr':>10} "
-              f"{'d2h B/fr':>10} {'rel diff':>9}")
+    header = (
+        f"{'variant':<18} {'chain / model':<42} {'p50 ms':>8} {'p95 ms':>8} {'fps':>7} {'h2d B/fr':>10} "
+        f"{'d2h B/fr':>10} {'rel diff':>9}"
+    )
     lines = [header]
     for name, v in report["variants"].items():
         if "error" in v:
             lines.append(f"{name:<18} ERROR: {v['error']}")
         for chain_name, c in v.get("chains", {}).items():
-            lines.append(f"{name:<18} {chain_name + ' (frame)':<42} {c['frame_ms']['p50']:>8.2f} "
-                         f"{c['frame_ms']['p95']:>8.2f} {c['fps']:>7.1f} {c['h2d_bytes_per_frame']:>10} "
-                         f"{c['d2h_bytes_per_frame']:>10} {'':>9}")
+            lines.append(
+                f"{name:<18} {chain_name + ' (frame)':<42} {c['frame_ms']['p50']:>8.2f} "
+                f"{c['frame_ms']['p95']:>8.2f} {c['fps']:>7.1f} {c['h2d_bytes_per_frame']:>10} "
+                f"{c['d2h_bytes_per_frame']:>10} {'':>9}"
+            )
             for key, s in c["models"].items():
                 diff = v.get("accuracy", {}).get(key, "")
-                lines.append(f"{'':<18} {'  ' + key:<42} {s['p50']:>8.2f} {s['p95']:>8.2f} {'':>7} {'':>10} {'':>10} "
-                             f"{diff!s:>9}")
-        others = {k: d for k, d in v.get("accuracy", {}).items()
-                  if not any(k in c["models"] for c in v.get("chains", {}).values())}
+                lines.append(
+                    f"{'':<18} {'  ' + key:<42} {s['p50']:>8.2f} {s['p95']:>8.2f} {'':>7} {'':>10} {'':>10} {diff!s:>9}"
+                )
+        others = {
+            k: d
+            for k, d in v.get("accuracy", {}).items()
+            if not any(k in c["models"] for c in v.get("chains", {}).values())
+        }
         if others:
             once = ", ".join(f"{k.split('/')[-1]} {d}" for k, d in others.items())
             lines.append(f"{'':<18} rel diff, once-per-character models: {once}")
         if "contended" in v:
             c = v["contended"]
-            lines.append(f"{'':<18} animate live fps beside a batch thread: {c['live_fps_with_batch']} "
-                         f"(batch warping calls/s: {c['batch_calls_per_s']})")
+            lines.append(
+                f"{'':<18} animate live fps beside a batch thread: {c['live_fps_with_batch']} "
+                f"(batch warping calls/s: {c['batch_calls_per_s']})"
+            )
         if "load_s" in v:
             lines.append(f"{'':<18} load+warmup {v['load_s']} s; providers: {v['providers']}")
     return "\n".join(lines)
 
 
-def run_variant(variant: Variant, folder: Path, data: dict[str, Any], feeds: dict[str, dict],
-                expected: dict[str, dict], frames: int, warmup: int, result: dict[str, Any], with_batch: bool) -> None:
+def run_variant(
+    variant: Variant,
+    folder: Path,
+    data: dict[str, Any],
+    feeds: dict[str, dict],
+    expected: dict[str, dict],
+    frames: int,
+    warmup: int,
+    result: dict[str, Any],
+    with_batch: bool,
+) -> None:
     """Load one variant's engines and fill `result` step by step (what ran before a failure stays)."""
     loaded = load(variant, folder)
     engines = loaded.engines
-    result.update(load_s=round(loaded.load_s, 1), providers=sorted({p for ps in loaded.providers.values() for p in ps[:1]}),
-                  precision={k: e.precision for k, e in engines.items()})
+    result.update(
+        load_s=round(loaded.load_s, 1),
+        providers=sorted({p for ps in loaded.providers.values() for p in ps[:1]}),
+        precision={k: e.precision for k, e in engines.items()},
+    )
     result["accuracy"] = differences(engines, feeds, expected)
     print(f"  largest relative difference to onnxruntime (CPU): {max(result['accuracy'].values())}", flush=True)
     animate = AnimateChain(engines, data["frames"], data["character"])
@@ -372,8 +446,9 @@ def run_variant(variant: Variant, folder: Path, data: dict[str, Any], feeds: dic
         print(f"  {chain.name}: {result['chains'][chain.name]['fps']} fps", flush=True)
     if with_batch:
         batch_feeds = {**feeds["liveportrait/warping_spade"], "feature_3d": animate.feature}
-        result["contended"] = contended(animate, engines, engines["liveportrait/warping_spade"], batch_feeds,
-                                        max(frames // 2, 2))
+        result["contended"] = contended(
+            animate, engines, engines["liveportrait/warping_spade"], batch_feeds, max(frames // 2, 2)
+        )
 
 
 def write(report: dict[str, Any], path: Path | None) -> None:
@@ -384,12 +459,18 @@ def write(report: dict[str, Any], path: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dry-run", action="store_true", default=os.environ.get("FACECAST_GPU_CHECK_DRY") == "1",
-                        help="the CPU, the small fixtures, a few frames (what the test suite runs)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=os.environ.get("FACECAST_GPU_CHECK_DRY") == "1",
+        help="the CPU, the small fixtures, a few frames (what the test suite runs)",
+    )
     parser.add_argument("--frames", type=int, default=None, help="timed frames per chain (default 300; dry 3)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed frames first (default 20; dry 1)")
     parser.add_argument("--budget-s", type=float, default=420.0, help="skip the remaining variants after this long")
-    parser.add_argument("--json", type=Path, default=Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None)
+    parser.add_argument(
+        "--json", type=Path, default=Path(os.environ["OUT"]) / "gpu_check.json" if os.environ.get("OUT") else None
+    )
     args = parser.parse_args(argv)
     preflight()
     import torch
@@ -400,8 +481,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2 if dry else min(8, os.cpu_count() or 1))
     began = time.perf_counter()
     env = environment()
-    print(f"gpu_check: {'DRY RUN on the CPU' if dry else env.get('gpu', 'no GPU')}; torch {env['torch']} "
-          f"(CUDA {env['cuda']}), onnxruntime {env['onnxruntime']} {env['ort_providers']}", flush=True)
+    print(
+        f"gpu_check: {'DRY RUN on the CPU' if dry else env.get('gpu', 'no GPU')}; torch {env['torch']} "
+        f"(CUDA {env['cuda']}), onnxruntime {env['onnxruntime']} {env['ort_providers']}",
+        flush=True,
+    )
     if not dry and not env["cuda_available"]:
         print("gpu_check: PyTorch sees no CUDA device; use --dry-run for the CPU", file=sys.stderr)
         return 2
@@ -422,8 +506,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"variant {variant.name} {variant.note}".rstrip(), flush=True)
             result = report["variants"][variant.name] = {}
             try:
-                run_variant(variant, folder, data, feeds, expected, frames, warmup, result,
-                            with_batch=variant.engine == "torch" and first_torch)
+                run_variant(
+                    variant,
+                    folder,
+                    data,
+                    feeds,
+                    expected,
+                    frames,
+                    warmup,
+                    result,
+                    with_batch=variant.engine == "torch" and first_torch,
+                )
                 first_torch = first_torch and variant.engine != "torch"
             except Exception as exc:  # one broken variant must not cost the others their figures
                 traceback.print_exc()

@@ -24,7 +24,9 @@ F = TensorProto.FLOAT
 
 def _model(nodes, inputs, outputs, initializers, name: str) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, name, inputs, outputs, initializer=initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="facecast-test-fixture")
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="facecast-test-fixture"
+    )
     model.ir_version = 9
     onnx.checker.check_model(model)
     return model
@@ -45,9 +47,11 @@ def appearance(rng) -> onnx.ModelProto:
         helper.make_node("Reshape", ["feat", "shape"], ["output"]),
     ]
     return _model(
-        nodes, [helper.make_tensor_value_info("img", F, [1, 3, 256, 256])],
+        nodes,
+        [helper.make_tensor_value_info("img", F, [1, 3, 256, 256])],
         [helper.make_tensor_value_info("output", F, [1, 32, 16, 64, 64])],
-        [_init(rng, "w", [512, 3, 1, 1], 1.0), _const("shape", np.array([1, 32, 16, 64, 64], np.int64))], "appearance",
+        [_init(rng, "w", [512, 3, 1, 1], 1.0), _const("shape", np.array([1, 32, 16, 64, 64], np.int64))],
+        "appearance",
     )
 
 
@@ -64,15 +68,22 @@ def motion(rng) -> onnx.ModelProto:
     ]
     for name, _ in MOTION_OUTPUTS:
         if name == "scale":  # keep the scale positive, as a real one is
-            nodes += [helper.make_node("Sigmoid", ["raw_scale"], ["sig_scale"]),
-                      helper.make_node("Add", ["sig_scale", "half"], ["scale"])]
+            nodes += [
+                helper.make_node("Sigmoid", ["raw_scale"], ["sig_scale"]),
+                helper.make_node("Add", ["sig_scale", "half"], ["scale"]),
+            ]
         else:
             nodes.append(helper.make_node("Identity", [f"raw_{name}"], [name]))
     return _model(
-        nodes, [helper.make_tensor_value_info("img", F, [1, 3, 256, 256])],
+        nodes,
+        [helper.make_tensor_value_info("img", F, [1, 3, 256, 256])],
         [helper.make_tensor_value_info(n, F, [1, k]) for n, k in MOTION_OUTPUTS],
-        [_init(rng, "w", [768, total], 0.5), _init(rng, "b", [total], 0.1),
-         _const("sizes", np.array([k for _, k in MOTION_OUTPUTS], np.int64)), _const("half", np.float32(0.5))],
+        [
+            _init(rng, "w", [768, total], 0.5),
+            _init(rng, "b", [total], 0.1),
+            _const("sizes", np.array([k for _, k in MOTION_OUTPUTS], np.int64)),
+            _const("half", np.float32(0.5)),
+        ],
         "motion",
     )
 
@@ -86,8 +97,9 @@ def warping(rng) -> onnx.ModelProto:
         helper.make_node("ReduceMean", ["motion", "axis1"], ["mean_motion"], keepdims=1),  # [1,1,3]
         helper.make_node("Reshape", ["mean_motion", "grid_shape"], ["shift"]),  # [1,1,1,1,3]
         helper.make_node("Add", ["base_grid", "shift"], ["grid"]),
-        helper.make_node("GridSample", ["feature_3d", "grid"], ["warped"], mode="linear", padding_mode="zeros",
-                         align_corners=0),  # the 5-D GridSample the real model has
+        helper.make_node(
+            "GridSample", ["feature_3d", "grid"], ["warped"], mode="linear", padding_mode="zeros", align_corners=0
+        ),  # the 5-D GridSample the real model has
         helper.make_node("ReduceMean", ["warped", "axis2"], ["flat"], keepdims=0),  # [1,32,64,64]
         helper.make_node("Conv", ["flat", "w"], ["rgb64"]),
         helper.make_node("Resize", ["rgb64", "", "scales"], ["rgb512"], mode="linear"),
@@ -95,13 +107,20 @@ def warping(rng) -> onnx.ModelProto:
     ]
     return _model(
         nodes,
-        [helper.make_tensor_value_info("feature_3d", F, [1, 32, 16, 64, 64]),
-         helper.make_tensor_value_info("kp_driving", F, [1, 21, 3]),
-         helper.make_tensor_value_info("kp_source", F, [1, 21, 3])],
+        [
+            helper.make_tensor_value_info("feature_3d", F, [1, 32, 16, 64, 64]),
+            helper.make_tensor_value_info("kp_driving", F, [1, 21, 3]),
+            helper.make_tensor_value_info("kp_source", F, [1, 21, 3]),
+        ],
         [helper.make_tensor_value_info("out", F, [1, 3, 512, 512])],
-        [numpy_helper.from_array(grid, "base_grid"), _const("axis1", np.array([1], np.int64)),
-         _const("axis2", np.array([2], np.int64)), _const("grid_shape", np.array([1, 1, 1, 1, 3], np.int64)),
-         _init(rng, "w", [3, 32, 1, 1], 0.5), _const("scales", np.array([1, 1, 8, 8], np.float32))],
+        [
+            numpy_helper.from_array(grid, "base_grid"),
+            _const("axis1", np.array([1], np.int64)),
+            _const("axis2", np.array([2], np.int64)),
+            _const("grid_shape", np.array([1, 1, 1, 1, 3], np.int64)),
+            _init(rng, "w", [3, 32, 1, 1], 0.5),
+            _const("scales", np.array([1, 1, 8, 8], np.float32)),
+        ],
         "warping_spade",
     )
 
@@ -111,7 +130,8 @@ def mlp(rng, n_in: int, n_out: int, name: str) -> onnx.ModelProto:
         [helper.make_node("Gemm", ["input", "w", "b"], ["output"])],
         [helper.make_tensor_value_info("input", F, [1, n_in])],
         [helper.make_tensor_value_info("output", F, [1, n_out])],
-        [_init(rng, "w", [n_in, n_out], 0.01), _init(rng, "b", [n_out], 0.001)], name,
+        [_init(rng, "w", [n_in, n_out], 0.01), _init(rng, "b", [n_out], 0.001)],
+        name,
     )
 
 
@@ -134,8 +154,13 @@ def inswapper(rng, nan: bool = False) -> onnx.ModelProto:
     ]
     return _model(
         nodes,
-        [helper.make_tensor_value_info("target", F, [1, 3, 128, 128]), helper.make_tensor_value_info("source", F, [1, 512])],
-        [helper.make_tensor_value_info("output", F, [1, 3, 128, 128])], inits, "inswapper",
+        [
+            helper.make_tensor_value_info("target", F, [1, 3, 128, 128]),
+            helper.make_tensor_value_info("source", F, [1, 512]),
+        ],
+        [helper.make_tensor_value_info("output", F, [1, 3, 128, 128])],
+        inits,
+        "inswapper",
     )
 
 
@@ -146,8 +171,11 @@ def arcface(rng) -> onnx.ModelProto:
         helper.make_node("MatMul", ["flat", "w"], ["683"]),
     ]
     return _model(
-        nodes, [helper.make_tensor_value_info("input.1", F, ["batch", 3, 112, 112])],
-        [helper.make_tensor_value_info("683", F, ["batch", 512])], [_init(rng, "w", [588, 512], 0.2)], "arcface",
+        nodes,
+        [helper.make_tensor_value_info("input.1", F, ["batch", 3, 112, 112])],
+        [helper.make_tensor_value_info("683", F, ["batch", 512])],
+        [_init(rng, "w", [588, 512], 0.2)],
+        "arcface",
     )
 
 

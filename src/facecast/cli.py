@@ -16,7 +16,11 @@ log = logging.getLogger("facecast")
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None, help="config file (default: ./config.yaml if present)")
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config key, e.g. --set capture.fps=30 (repeatable)",
     )
 
@@ -24,7 +28,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from facecast import __version__
 
-    parser = argparse.ArgumentParser(prog="facecast", description="Real-time face animation and face swap for livestreams.")
+    parser = argparse.ArgumentParser(
+        prog="facecast", description="Real-time face animation and face swap for livestreams."
+    )
     parser.add_argument("--version", action="version", version=f"facecast {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -42,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     from facecast.jobs.command import add_arguments as add_jobs_arguments
 
-    jobs = sub.add_parser("jobs", help="offline video jobs: submit animate|swap|generate, list, show, cancel, retry, run")
+    jobs = sub.add_parser(
+        "jobs", help="offline video jobs: submit animate|swap|generate, list, show, cancel, retry, run"
+    )
     _add_config_args(jobs)
     add_jobs_arguments(jobs)
 
@@ -53,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_models_arguments(models)
 
     ctl = sub.add_parser(
-        "ctl", help="control the running daemon: facecast ctl state | character 2 | record | ...",
+        "ctl",
+        help="control the running daemon: facecast ctl state | character 2 | record | ...",
         description="Control the running daemon through its local API (found through control.host/port in the config). "
         "Commands: state, stats, actions, characters, upload PATH [--select], watch, or any action with its "
         "arguments, e.g. `character 2`, `effect animate`, `output record off` (see `facecast ctl actions`).",
@@ -152,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ctl":
         from facecast.control.client import run_ctl
 
-        return run_ctl(cfg.control, args.action, args.args, url=args.url, token=args.token,
-                       as_json=args.json, timeout=args.timeout)
+        return run_ctl(
+            cfg.control, args.action, args.args, url=args.url, token=args.token, as_json=args.json, timeout=args.timeout
+        )
     if args.command == "render":
         from facecast.render import run_render
 

@@ -68,7 +68,10 @@ class Daemon:
             raise StartupError(f"effect: {exc}") from exc
         self.effect = EffectStage(effects, cfg.effect.active, stats=self.stats)
         self.output = OutputStage(
-            cfg.outputs, self.stats, lossless=self.capture.lossless, watchdog_s=cfg.pipeline.watchdog_s,
+            cfg.outputs,
+            self.stats,
+            lossless=self.capture.lossless,
+            watchdog_s=cfg.pipeline.watchdog_s,
             close_timeout_s=cfg.pipeline.shutdown_timeout_s,
         )
         policy = None if cfg.pipeline.queue_policy == "auto" else cfg.pipeline.queue_policy
@@ -87,8 +90,12 @@ class Daemon:
         self.controls = Controls(self)  # the live actions: hotkeys, control API, `facecast ctl`
         self.jobs: JobService | None = None  # offline video jobs, run by the batch thread
         if cfg.jobs.enabled:
-            self.jobs = JobService(cfg.jobs, default_kinds(cfg, self.engines), live_fps=self.stats.fps,
-                                   live_latency_ms=self.stats.recent_latency_ms)
+            self.jobs = JobService(
+                cfg.jobs,
+                default_kinds(cfg, self.engines),
+                live_fps=self.stats.fps,
+                live_latency_ms=self.stats.recent_latency_ms,
+            )
             self.stats.add_provider("jobs", self.jobs.snapshot)
 
     def engines(self) -> EnginePool:
@@ -153,8 +160,12 @@ def build_library(cfg: Config) -> CharacterLibrary:
     library = CharacterLibrary(folder, cfg.characters)
     library.load_all()
     if library.active is None and cfg.effect.active in ("animate", "swap"):
-        log.error("characters: no usable character in %s; %s shows nothing until one is added "
-                  "(facecast character check FILE says why an image is refused)", folder, cfg.effect.active)
+        log.error(
+            "characters: no usable character in %s; %s shows nothing until one is added "
+            "(facecast character check FILE says why an image is refused)",
+            folder,
+            cfg.effect.active,
+        )
     return library
 
 
@@ -167,9 +178,12 @@ def run_daemon(cfg: Config, frames: int | None = None, seconds: float | None = N
         name = signal.Signals(signum).name
         if stop_requested.is_set():
             busy = daemon.still_closing()
-            log.warning("%s received: already stopping; waiting for %s (at most %.0f s in all, "
-                        "pipeline.shutdown_timeout_s)", name, ", ".join(busy) or "the outputs",
-                        cfg.pipeline.shutdown_timeout_s)
+            log.warning(
+                "%s received: already stopping; waiting for %s (at most %.0f s in all, pipeline.shutdown_timeout_s)",
+                name,
+                ", ".join(busy) or "the outputs",
+                cfg.pipeline.shutdown_timeout_s,
+            )
             return
         log.info("%s received: stopping", name)
         stop_requested.set()

@@ -32,15 +32,20 @@ def add_parser(sub, add_config_args) -> None:
     kinds = render.add_subparsers(dest="render_kind", required=True)
     animate = kinds.add_parser("animate", help="a character portrait driven by the face in a video")
     animate.add_argument("--character", type=Path, required=True, metavar="IMG", help="the portrait to animate")
-    animate.add_argument("--driving", type=Path, required=True, metavar="VIDEO", help="video of the face that drives it")
+    animate.add_argument(
+        "--driving", type=Path, required=True, metavar="VIDEO", help="video of the face that drives it"
+    )
     swap = kinds.add_parser("swap", help="put the face of an image on every face in a video")
     swap.add_argument("--face", type=Path, required=True, metavar="IMG", help="the face to put in")
     swap.add_argument("--target", type=Path, required=True, metavar="VIDEO", help="the video whose faces are replaced")
     for p in (animate, swap):
         p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output video (.mp4)")
-        p.add_argument("--backend", default=None,
-                       choices=["mesh", "liveportrait"] if p is animate else ["mesh", "inswapper"],
-                       help="effect backend (default: the config's, mesh = CPU without weights)")
+        p.add_argument(
+            "--backend",
+            default=None,
+            choices=["mesh", "liveportrait"] if p is animate else ["mesh", "inswapper"],
+            help="effect backend (default: the config's, mesh = CPU without weights)",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         add_config_args(p)
 
@@ -56,15 +61,16 @@ def run_render(args: argparse.Namespace, cfg) -> int:
 
     image = args.character if args.render_kind == "animate" else args.face
     video = args.driving if args.render_kind == "animate" else args.target
-    (_, character, reason), = check_files([image], cfg.characters)
+    ((_, character, reason),) = check_files([image], cfg.characters)
     if character is None:
         print(f"{image}: cannot use this image: {reason}", file=sys.stderr)
         return 2
     if args.backend is not None:
         use_backend(cfg, args.render_kind, args.backend)
     try:
-        frames = render_video(args.render_kind, character, video, args.output, cfg,
-                              progress=None if args.quiet else Progress())
+        frames = render_video(
+            args.render_kind, character, video, args.output, cfg, progress=None if args.quiet else Progress()
+        )
     except RenderError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -106,17 +112,26 @@ class _One:
         return [self.active]
 
 
-def render_video(kind: str, character, src: Path, dst: Path, cfg, progress: Progress | None = None,
-                 engines=None, priority: str = "live", in_place: bool = False) -> int:
+def render_video(
+    kind: str,
+    character,
+    src: Path,
+    dst: Path,
+    cfg,
+    progress: Progress | None = None,
+    engines=None,
+    priority: str = "live",
+    in_place: bool = False,
+) -> int:
     """Apply `kind` ("animate" or "swap") to every frame of `src`, write `dst`; returns the frame count.
     `engines`: () -> the EnginePool to share (the daemon's); by default one is made for this render.
     `in_place`: write `dst` directly (a job's own temporary file) instead of a temp renamed into place."""
     import av
 
     from facecast.effects.stage import make_effect
-    from facecast.media.video import add_video_stream, container_format, publish
     from facecast.engines.onnxruntime import EngineError
     from facecast.engines.pool import EnginePool
+    from facecast.media.video import add_video_stream, container_format, publish
     from facecast.outputs.base import flatten_alpha
     from facecast.tracking.face_mesh import FaceTracker
     from facecast.types import FramePacket
@@ -181,13 +196,18 @@ def render_video(kind: str, character, src: Path, dst: Path, cfg, progress: Prog
                         bgr = frame.to_ndarray(format="bgr24")
                         t = float(frame.time) if frame.time is not None else count / float(rate)
                         faces = tracker.detect(bgr, t)
-                        image = effect.apply(FramePacket(seq=count, image=bgr, t_capture_ns=int(t * 1e9),
-                                                         faces=faces, source_fps=float(rate)))
+                        image = effect.apply(
+                            FramePacket(
+                                seq=count, image=bgr, t_capture_ns=int(t * 1e9), faces=faces, source_fps=float(rate)
+                            )
+                        )
                         image = flatten_alpha(image, background)
                         h, w = vout.height, vout.width
                         if image.shape[0] < h or image.shape[1] < w:
-                            raise RenderError(f"{src}: frame {count} is {image.shape[1]}x{image.shape[0]}, "
-                                              f"not {w}x{h}: videos that change size are not supported")
+                            raise RenderError(
+                                f"{src}: frame {count} is {image.shape[1]}x{image.shape[0]}, "
+                                f"not {w}x{h}: videos that change size are not supported"
+                            )
                         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:h, :w]), format="bgr24")
                         vf.pts = count
                         out.mux(vout.encode(vf))
@@ -261,5 +281,5 @@ class Progress:
 
 
 def _clock(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     return f"{s // 60}:{s % 60:02d}"

@@ -29,40 +29,88 @@ def _positive_float(text: str) -> float:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The bench options (the caller adds --config and --set)."""
-    p.add_argument("--source", metavar="SOURCE",
-                   help="synthetic, camera, camera:N, a stream URL or a video file"
-                        " (default: the config's source; synthetic when it is auto)")
+    p.add_argument(
+        "--source",
+        metavar="SOURCE",
+        help="synthetic, camera, camera:N, a stream URL or a video file"
+        " (default: the config's source; synthetic when it is auto)",
+    )
     p.add_argument("--effect", help="effect to measure (effect.active), e.g. debug")
     p.add_argument("--backend", help="the effect's backend (effect.<effect>.backend), for effects that have several")
-    p.add_argument("--providers", metavar="DEVICE",
-                   help="engine for the neural effects (engine.device): auto, tensorrt, cuda, cpu (onnxruntime) or torch;"
-                        " the table shows the providers the sessions really got")
+    p.add_argument(
+        "--providers",
+        metavar="DEVICE",
+        help="engine for the neural effects (engine.device): auto, tensorrt, cuda, cpu (onnxruntime) or torch;"
+        " the table shows the providers the sessions really got",
+    )
     p.add_argument("--frames", type=_positive, default=300, help="frames measured after the warm-up (default 300)")
     p.add_argument("--warmup", type=_not_negative, default=30, help="frames run before measuring (default 30)")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--max", dest="mode", action="store_const", const="max",
-                      help="throughput: the source is not paced, queues block (default)")
-    mode.add_argument("--realtime", dest="mode", action="store_const", const="realtime",
-                      help="latency under live load: the source is paced at its fps, the configured queue policy")
+    mode.add_argument(
+        "--max",
+        dest="mode",
+        action="store_const",
+        const="max",
+        help="throughput: the source is not paced, queues block (default)",
+    )
+    mode.add_argument(
+        "--realtime",
+        dest="mode",
+        action="store_const",
+        const="realtime",
+        help="latency under live load: the source is paced at its fps, the configured queue policy",
+    )
     p.set_defaults(mode="max")
-    p.add_argument("--replicas", action="store_true",
-                   help="run the neural effects on full-size replicas (real architectures, random weights; built once"
-                        " and cached): the speed your machine would reach, before downloading the weights")
-    p.add_argument("--with-outputs", action="store_true",
-                   help="send frames to the config's enabled outputs instead of the null output")
-    p.add_argument("--json", metavar="OUT", type=Path,
-                   help="also write the results as JSON to OUT ('-': JSON on stdout, the table on stderr)")
-    p.add_argument("--trace", metavar="CSV", type=Path,
-                   help="write one row per measured frame: latency, each stage's wait and time (ms)")
-    p.add_argument("--compare", nargs=2, metavar=("CONFIG_A", "CONFIG_B"), type=Path,
-                   help="run two config files alternately in this process and report the ratios B/A")
-    p.add_argument("--rounds", type=_positive, default=3,
-                   help="runs of each side with --compare or --with-batch (default 3)")
-    p.add_argument("--with-batch", action="store_true",
-                   help="measure the live pipeline alone and while the batch thread runs offline jobs"
-                        " (the live effect on a generated clip), alternately; report the fps ratio")
-    p.add_argument("--soak", metavar="MINUTES", type=_positive_float,
-                   help="run the live pipeline with the config's outputs (realtime) for this long and report the RSS"
-                        " slope (MB/hour), fps and latency p95 per window (JSON: `soak`)")
-    p.add_argument("--soak-window-s", metavar="SECONDS", type=_positive_float, default=300.0,
-                   help="length of each soak window (default 300 = 5 minutes)")
+    p.add_argument(
+        "--replicas",
+        action="store_true",
+        help="run the neural effects on full-size replicas (real architectures, random weights; built once"
+        " and cached): the speed your machine would reach, before downloading the weights",
+    )
+    p.add_argument(
+        "--with-outputs",
+        action="store_true",
+        help="send frames to the config's enabled outputs instead of the null output",
+    )
+    p.add_argument(
+        "--json",
+        metavar="OUT",
+        type=Path,
+        help="also write the results as JSON to OUT ('-': JSON on stdout, the table on stderr)",
+    )
+    p.add_argument(
+        "--trace",
+        metavar="CSV",
+        type=Path,
+        help="write one row per measured frame: latency, each stage's wait and time (ms)",
+    )
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("CONFIG_A", "CONFIG_B"),
+        type=Path,
+        help="run two config files alternately in this process and report the ratios B/A",
+    )
+    p.add_argument(
+        "--rounds", type=_positive, default=3, help="runs of each side with --compare or --with-batch (default 3)"
+    )
+    p.add_argument(
+        "--with-batch",
+        action="store_true",
+        help="measure the live pipeline alone and while the batch thread runs offline jobs"
+        " (the live effect on a generated clip), alternately; report the fps ratio",
+    )
+    p.add_argument(
+        "--soak",
+        metavar="MINUTES",
+        type=_positive_float,
+        help="run the live pipeline with the config's outputs (realtime) for this long and report the RSS"
+        " slope (MB/hour), fps and latency p95 per window (JSON: `soak`)",
+    )
+    p.add_argument(
+        "--soak-window-s",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=300.0,
+        help="length of each soak window (default 300 = 5 minutes)",
+    )

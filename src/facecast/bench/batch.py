@@ -38,17 +38,25 @@ class BatchLoad:
 
         self._make_clip()
         cfg = daemon.cfg
-        jobs_cfg = JobsConfig(db=self._dir / "jobs.sqlite", output_dirs=[self._dir], input_dirs=[self._dir],
-                              min_live_ratio=cfg.jobs.min_live_ratio,
-                              max_live_latency_ratio=cfg.jobs.max_live_latency_ratio)
+        jobs_cfg = JobsConfig(
+            db=self._dir / "jobs.sqlite",
+            output_dirs=[self._dir],
+            input_dirs=[self._dir],
+            min_live_ratio=cfg.jobs.min_live_ratio,
+            max_live_latency_ratio=cfg.jobs.max_live_latency_ratio,
+        )
         kinds = default_kinds(cfg.model_copy(update={"jobs": jobs_cfg}), daemon.engines)  # reads its own clip
-        self.service = JobService(jobs_cfg, kinds, live_fps=daemon.stats.fps,
-                                  live_latency_ms=daemon.stats.recent_latency_ms)
+        self.service = JobService(
+            jobs_cfg, kinds, live_fps=daemon.stats.fps, live_latency_ms=daemon.stats.recent_latency_ms
+        )
         image = str(daemon.characters.active.path) if daemon.characters.active is not None else None
         if image is None:
             raise RuntimeError("--with-batch needs a character (the batch job animates or swaps it)")
-        self._params = {"character": image, "driving": str(self._clip)} if self.kind == "animate" else \
-            {"face": image, "target": str(self._clip)}
+        self._params = (
+            {"character": image, "driving": str(self._clip)}
+            if self.kind == "animate"
+            else {"face": image, "target": str(self._clip)}
+        )
         self._submitted = 0
         self._submit()
         self._submit()  # one queued behind the running one: the batch thread never idles

@@ -30,7 +30,7 @@ def _side_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     first = runs[0]
     return {
         "description": f"{first['source']['description']}, {first['source']['width']}x{first['source']['height']}"
-                       f" in, {first['output_size'][0]}x{first['output_size'][1]} out, effect {first['effect']}",
+        f" in, {first['output_size'][0]}x{first['output_size'][1]} out, effect {first['effect']}",
         "fps": _median([r["fps"] for r in runs]),
         "fps_runs": [r["fps"] for r in runs],
         "latency_ms": {k: _median([r["latency_ms"][k] for r in runs]) for k in ("p50", "p95", "p99")},
@@ -38,8 +38,9 @@ def _side_summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def compare(paths: tuple[Path, Path], overrides: list[str], opts: BenchOptions, rounds: int,
-            system: dict[str, Any]) -> dict[str, Any]:
+def compare(
+    paths: tuple[Path, Path], overrides: list[str], opts: BenchOptions, rounds: int, system: dict[str, Any]
+) -> dict[str, Any]:
     """Run A and B alternately (A B, B A, A B...) so slow drift on a busy machine hits both alike."""
     configs = [bench_config(p, overrides, opts) for p in paths]  # both checked before anything runs
     runs: list[list[dict[str, Any]]] = [[], []]
@@ -50,8 +51,11 @@ def compare(paths: tuple[Path, Path], overrides: list[str], opts: BenchOptions, 
             print(f"round {r + 1}/{rounds}: {label} ({paths[i]})...", file=sys.stderr, flush=True)
             result = run_once(configs[i], opts, system).result
             runs[i].append(result)
-            print(f"  {label}: {result['fps']:.1f} fps, latency p50 {result['latency_ms']['p50']} ms",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  {label}: {result['fps']:.1f} fps, latency p50 {result['latency_ms']['p50']} ms",
+                file=sys.stderr,
+                flush=True,
+            )
     sides = [_side_summary(rs) for rs in runs]
     a, b = sides
     notes = sorted({f"{'AB'[i]}: {n}" for i in (0, 1) for r in runs[i] for n in r["notes"]})
@@ -66,10 +70,13 @@ def compare(paths: tuple[Path, Path], overrides: list[str], opts: BenchOptions, 
             "latency_p95": _ratio(b["latency_ms"]["p95"], a["latency_ms"]["p95"]),
             "latency_p99": _ratio(b["latency_ms"]["p99"], a["latency_ms"]["p99"]),
             # The same ratio within each round (A and B run back to back): its spread shows the noise.
-            "fps_per_round": [_ratio(rb["fps"], ra["fps"]) for ra, rb in zip(runs[0], runs[1])],
+            "fps_per_round": [_ratio(rb["fps"], ra["fps"]) for ra, rb in zip(runs[0], runs[1], strict=False)],
         },
         # Each run's providers in use are in its own result and in a/b summary.
-        "system": {**system, "onnxruntime": {k: v for k, v in system["onnxruntime"].items() if k != "providers_in_use"}},
+        "system": {
+            **system,
+            "onnxruntime": {k: v for k, v in system["onnxruntime"].items() if k != "providers_in_use"},
+        },
         "notes": notes,
     }
 
@@ -81,13 +88,17 @@ def with_batch(cfg, opts: BenchOptions, rounds: int, system: dict[str, Any]) -> 
     kind = cfg.effect.active if cfg.effect.active in ("animate", "swap") else "swap"
     runs: list[list[dict[str, Any]]] = [[], []]
     for r in range(rounds):
-        for i in ((0, 1) if r % 2 == 0 else (1, 0)):
+        for i in (0, 1) if r % 2 == 0 else (1, 0):
             label = ("live alone", f"live + {kind} job")[i]
             print(f"round {r + 1}/{rounds}: {label}...", file=sys.stderr, flush=True)
             result = run_once(cfg, opts, system, batch=BatchLoad(kind) if i else None).result
             runs[i].append(result)
             extra = f", batch {result['batch']['frames_per_s']} frames/s" if i else ""
-            print(f"  {result['fps']:.1f} fps, latency p50 {result['latency_ms']['p50']} ms{extra}", file=sys.stderr, flush=True)
+            print(
+                f"  {result['fps']:.1f} fps, latency p50 {result['latency_ms']['p50']} ms{extra}",
+                file=sys.stderr,
+                flush=True,
+            )
     alone, loaded = (_side_summary(rs) for rs in runs)
     ratio = _ratio(loaded["fps"], alone["fps"])
     return {
@@ -95,13 +106,12 @@ def with_batch(cfg, opts: BenchOptions, rounds: int, system: dict[str, Any]) -> 
         "rounds": rounds,
         "mode": opts.mode,
         "without_batch": {"summary": alone, "runs": runs[0]},
-        "with_batch": {"summary": loaded, "runs": runs[1],
-                       "batch": [r["batch"] for r in runs[1]]},
+        "with_batch": {"summary": loaded, "runs": runs[1], "batch": [r["batch"] for r in runs[1]]},
         "ratios": {
             "fps": ratio,
             "latency_p50": _ratio(loaded["latency_ms"]["p50"], alone["latency_ms"]["p50"]),
             "latency_p95": _ratio(loaded["latency_ms"]["p95"], alone["latency_ms"]["p95"]),
-            "fps_per_round": [_ratio(rb["fps"], ra["fps"]) for ra, rb in zip(runs[0], runs[1])],
+            "fps_per_round": [_ratio(rb["fps"], ra["fps"]) for ra, rb in zip(runs[0], runs[1], strict=False)],
         },
         "target_ratio": cfg.jobs.min_live_ratio,
         "meets_target": ratio is not None and ratio >= cfg.jobs.min_live_ratio,
@@ -146,9 +156,17 @@ def run_command(args: argparse.Namespace, config_path: Path | None, setup_loggin
     from facecast.config import ConfigError
     from facecast.pipeline.stage import StartupError
 
-    opts = BenchOptions(frames=args.frames, warmup=args.warmup, mode=args.mode, source=args.source,
-                        effect=args.effect, backend=args.backend, providers=args.providers, with_outputs=args.with_outputs,
-                        replicas=args.replicas)
+    opts = BenchOptions(
+        frames=args.frames,
+        warmup=args.warmup,
+        mode=args.mode,
+        source=args.source,
+        effect=args.effect,
+        backend=args.backend,
+        providers=args.providers,
+        with_outputs=args.with_outputs,
+        replicas=args.replicas,
+    )
     if args.compare and args.config is not None:
         print("--compare takes the two config files to compare; leave out --config", file=sys.stderr)
         return 2

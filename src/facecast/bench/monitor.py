@@ -70,7 +70,7 @@ class GpuSampler:
         nvml = self._nvml
         if nvml is None:
             return
-        for handle, dev in zip(self._handles, self.devices):
+        for handle, dev in zip(self._handles, self.devices, strict=False):
             # A metric a device does not support (e.g. temperature on some vGPUs) is left out, not fatal.
             try:
                 dev.util.append(float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu))

@@ -12,8 +12,17 @@ import psutil
 
 from facecast.doctor import _version
 
-LIBRARIES = ("numpy", "opencv-contrib-python", "mediapipe", "av", "onnxruntime", "onnxruntime-gpu",
-             "pydantic", "nvidia-ml-py", "psutil")
+LIBRARIES = (
+    "numpy",
+    "opencv-contrib-python",
+    "mediapipe",
+    "av",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "pydantic",
+    "nvidia-ml-py",
+    "psutil",
+)
 
 
 def cpu_model() -> str:
@@ -51,11 +60,13 @@ def gpu_info() -> dict[str, Any]:
         for i in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(i)
             name = pynvml.nvmlDeviceGetName(handle)
-            devices.append({
-                "index": i,
-                "name": name.decode() if isinstance(name, bytes) else name,
-                "memory_total_mb": round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**20, 1),
-            })
+            devices.append(
+                {
+                    "index": i,
+                    "name": name.decode() if isinstance(name, bytes) else name,
+                    "memory_total_mb": round(pynvml.nvmlDeviceGetMemoryInfo(handle).total / 2**20, 1),
+                }
+            )
         return {
             "available": bool(devices),
             "reason": None if devices else "NVML reports no GPU",

@@ -78,7 +78,13 @@ class CameraReader(FrameReader):
         if (w, h) != (self.width, self.height) or abs(got_fps - self.fps) > 0.5:
             log.warning(
                 "camera %d gives %dx%d at %.1f fps (asked for %dx%d at %.1f)",
-                self.cfg.index, w, h, got_fps, self.width, self.height, self.fps,
+                self.cfg.index,
+                w,
+                h,
+                got_fps,
+                self.width,
+                self.height,
+                self.fps,
             )
         self.fps = float(got_fps)
         self._cap = cap

@@ -108,8 +108,11 @@ class CaptureStage(SourceStage):
             frame = self.reader.read()
         self.last_read_ns = time.perf_counter_ns() - t0
         packet = FramePacket(
-            seq=self._seq, image=frame.image, t_capture_ns=time.perf_counter_ns(),
-            source_fps=self.reader.fps, truth=frame.truth,
+            seq=self._seq,
+            image=frame.image,
+            t_capture_ns=time.perf_counter_ns(),
+            source_fps=self.reader.fps,
+            truth=frame.truth,
         )
         self._seq += 1
         return packet
@@ -133,8 +136,11 @@ class CaptureStage(SourceStage):
         recovered = self._reopened_at is None or time.monotonic() - self._reopened_at >= STABLE_S
         if recovered:
             self._delay = cfg.first_delay_s
-        log.warning("capture: %s stopped delivering frames; reopening%s", self.reader.describe(),
-                    "" if recovered else f" in {self._delay:.1f} s (it failed again soon after the last reopen)")
+        log.warning(
+            "capture: %s stopped delivering frames; reopening%s",
+            self.reader.describe(),
+            "" if recovered else f" in {self._delay:.1f} s (it failed again soon after the last reopen)",
+        )
         self.reader.close()
         if not recovered:
             if self._interrupt.wait(self._delay):

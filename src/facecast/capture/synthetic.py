@@ -29,7 +29,9 @@ class SyntheticConfig(StrictModel):
     shift: float = Field(0.05, ge=0, le=0.3, description="side-to-side movement, fraction of the frame")
     zoom: float = Field(0.08, ge=0, le=0.5, description="towards/away from the camera, fraction of size")
     period_s: float = Field(6.0, gt=0, description="seconds for one full cycle of the roll motion")
-    face_height: float = Field(0.4, gt=0.05, le=0.9, description="face height (brow to chin) as a fraction of the frame")
+    face_height: float = Field(
+        0.4, gt=0.05, le=0.9, description="face height (brow to chin) as a fraction of the frame"
+    )
     yaw_deg: float = Field(15.0, ge=0, le=35, description="head turn amplitude, degrees (mesh warp)")
     pitch_deg: float = Field(8.0, ge=0, le=25, description="nod amplitude, degrees (mesh warp)")
     blink_period_s: float = Field(3.0, ge=0, description="seconds between blinks; 0 = no blinking")
@@ -107,16 +109,29 @@ class SyntheticReader(FrameReader):
         if self._rig is not None:
             from facecast.effects.animate_mesh import RigParams
 
-            params = RigParams(pitch=motion.pitch_deg, yaw=motion.yaw_deg, eyes=(motion.eye_open, motion.eye_open),
-                               mouth=motion.mouth_open)
+            params = RigParams(
+                pitch=motion.pitch_deg,
+                yaw=motion.yaw_deg,
+                eyes=(motion.eye_open, motion.eye_open),
+                mouth=motion.mouth_open,
+            )
             face = self._rig.render(params)[:, :, :3]
         frame = cv2.warpAffine(
-            face, m, (self.width, self.height),
-            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE,
+            face,
+            m,
+            (self.width, self.height),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
         )
-        truth = SyntheticTruth(roll_deg=motion.roll_deg, shift_px=(dx, dy), scale=motion.scale,
-                               yaw_deg=motion.yaw_deg, pitch_deg=motion.pitch_deg,
-                               eye_open=motion.eye_open, mouth_open=motion.mouth_open)
+        truth = SyntheticTruth(
+            roll_deg=motion.roll_deg,
+            shift_px=(dx, dy),
+            scale=motion.scale,
+            yaw_deg=motion.yaw_deg,
+            pitch_deg=motion.pitch_deg,
+            eye_open=motion.eye_open,
+            mouth_open=motion.mouth_open,
+        )
         return CapturedFrame(frame, truth)
 
     def read(self) -> CapturedFrame | None:
@@ -129,8 +144,9 @@ class SyntheticReader(FrameReader):
         return f"synthetic driver ({name} moved by a scripted head motion, {self.fps:.0f} fps)"
 
 
-def synthetic_frames(count: int, width: int = 640, height: int = 480, fps: float = 30.0,
-                     cfg: SyntheticConfig | None = None) -> list[CapturedFrame]:
+def synthetic_frames(
+    count: int, width: int = 640, height: int = 480, fps: float = 30.0, cfg: SyntheticConfig | None = None
+) -> list[CapturedFrame]:
     """`count` consecutive synthetic frames (for tools and tests)."""
     reader = SyntheticReader(cfg or SyntheticConfig(), width, height, fps)
     reader.open()

@@ -46,12 +46,15 @@ PILLOW_REFUSES_MEGAPIXELS = 178
 class CharactersConfig(StrictModel):
     dir: Path | None = Field(None, description="folder of character images; null = the bundled assets/characters")
     active: str | None = Field(
-        None, description="character shown at start (file name without extension); null = the first")
+        None, description="character shown at start (file name without extension); null = the first"
+    )
     max_side: int = Field(
-        2048, ge=256, le=8192, description="larger images are downscaled to this many pixels on the long side")
+        2048, ge=256, le=8192, description="larger images are downscaled to this many pixels on the long side"
+    )
     min_side: int = Field(128, ge=32, le=2048, description="images smaller than this on the short side are refused")
-    max_megapixels: float = Field(50.0, gt=0, le=PILLOW_REFUSES_MEGAPIXELS,
-                                  description="images with more pixels are refused (memory)")
+    max_megapixels: float = Field(
+        50.0, gt=0, le=PILLOW_REFUSES_MEGAPIXELS, description="images with more pixels are refused (memory)"
+    )
     min_face_px: int = Field(64, ge=16, le=1024, description="the face must be at least this tall, in pixels")
     max_turn_deg: float = Field(40.0, gt=0, le=90, description="faces turned or tilted further than this are refused")
 
@@ -83,8 +86,10 @@ class Character:
     def describe(self) -> str:
         w, h = self.size
         p = self.face.pose
-        return (f"{w}x{h}, face {self.face.box[3]} px tall (yaw {p.yaw:+.0f}, pitch {p.pitch:+.0f}, "
-                f"roll {p.roll:+.0f}), matte from {self.matte_source}")
+        return (
+            f"{w}x{h}, face {self.face.box[3]} px tall (yaw {p.yaw:+.0f}, pitch {p.pitch:+.0f}, "
+            f"roll {p.roll:+.0f}), matte from {self.matte_source}"
+        )
 
 
 def decode_image(data: bytes, cfg: CharactersConfig) -> tuple[Image, npt.NDArray[np.uint8] | None]:
@@ -172,8 +177,9 @@ class CharacterAnalyser:
             self._segmenter.close()
 
 
-def prepare_character(data: bytes, path: Path, cfg: CharactersConfig, analyser: CharacterAnalyser,
-                      name: str | None = None) -> Character:
+def prepare_character(
+    data: bytes, path: Path, cfg: CharactersConfig, analyser: CharacterAnalyser, name: str | None = None
+) -> Character:
     """Validate and prepare one image. Raises CharacterError with the reason."""
     if path.suffix.lower() not in EXTENSIONS:
         raise CharacterError(f"'{path.suffix or path.name}' files are not supported: use PNG, JPEG or WebP")
@@ -204,8 +210,9 @@ def prepare_character(data: bytes, path: Path, cfg: CharactersConfig, analyser: 
     return Character(name=name or path.stem, path=path, image=image, matte=matte, face=face, matte_source=source)
 
 
-def _matte(image: Image, alpha: npt.NDArray[np.uint8] | None, face: Face,
-           analyser: CharacterAnalyser) -> tuple[npt.NDArray[np.uint8], str]:
+def _matte(
+    image: Image, alpha: npt.NDArray[np.uint8] | None, face: Face, analyser: CharacterAnalyser
+) -> tuple[npt.NDArray[np.uint8], str]:
     if alpha is not None:
         return alpha, "alpha channel"
     mask = analyser.segment(image)
@@ -257,8 +264,9 @@ class CharacterLibrary:
         """(Re)load every image in the folder; returns (file, reason) for each refused file."""
         if not self.folder.is_dir():
             return [(self.folder, "the characters folder does not exist")]
-        files = sorted((p for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS),
-                       key=lambda p: p.name)
+        files = sorted(
+            (p for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in EXTENSIONS), key=lambda p: p.name
+        )
         loaded: list[Character] = []
         refused: list[tuple[Path, str]] = []
         with self._analyse_lock:
@@ -287,8 +295,12 @@ class CharacterLibrary:
                 log.warning("characters: %r is not among the loaded characters; using the first", wanted)
             if self._active is None and loaded:
                 self._active = loaded[0]
-        log.info("characters: %d loaded from %s%s", len(loaded), self.folder,
-                 f", active: {self._active.name}" if self._active else "")
+        log.info(
+            "characters: %d loaded from %s%s",
+            len(loaded),
+            self.folder,
+            f", active: {self._active.name}" if self._active else "",
+        )
         return refused
 
     # -- queries --------------------------------------------------------------------------------

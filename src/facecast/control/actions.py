@@ -46,9 +46,10 @@ class SwitchArgs(StrictModel):
 class CharacterArgs(StrictModel):
     # The schema states what the validators below accept: a position from 1, or a name that is not
     # blank and not all zeros (digit strings are positions).
-    key: Annotated[int | str, WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1},
-                                                        {"type": "string", "pattern": r"[^\s0]"}]})] = Field(
-        description="1-based position in the character list, or the character's name")
+    key: Annotated[
+        int | str,
+        WithJsonSchema({"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": r"[^\s0]"}]}),
+    ] = Field(description="1-based position in the character list, or the character's name")
 
     @field_validator("key", mode="before")
     @classmethod
@@ -108,7 +109,7 @@ class ActionSpec:
         positional = [t for t in tokens if "=" not in t]
         if len(positional) > len(fields):
             raise ActionError(f"too many arguments for {self.usage!r}", 400)
-        for (field_name, _), token in zip(fields, positional):
+        for (field_name, _), token in zip(fields, positional, strict=False):
             data[field_name] = token
         for token in tokens:
             if "=" in token:
@@ -181,7 +182,7 @@ class Command:
 
     def __str__(self) -> str:
         words = [self.spec.name]
-        for key, value in self.args.model_dump().items():
+        for _key, value in self.args.model_dump().items():
             if value is not None:
                 words.append(("on" if value else "off") if isinstance(value, bool) else str(value))
         return " ".join(words)
@@ -337,8 +338,12 @@ def _debug_overlay(d: Daemon, a: SwitchArgs) -> str:
     return f"debug overlay {'on' if on else 'off'}"
 
 
-@action("quit", NoArgs, "Stop the daemon; answers once every output has closed, with the recordings it finalised "
-                         "(or the output still busy at pipeline.shutdown_timeout_s).")
+@action(
+    "quit",
+    NoArgs,
+    "Stop the daemon; answers once every output has closed, with the recordings it finalised "
+    "(or the output still busy at pipeline.shutdown_timeout_s).",
+)
 def _quit(d: Daemon, a: NoArgs) -> str:
     d.request_stop("quit action")
     # The main loop's own stop waits for this one: the answer says what really happened.
@@ -366,7 +371,9 @@ class Controls:
         if command.spec.name == "effect" and args.name not in self.daemon.effect.effects:
             raise ActionError(f"unknown effect {args.name!r}; known: {', '.join(self.daemon.effect.effects)}", 404)
         if command.spec.name == "output" and args.name not in self.daemon.output.status():
-            raise ActionError(f"unknown output {args.name!r}; configured: {', '.join(self.daemon.output.status())}", 404)
+            raise ActionError(
+                f"unknown output {args.name!r}; configured: {', '.join(self.daemon.output.status())}", 404
+            )
         if command.spec.name == "set":  # a live setting bound to a key: its key and value are checked now
             settings.find(self.daemon.effect, args.key).check(args.value)
 
@@ -404,8 +411,15 @@ class Controls:
                 raise ActionError(f"{filename}: cannot save it ({exc.strerror or exc})", 409) from None
         message = f"character {character.name} added"
         log.info("%s: %s", source, message)
-        self._publish({"type": "action", "action": "add_character", "args": {"filename": filename},
-                       "source": source, "message": message})
+        self._publish(
+            {
+                "type": "action",
+                "action": "add_character",
+                "args": {"filename": filename},
+                "source": source,
+                "message": message,
+            }
+        )
         return character
 
     def state(self) -> dict[str, Any]:

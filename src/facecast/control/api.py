@@ -97,12 +97,13 @@ ERRORS = _errors(400, 404, 409, 422)
 def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
     daemon = controls.daemon
     app = FastAPI(
-        docs_url=None, redoc_url=None,  # the panel serves /docs from the package (no CDN); no ReDoc
+        docs_url=None,
+        redoc_url=None,  # the panel serves /docs from the package (no CDN); no ReDoc
         title="facecast control API",
         version=__version__,
         description=(
             "Live control of the facecast daemon: the same actions as the global hotkeys and "
-            "`facecast ctl`. Errors are JSON `{\"error\": \"...\"}` with a 4xx status."
+            '`facecast ctl`. Errors are JSON `{"error": "..."}` with a 4xx status.'
             + (" Every request needs `Authorization: Bearer <control.token>`." if cfg.secret else "")
         ),
     )
@@ -143,8 +144,12 @@ def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, limit_for=lambda path: app.state.body_limits.get(path, json_too_large))
     app.add_middleware(GuardMiddleware, cfg=cfg, session=session)
     if cfg.allowed_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.allowed_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["authorization", "content-type", "x-facecast-token", SESSION_HEADER.lower()])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(cfg.allowed_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-facecast-token", SESSION_HEADER.lower()],
+        )
     add_job_routes(app, lambda: daemon.jobs)  # /jobs: offline video jobs (facecast.jobs)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -152,9 +157,17 @@ def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
     def get_state() -> dict[str, Any]:
         return controls.state()
 
-    @app.get("/session", response_model=SessionSecret, responses={403: {"model": ErrorBody, "description":
-             "a page whose origin is null (a local file, a sandboxed frame) gets no session secret"}},
-             summary="This run's secret that lets an allowed web page change the live state")
+    @app.get(
+        "/session",
+        response_model=SessionSecret,
+        responses={
+            403: {
+                "model": ErrorBody,
+                "description": "a page whose origin is null (a local file, a sandboxed frame) gets no session secret",
+            }
+        },
+        summary="This run's secret that lets an allowed web page change the live state",
+    )
     def get_session(request: Request) -> SessionSecret:
         # Readable by local programs (no Origin) and, through CORS, by the pages in
         # control.allowed_origins only; "null" is any sandboxed page, so it never gets the secret.
@@ -178,8 +191,12 @@ def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
         message = controls.run(command, "api")
         return ActionResult(action=command.spec.name, message=message, state=controls.state())
 
-    @app.post("/actions", response_model=ActionResult, responses=ERRORS,
-              summary="Run an action written as text, e.g. {\"action\": \"output\", \"args\": [\"record\", \"off\"]}")
+    @app.post(
+        "/actions",
+        response_model=ActionResult,
+        responses=ERRORS,
+        summary='Run an action written as text, e.g. {"action": "output", "args": ["record", "off"]}',
+    )
     def post_command(body: CommandRequest) -> ActionResult:
         spec = find_action(body.action)
         return run(Command(spec, spec.parse(body.args)))
@@ -200,8 +217,12 @@ def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
             ],
         }
 
-    @app.post("/characters", status_code=201, responses=_errors(400, 409, 413, 422),
-              summary="Add a character image (checked like the character folder); select=true also selects it")
+    @app.post(
+        "/characters",
+        status_code=201,
+        responses=_errors(400, 409, 413, 422),
+        summary="Add a character image (checked like the character folder); select=true also selects it",
+    )
     async def upload_character(
         request: Request,
         file: Annotated[UploadFile, File(description="a portrait image (PNG, JPEG...) with one clear face")],
@@ -252,8 +273,11 @@ class _JsonBody(BaseModel):
     def _json_integers(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        integers = {name for name, field in cls.model_fields.items()
-                    if field.annotation is int or int in get_args(field.annotation)}
+        integers = {
+            name
+            for name, field in cls.model_fields.items()
+            if field.annotation is int or int in get_args(field.annotation)
+        }
         return {k: json_integer(v) if k in integers else v for k, v in data.items()}
 
 
@@ -262,10 +286,15 @@ def _strict_body(args: type[BaseModel]) -> type[BaseModel]:
     schema types it (0 is not false, "2" is not 2, but 2.0 is the integer 2 as in JSON Schema); the
     text forms (hotkeys, `POST /actions`, `facecast ctl`) keep their own word parsing."""
     if args not in _STRICT_BODIES:
-        _STRICT_BODIES[args] = type(args.__name__, (args, _JsonBody), {
-            "__module__": args.__module__, "__doc__": args.__doc__,
-            "model_config": ConfigDict(**{**args.model_config, "strict": True}),
-        })
+        _STRICT_BODIES[args] = type(
+            args.__name__,
+            (args, _JsonBody),
+            {
+                "__module__": args.__module__,
+                "__doc__": args.__doc__,
+                "model_config": ConfigDict(**{**args.model_config, "strict": True}),
+            },
+        )
     return _STRICT_BODIES[args]
 
 
@@ -279,8 +308,12 @@ def _add_action_route(app: FastAPI, spec: ActionSpec, run) -> None:
 
     endpoint.__name__ = f"action_{spec.name}"
     app.post(
-        f"/actions/{spec.name}", response_model=ActionResult, responses=ERRORS,
-        summary=spec.summary, description=f"Text form: `{spec.usage}`", tags=["actions"],
+        f"/actions/{spec.name}",
+        response_model=ActionResult,
+        responses=ERRORS,
+        summary=spec.summary,
+        description=f"Text form: `{spec.usage}`",
+        tags=["actions"],
     )(endpoint)
 
 
@@ -409,8 +442,13 @@ def _add_security_scheme(app: FastAPI, cfg: ControlConfig) -> None:
         if app.openapi_schema is None:
             schema = build()
             error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
-            guard = {"403": {"description": "refused: a foreign Host or web page, or a state change from a page "
-                                            "without the session secret", "content": error}}
+            guard = {
+                "403": {
+                    "description": "refused: a foreign Host or web page, or a state change from a page "
+                    "without the session secret",
+                    "content": error,
+                }
+            }
             if cfg.secret:
                 guard["401"] = {"description": "no token, or the wrong one", "content": error}
             for operations in schema.get("paths", {}).values():
@@ -461,8 +499,9 @@ class GuardMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
             return
-        response = JSONResponse({"error": message}, status_code=status,
-                                headers={"WWW-Authenticate": "Bearer"} if status == 401 else None)
+        response = JSONResponse(
+            {"error": message}, status_code=status, headers={"WWW-Authenticate": "Bearer"} if status == 401 else None
+        )
         await response(scope, receive, send)
 
     def _problem(self, scope) -> tuple[int, str] | None:
@@ -473,8 +512,9 @@ class GuardMiddleware:
                 return 403, f"Host {headers.get('host')!r} refused: this API answers on this computer only"
         origin = headers.get("origin")
         if origin is not None and not self._origin_allowed(origin.rstrip("/").lower(), scope, headers):
-            return 403, (f"requests from web page {origin} are refused; "
-                         "add it to control.allowed_origins to allow them")
+            return 403, (
+                f"requests from web page {origin} are refused; add it to control.allowed_origins to allow them"
+            )
         path = scope.get("path", "")
         if self.token is not None and path not in PUBLIC_PATHS and not is_public_path(path):
             given = _token_from(headers, scope)
@@ -487,8 +527,10 @@ class GuardMiddleware:
             # is the allowed one (a simple cross-site POST cannot read anything).
             given = _session_from(headers, scope)
             if given is None or not hmac.compare_digest(given.encode(), self.session):
-                return 403, (f"a web page ({origin}) can change the live state only with the session secret: "
-                             f"GET /session, then send it as {SESSION_HEADER} (or set control.token)")
+                return 403, (
+                    f"a web page ({origin}) can change the live state only with the session secret: "
+                    f"GET /session, then send it as {SESSION_HEADER} (or set control.token)"
+                )
         return None
 
     def _origin_allowed(self, origin: str, scope, headers: dict[str, str]) -> bool:
@@ -611,12 +653,20 @@ class ControlServer:
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # we say when it listens
         self.bind()
         config = uvicorn.Config(
-            self.app, log_config=None, access_log=False, lifespan="off", loop="asyncio", http="h11",
-            ws="websockets-sansio", timeout_graceful_shutdown=int(STOP_TIMEOUT_S), server_header=False,
+            self.app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            loop="asyncio",
+            http="h11",
+            ws="websockets-sansio",
+            timeout_graceful_shutdown=int(STOP_TIMEOUT_S),
+            server_header=False,
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
-                                        name="control-api", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name="control-api", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._server.started and self._thread.is_alive() and time.monotonic() < deadline:
@@ -624,8 +674,9 @@ class ControlServer:
         if not self._server.started:
             self.stop()
             raise StartupError(f"control API did not start on {self.url}")
-        log.info("control API on %s (docs: %s/docs)%s", self.url, self.url,
-                 ", token required" if self.cfg.secret else "")
+        log.info(
+            "control API on %s (docs: %s/docs)%s", self.url, self.url, ", token required" if self.cfg.secret else ""
+        )
 
     def _bind(self) -> socket.socket:
         host = self.cfg.host.strip("[]")

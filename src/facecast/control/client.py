@@ -86,10 +86,14 @@ def format_state(state: dict[str, Any]) -> str:
     effect = state["effect"] + "".join(
         f" ({label})" for key, label in (("frozen", "frozen"), ("debug_overlay", "debug overlay")) if state.get(key)
     )
-    outputs = ", ".join(
-        f"{name} {'on' if o['enabled'] else 'off'}" + (f" ({o['path']})" if o.get("enabled") and o.get("path") else "")
-        for name, o in state.get("outputs", {}).items()
-    ) or "none"
+    outputs = (
+        ", ".join(
+            f"{name} {'on' if o['enabled'] else 'off'}"
+            + (f" ({o['path']})" if o.get("enabled") and o.get("path") else "")
+            for name, o in state.get("outputs", {}).items()
+        )
+        or "none"
+    )
     live = state.get("live", {})
     lines = [
         f"character  {who}",
@@ -111,8 +115,10 @@ def format_stats(stats: dict[str, Any]) -> str:
         return "-" if v is None else f"{v:.1f}"
 
     lat = stats.get("latency_ms", {})
-    lines = [f"fps {stats.get('fps', 0):.1f}, latency p50 {ms(lat.get('p50'))} p95 {ms(lat.get('p95'))} "
-             f"p99 {ms(lat.get('p99'))} ms, frames {stats.get('frames', 0)}"]
+    lines = [
+        f"fps {stats.get('fps', 0):.1f}, latency p50 {ms(lat.get('p50'))} p95 {ms(lat.get('p95'))} "
+        f"p99 {ms(lat.get('p99'))} ms, frames {stats.get('frames', 0)}"
+    ]
     for name, stage in stats.get("stages", {}).items():
         lines.append(f"  {name:<9} p50 {ms(stage.get('p50'))} ms  p95 {ms(stage.get('p95'))} ms")
     dropped = stats.get("dropped", {})
@@ -124,8 +130,16 @@ def format_stats(stats: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_ctl(cfg: ControlConfig, command: str, args: list[str], *, url: str | None = None,
-            token: str | None = None, as_json: bool = False, timeout: float = 5.0) -> int:
+def run_ctl(
+    cfg: ControlConfig,
+    command: str,
+    args: list[str],
+    *,
+    url: str | None = None,
+    token: str | None = None,
+    as_json: bool = False,
+    timeout: float = 5.0,
+) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # it logs every request at info level
     if "--json" in args:  # also accepted after the command: `facecast ctl state --json`
         args = [a for a in args if a != "--json"]

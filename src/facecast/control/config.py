@@ -37,7 +37,7 @@ class ControlConfig(StrictModel):
     allowed_origins: list[str] = Field(
         default_factory=list,
         description="web pages allowed to call the API from a browser: exact origins (scheme://host[:port]), "
-                    "\"null\" = local files",
+        '"null" = local files',
     )
     upload_max_mb: float = Field(20.0, gt=0, le=200, description="largest character image accepted")
 
@@ -47,7 +47,7 @@ class ControlConfig(StrictModel):
         if token is not None and len(token.get_secret_value()) < MIN_TOKEN_CHARS:
             raise ValueError(
                 f"use at least {MIN_TOKEN_CHARS} characters, e.g. the output of: "
-                "python -c \"import secrets; print(secrets.token_urlsafe(24))\""
+                'python -c "import secrets; print(secrets.token_urlsafe(24))"'
             )
         host = info.data.get("host")
         if host is not None and token is None and not is_loopback(host):
@@ -79,10 +79,21 @@ def normalise_origin(origin: str) -> str:
         port = parts.port
     except ValueError:
         parts, port = None, None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or "*" in text \
-            or parts.path or parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError(f"{origin!r} is not an origin: write scheme://host[:port] exactly as the page's address "
-                         "starts, e.g. http://localhost:3000 (no paths, no wildcards), or null for local files")
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or "*" in text
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username
+        or parts.password
+    ):
+        raise ValueError(
+            f"{origin!r} is not an origin: write scheme://host[:port] exactly as the page's address "
+            "starts, e.g. http://localhost:3000 (no paths, no wildcards), or null for local files"
+        )
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     default = {"http": 80, "https": 443}[parts.scheme]
     return f"{parts.scheme}://{host}" + (f":{port}" if port is not None and port != default else "")

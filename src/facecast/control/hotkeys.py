@@ -68,9 +68,7 @@ class HotkeyListener:
         except Exception as exc:  # ImportError without a display; Xlib errors on a refused display
             return _why_unavailable(exc)
         try:
-            listener = keyboard.GlobalHotKeys(
-                {keys: self._on_hotkey(keys) for keys in self.bindings}
-            )
+            listener = keyboard.GlobalHotKeys({keys: self._on_hotkey(keys) for keys in self.bindings})
         except ValueError as exc:  # a combination this platform's backend cannot map
             return f"pynput refused the binding {exc}"
         listener.daemon = True
@@ -84,8 +82,10 @@ class HotkeyListener:
         self._worker = threading.Thread(target=self._work, name="hotkeys", daemon=True)
         self._worker.start()
         if sys.platform == "darwin" and not getattr(listener, "IS_TRUSTED", True):
-            log.warning("hotkeys: macOS does not trust this program with key events; allow it in "
-                        "System Settings > Privacy & Security > Accessibility (or Input Monitoring)")
+            log.warning(
+                "hotkeys: macOS does not trust this program with key events; allow it in "
+                "System Settings > Privacy & Security > Accessibility (or Input Monitoring)"
+            )
         if os.environ.get("XDG_SESSION_TYPE") == "wayland":
             log.warning("hotkeys: Wayland session: they only fire while an X11 (XWayland) window has the focus")
         log.info("hotkeys: listening for %d key combinations (hotkeys.bindings)", len(self.bindings))

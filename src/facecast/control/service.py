@@ -41,8 +41,11 @@ def _warn_if_awkward(keys: str) -> None:
     combo = parse_combo(keys)
     chars = [p for p in combo.parts if len(p) == 1]
     if "<shift>" in combo.parts and any(not c.isalpha() for c in chars):
-        log.warning("hotkeys: %r may never fire: with Shift held the keyboard sends another character "
-                    "(e.g. '!' for '1'); prefer <ctrl>/<alt> or a named key like <f5>", keys)
+        log.warning(
+            "hotkeys: %r may never fire: with Shift held the keyboard sends another character "
+            "(e.g. '!' for '1'); prefer <ctrl>/<alt> or a named key like <f5>",
+            keys,
+        )
     if chars and not combo.has_modifier:
         log.warning("hotkeys: %r has no modifier: it fires whenever you type it, in chat or in a game", keys)
 

@@ -29,7 +29,9 @@ class AnimateLivePortraitConfig(StrictModel):
     pose_multiplier: float = Field(1.0, ge=0, le=3, description="scale of the head rotation since the neutral pose")
     expression_multiplier: float = Field(1.0, ge=0, le=3, description="scale of the expression change")
     stitching: bool = Field(True, description="the stitching network (keeps the shoulders still, no seam)")
-    lip_zero: bool = Field(True, description="close the character's own open mouth first, so the performer's mouth drives it")
+    lip_zero: bool = Field(
+        True, description="close the character's own open mouth first, so the performer's mouth drives it"
+    )
     eye_retargeting: bool = Field(False, description="drive the eyes from the measured eye openness")
     lip_retargeting: bool = Field(False, description="drive the lips from the measured mouth openness")
     return_to_neutral_s: float = Field(0.35, gt=0, le=10, description="easing back when no face is tracked")
@@ -42,7 +44,9 @@ def frame_into(image: Image, width: int, height: int) -> Image:
     nw, nh = max(1, round(w * k)), max(1, round(h * k))
     out = np.zeros((height, width, image.shape[2]), np.uint8)
     x, y = (width - nw) // 2, (height - nh) // 2
-    out[y : y + nh, x : x + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+    out[y : y + nh, x : x + nw] = cv2.resize(
+        image, (nw, nh), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR
+    )
     return out
 
 
@@ -71,8 +75,11 @@ class AnimateLivePortrait(Effect):
         key = id(character)
         if key not in self._sources:
             face = character.face
-            self._sources = {key: self.model.prepare_source(character.image, face.landmarks, face.eye_openness,
-                                                            face.mouth_openness, self.priority)}
+            self._sources = {
+                key: self.model.prepare_source(
+                    character.image, face.landmarks, face.eye_openness, face.mouth_openness, self.priority
+                )
+            }
         return self._sources[key]
 
     def apply(self, packet: FramePacket) -> Image:
@@ -88,10 +95,14 @@ class AnimateLivePortrait(Effect):
             if self._neutral is None:
                 self._neutral = drv
             x_d = self.model.driving_keypoints(
-                src, drv, self._neutral, pose_multiplier=self.cfg.pose_multiplier,
+                src,
+                drv,
+                self._neutral,
+                pose_multiplier=self.cfg.pose_multiplier,
                 expression_multiplier=self.cfg.expression_multiplier,
                 eye_ratio=float(np.mean(face.eye_openness)) if self.cfg.eye_retargeting else None,
-                lip_ratio=face.mouth_openness if self.cfg.lip_retargeting else None, priority=self.priority,
+                lip_ratio=face.mouth_openness if self.cfg.lip_retargeting else None,
+                priority=self.priority,
             )
         else:  # no face: ease back to the character's own pose instead of freezing mid-expression
             last = src.x_s if self._last_xd is None else self._last_xd
@@ -100,5 +111,6 @@ class AnimateLivePortrait(Effect):
         self._last_xd, self._last_t = x_d, t
         pasted = self.model.paste_back(src, self.model.generate(src, x_d, self.priority))
         bgra = np.dstack([pasted, character.matte])
-        return compose_background(frame_into(bgra, self.cfg.width, self.cfg.height), None,
-                                  self.cfg.background, self.cfg.background_color)
+        return compose_background(
+            frame_into(bgra, self.cfg.width, self.cfg.height), None, self.cfg.background, self.cfg.background_color
+        )

@@ -42,9 +42,10 @@ BackgroundMode = Literal["transparent", "original", "color"]
 GRID_STEP = 8  # output pixels between coarse grid points
 # A 2-D warp of a flat portrait shows less rotation than it is given, and nods less than turns:
 # MediaPipe reads back about 0.5 of a nod and 0.8 of a turn from the bundled portrait (its depth is the
-# mesh's own, flattened so close points never cross). Nods are rendered 1.4 times larger, so they read
-# about as strongly as turns and small nods stand out from the tracker's noise (pitch correlation on
-# +-5 degree nods: 0.93 -> 0.96). More than that starts to bend the mouth and the eyes as read back.
+# mesh's own, flattened so close points never cross). Nods are rendered 1.4 times larger, so the
+# character nods about as far as the performer (as the tracker reads both; 0.8 as far at 1.0) and
+# small nods stand out from the tracker's noise. More than that bends the mouth and the eyes as read
+# back (measured: at 1.6 and 1.8 the mouth's and the eyes' correlation with the performer drop).
 RENDER_GAIN = {"pitch": 1.4, "yaw": 1.0}
 # The largest angles RigParams may ask for: rendered, about 31 degrees of nod and 40 of turn, the most
 # a 2-D warp shows without tearing.

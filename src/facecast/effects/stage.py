@@ -16,18 +16,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from facecast.configbase import StrictModel
+from facecast.effects.animate_liveportrait import AnimateLivePortrait, AnimateLivePortraitConfig
 from facecast.effects.animate_mesh import AnimateMesh, AnimateMeshConfig
 from facecast.effects.base import Effect
 from facecast.effects.debug import DebugConfig, DebugOverlay
 from facecast.effects.passthrough import Passthrough
-from facecast.effects.swap_mesh import SwapMesh, SwapMeshConfig
-from facecast.effects.animate_liveportrait import AnimateLivePortrait, AnimateLivePortraitConfig
 from facecast.effects.swap_inswapper import SwapInswapper, SwapInswapperConfig
+from facecast.effects.swap_mesh import SwapMesh, SwapMeshConfig
 from facecast.engines.gate import PriorityGate
 from facecast.engines.onnxruntime import EngineError
 from facecast.engines.pool import EnginePool
@@ -42,8 +42,8 @@ EffectName = Literal["passthrough", "debug", "animate", "swap"]
 # `animate` and `swap` pick an implementation by their `backend` key: `mesh` (CPU, no weights) or a
 # neural backend on the engine pool. Adding a backend = its file, its config model in these unions
 # and its class in BACKENDS.
-AnimateConfig = Annotated[Union[AnimateMeshConfig, AnimateLivePortraitConfig], Field(discriminator="backend")]
-SwapConfig = Annotated[Union[SwapMeshConfig, SwapInswapperConfig], Field(discriminator="backend")]
+AnimateConfig = Annotated[AnimateMeshConfig | AnimateLivePortraitConfig, Field(discriminator="backend")]
+SwapConfig = Annotated[SwapMeshConfig | SwapInswapperConfig, Field(discriminator="backend")]
 BACKENDS: dict[tuple[str, str], type[Effect]] = {
     ("animate", "mesh"): AnimateMesh,
     ("animate", "liveportrait"): AnimateLivePortrait,
@@ -80,8 +80,9 @@ def make_effect(kind: str, cfg, characters, engines=None) -> Effect:
     return cls(cfg, characters)
 
 
-def build_effects(cfg: EffectConfig, stats: PipelineStats | None = None, characters=None,
-                  engines=None) -> dict[str, Effect]:
+def build_effects(
+    cfg: EffectConfig, stats: PipelineStats | None = None, characters=None, engines=None
+) -> dict[str, Effect]:
     """Every known effect, by the name `effect.active` uses. `characters`: the CharacterLibrary;
     `engines`: () -> EnginePool for the neural backends."""
     library = characters if characters is not None else _NoCharacters()
@@ -244,8 +245,9 @@ class EffectStage(Stage):
                 self._requested = self._active  # back to what is on screen
             staying = self._active
         # EngineError says what to do in its message; anything else gets its traceback.
-        log.error("effect %s cannot start: %s; staying on %s", name, exc, staying,
-                  exc_info=not isinstance(exc, EngineError))
+        log.error(
+            "effect %s cannot start: %s; staying on %s", name, exc, staying, exc_info=not isinstance(exc, EngineError)
+        )
         if self.stats is not None:
             self.stats.record_error("effect.start")
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import weakref
-
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from facecast.configbase import StrictModel
@@ -17,8 +15,12 @@ from facecast.types import FramePacket, Image
 
 
 class SwapInswapperConfig(StrictModel):
-    backend: Literal["inswapper"] = Field("inswapper", description="inswapper_128 + ArcFace on the engine pool (non-commercial licence)")
-    max_faces: int = Field(4, ge=1, le=8, description="faces swapped per frame (tracking.max_faces limits how many are tracked)")
+    backend: Literal["inswapper"] = Field(
+        "inswapper", description="inswapper_128 + ArcFace on the engine pool (non-commercial licence)"
+    )
+    max_faces: int = Field(
+        4, ge=1, le=8, description="faces swapped per frame (tracking.max_faces limits how many are tracked)"
+    )
     keep_mouth: bool = Field(True, description="show the target's own mouth interior when it speaks")
 
 
@@ -52,5 +54,7 @@ class SwapInswapper(Effect):
         latent = self._latent(character)
         frame = packet.image.copy()
         for face in packet.faces[: self.cfg.max_faces]:
-            self.swapper.swap_face(frame, face.landmarks, latent, keep_mouth=self.cfg.keep_mouth, priority=self.priority)
+            self.swapper.swap_face(
+                frame, face.landmarks, latent, keep_mouth=self.cfg.keep_mouth, priority=self.priority
+            )
         return frame

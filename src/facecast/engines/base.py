@@ -72,8 +72,9 @@ class Engine(Protocol):
     call_stats: CallStats
     transfers: TransferStats
 
-    def run(self, feeds: dict[str, Any], priority: Priority = "live",
-            keep_on_device: tuple[str, ...] = ()) -> dict[str, Any]: ...
+    def run(
+        self, feeds: dict[str, Any], priority: Priority = "live", keep_on_device: tuple[str, ...] = ()
+    ) -> dict[str, Any]: ...
 
     def upload(self, array: np.ndarray) -> Any: ...
 

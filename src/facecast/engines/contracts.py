@@ -34,7 +34,9 @@ class ContractError(ValueError):
 
 
 def _lp(name: str, inputs, outputs, precision: Precision = "fp16") -> ModelContract:
-    return ModelContract(f"liveportrait/{name}", f"liveportrait_onnx/{name}.onnx", tuple(inputs), tuple(outputs), precision)
+    return ModelContract(
+        f"liveportrait/{name}", f"liveportrait_onnx/{name}.onnx", tuple(inputs), tuple(outputs), precision
+    )
 
 
 T = TensorSpec
@@ -45,8 +47,15 @@ CONTRACTS: dict[str, ModelContract] = {
         _lp(
             "motion_extractor",
             [T("img", (1, 3, 256, 256))],
-            [T("pitch", (1, 66)), T("yaw", (1, 66)), T("roll", (1, 66)), T("t", (1, 3)),
-             T("exp", (1, 63)), T("scale", (1, 1)), T("kp", (1, 63))],
+            [
+                T("pitch", (1, 66)),
+                T("yaw", (1, 66)),
+                T("roll", (1, 66)),
+                T("t", (1, 3)),
+                T("exp", (1, 63)),
+                T("scale", (1, 1)),
+                T("kp", (1, 63)),
+            ],
             precision="fp32",
         ),
         _lp(
@@ -58,7 +67,8 @@ CONTRACTS: dict[str, ModelContract] = {
         _lp("stitching_eye", [T("input", (1, 66))], [T("output", (1, 63))]),
         _lp("stitching_lip", [T("input", (1, 65))], [T("output", (1, 63))]),
         ModelContract(
-            "inswapper_128", "inswapper_128.onnx",
+            "inswapper_128",
+            "inswapper_128.onnx",
             (T("target", (1, 3, 128, 128)), T("source", (1, 512))),
             (T("output", (1, 3, 128, 128)),),
         ),
@@ -81,12 +91,14 @@ def check_contract(contract: ModelContract, inputs, outputs) -> None:
             arg = found.get(spec.name)
             if arg is None:
                 raise ContractError(
-                    f"{contract.file}: no {kind} tensor named {spec.name!r} (the model has {', '.join(found) or 'none'}); "
+                    f"{contract.file}: no {kind} tensor named {spec.name!r} "
+                    f"(the model has {', '.join(found) or 'none'}); "
                     "is this the right file?"
                 )
             got = _dims(arg.shape)
             if len(got) != len(spec.shape) or any(
-                want is not None and have is not None and want != have for want, have in zip(spec.shape, got)
+                want is not None and have is not None and want != have
+                for want, have in zip(spec.shape, got, strict=False)
             ):
                 raise ContractError(
                     f"{contract.file}: {kind} {spec.name!r} has shape {list(arg.shape)}, expected {list(spec.shape)}"

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Literal
+from typing import Literal
 
 Priority = Literal["live", "batch"]
 
@@ -85,5 +86,8 @@ class PriorityGate:
 
     def snapshot(self) -> dict[str, float]:
         with self._cond:
-            return {"live_frames": self.live_frames, "batch_waits": self.batch_waits,
-                    "batch_wait_s": round(self.batch_wait_s, 3)}
+            return {
+                "live_frames": self.live_frames,
+                "batch_waits": self.batch_waits,
+                "batch_wait_s": round(self.batch_wait_s, 3),
+            }

@@ -16,7 +16,7 @@ from pydantic import Field
 from facecast.configbase import StrictModel
 from facecast.engines.base import CallStats, TransferStats
 from facecast.engines.contracts import ModelContract, Precision, check_contract
-from facecast.engines.gate import PriorityGate, Priority
+from facecast.engines.gate import Priority, PriorityGate
 from facecast.models.replicas import MARK_KEY as REPLICA_MARK
 from facecast.paths import user_cache_dir
 
@@ -49,8 +49,10 @@ def available_providers() -> list[str]:
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        raise EngineError('the neural effects need onnxruntime: pip install "facecast[cpu]" '
-                          '(NVIDIA GPU: "facecast[gpu]", or make gpu)') from exc
+        raise EngineError(
+            'the neural effects need onnxruntime: pip install "facecast[cpu]" '
+            '(NVIDIA GPU: "facecast[gpu]", or make gpu)'
+        ) from exc
 
     return list(ort.get_available_providers())
 
@@ -116,7 +118,8 @@ def provider_chain(cfg: EngineConfig, path: Path, precision: Precision) -> list[
         if needed not in available and not cfg.allow_cpu_fallback:
             raise EngineError(
                 f"engine.device is {cfg.device!r} but onnxruntime offers only {', '.join(available)}. "
-                "Install the GPU build (docs/GPU.md: make gpu, or pip install \"facecast[gpu]\"), or set engine.device: cpu, "
+                'Install the GPU build (docs/GPU.md: make gpu, or pip install "facecast[gpu]"), '
+                "or set engine.device: cpu, "
                 "or engine.allow_cpu_fallback: true to run on the CPU knowingly."
             )
     chain: list[Any] = []
@@ -126,16 +129,21 @@ def provider_chain(cfg: EngineConfig, path: Path, precision: Precision) -> list[
         if name == TRT:
             cache = engine_cache_dir(cfg, path, precision)
             cache.mkdir(parents=True, exist_ok=True)
-            chain.append((TRT, {
-                "device_id": cfg.device_id,
-                "trt_fp16_enable": cfg.fp16 and precision == "fp16",
-                "trt_engine_cache_enable": True,
-                "trt_engine_cache_path": str(cache),
-                "trt_timing_cache_enable": True,
-                "trt_timing_cache_path": str(cache.parent),
-                "trt_builder_optimization_level": 3,
-                "trt_cuda_graph_enable": cfg.cuda_graph,
-            }))
+            chain.append(
+                (
+                    TRT,
+                    {
+                        "device_id": cfg.device_id,
+                        "trt_fp16_enable": cfg.fp16 and precision == "fp16",
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(cache),
+                        "trt_timing_cache_enable": True,
+                        "trt_timing_cache_path": str(cache.parent),
+                        "trt_builder_optimization_level": 3,
+                        "trt_cuda_graph_enable": cfg.cuda_graph,
+                    },
+                )
+            )
         elif name == CUDA:
             chain.append((CUDA, {"device_id": cfg.device_id, "enable_cuda_graph": "0"}))
         else:
@@ -172,7 +180,8 @@ def _tensorrt_file(path: Path) -> Path:
     elif any(path.as_posix().endswith(t.file) for t in TARGETS):
         log.warning(
             "%s has 5-D GridSample nodes TensorRT cannot build: onnxruntime will split it into several "
-            "TensorRT engines with CUDA islands between them (slower). Run: facecast models optimize", path.name
+            "TensorRT engines with CUDA islands between them (slower). Run: facecast models optimize",
+            path.name,
         )
     return ready
 
@@ -183,8 +192,14 @@ _NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor
 class OnnxEngine:
     """One loaded model. Thread-safe: the live path and the batch thread share it."""
 
-    def __init__(self, contract: ModelContract, path: Path, cfg: EngineConfig, gate: PriorityGate,
-                 precision: Precision | None = None) -> None:
+    def __init__(
+        self,
+        contract: ModelContract,
+        path: Path,
+        cfg: EngineConfig,
+        gate: PriorityGate,
+        precision: Precision | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         self.contract = contract
@@ -232,7 +247,9 @@ class OnnxEngine:
         self.transfers.add(h2d=array.nbytes)
         return ort.OrtValue.ortvalue_from_numpy(array, "cuda", self.device_id)
 
-    def run(self, feeds: dict[str, Any], priority: Priority = "live", keep_on_device: tuple[str, ...] = ()) -> dict[str, Any]:
+    def run(
+        self, feeds: dict[str, Any], priority: Priority = "live", keep_on_device: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         """Run the model. Inputs may be numpy arrays or values already on the device (`upload`, or an
         output kept there); outputs named in `keep_on_device` stay on the device (feed them to the next
         model without a round trip through the CPU)."""
@@ -262,7 +279,7 @@ class OnnxEngine:
                 self.call_stats.add((time.perf_counter() - start) * 1e3)
         values = binding.get_outputs()
         result: dict[str, Any] = {}
-        for name, value in zip(self._output_names, values):
+        for name, value in zip(self._output_names, values, strict=False):
             if name in keep_on_device and self.on_gpu:
                 result[name] = value
             else:
@@ -288,5 +305,3 @@ def default_device_note(providers: list[str]) -> str | None:
             "expect a few fps. NVIDIA users: see docs/GPU.md"
         )
     return None
-
-

@@ -125,9 +125,16 @@ def _static_shapes(model) -> dict[str, tuple[tuple[int | None, ...], int]]:
         else:
             small.append(init)
     light = helper.make_model(
-        helper.make_graph(list(graph.node), "shapes", list(graph.input) + as_inputs, list(graph.output), small,
-                          value_info=list(graph.value_info)),
-        opset_imports=list(model.opset_import), ir_version=model.ir_version,
+        helper.make_graph(
+            list(graph.node),
+            "shapes",
+            list(graph.input) + as_inputs,
+            list(graph.output),
+            small,
+            value_info=list(graph.value_info),
+        ),
+        opset_imports=list(model.opset_import),
+        ir_version=model.ir_version,
     )
     inferred = onnx.shape_inference.infer_shapes(light).graph
     shapes = {}
@@ -202,7 +209,9 @@ def _axis_corners(e: _Emitter, coord: str, size: int, align_corners: bool, zero_
         sz = e.const("size", size)
 
         def valid(index: str) -> str:
-            return e.op("Mul", e.op("Clip", e.op("Add", index, one), zero, one), e.op("Clip", e.op("Sub", sz, index), zero, one))
+            return e.op(
+                "Mul", e.op("Clip", e.op("Add", index, one), zero, one), e.op("Clip", e.op("Sub", sz, index), zero, one)
+            )
 
         w_low, w_high = e.op("Mul", w_low, valid(low)), e.op("Mul", w_high, valid(high))
     to_int32 = 6  # TensorProto.INT32
@@ -218,8 +227,9 @@ def _stack_pair(e: _Emitter, pair: tuple[str, str], shape: list[int]) -> str:
     return e.op("Reshape", stacked, e.ints("shape", shape))
 
 
-def _emit_trilinear(e: _Emitter, volume: str, grid: str, output: str, volume_dims, grid_dims,
-                    align_corners: bool, zero_padding: bool) -> None:
+def _emit_trilinear(
+    e: _Emitter, volume: str, grid: str, output: str, volume_dims, grid_dims, align_corners: bool, zero_padding: bool
+) -> None:
     n, depth, height, width = volume_dims
     _, out_d, out_h, out_w = grid_dims
     points = out_d * out_h * out_w
@@ -231,12 +241,21 @@ def _emit_trilinear(e: _Emitter, volume: str, grid: str, output: str, volume_dim
     # Corner (z, y, x) is element [z, y, x] of a [2, 2, 2, N, P] index tensor.
     slot = {"z": [2, 1, 1], "y": [1, 2, 1], "x": [1, 1, 2]}
     z, y, x = (_stack_pair(e, indices[a], [*slot[a], n, points]) for a in ("z", "y", "x"))
-    flat = e.op("Add", e.op("Add", e.op("Mul", z, e.const("plane", height * width, np.int32)),
-                            e.op("Mul", y, e.const("row", width, np.int32))), x)
+    flat = e.op(
+        "Add",
+        e.op(
+            "Add",
+            e.op("Mul", z, e.const("plane", height * width, np.int32)),
+            e.op("Mul", y, e.const("row", width, np.int32)),
+        ),
+        x,
+    )
     flat = e.op("Add", flat, e.const("batch_start", (np.arange(n) * depth * height * width).reshape(n, 1), np.int32))
     # The volume as rows of channels, [N*D*H*W, C] (C may be unknown to shape inference: -1), so one
     # Gather reads each corner's channels contiguously: [2, 2, 2, N, P, C].
-    rows = e.op("Reshape", e.op("Transpose", volume, perm=[0, 2, 3, 4, 1]), e.ints("rows", [n * depth * height * width, -1]))
+    rows = e.op(
+        "Reshape", e.op("Transpose", volume, perm=[0, 2, 3, 4, 1]), e.ints("rows", [n * depth * height * width, -1])
+    )
     sampled = e.op("Gather", rows, flat, axis=0)
     # Interpolate along x, then y, then z, as onnxruntime nests its lerps (each sum has two terms).
     for name, axis in (("x", 2), ("y", 1), ("z", 0)):
@@ -268,7 +287,8 @@ def _check_supported(node, attrs: dict, volume_dims, grid_dims, volume_type: int
     if None in volume_dims or None in grid_dims:
         raise RewriteError(
             f"{where}: needs static shapes, shape inference gave input {volume_dims} (channels may be unknown) "
-            f"and grid {grid_dims} (last dim may be unknown)")
+            f"and grid {grid_dims} (last dim may be unknown)"
+        )
     if volume_dims[0] != grid_dims[0]:
         raise RewriteError(f"{where}: input batch {volume_dims[0]} differs from grid batch {grid_dims[0]}")
     n, d, h, w = volume_dims
@@ -286,6 +306,7 @@ def rewrite_gridsample_5d(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list
     """
     graph = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
     def is_gridsample(node) -> bool:
         return node.op_type == "GridSample" and node.domain in ("", "ai.onnx")
 
@@ -301,7 +322,9 @@ def rewrite_gridsample_5d(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list
             continue
         volume_shape, volume_type = shapes.get(node.input[0], (None, 0))
         grid_shape, grid_type = shapes.get(node.input[1], (None, 0))
-        rank = len(volume_shape) if volume_shape is not None else len(grid_shape) - 1 if grid_shape is not None else None
+        rank = (
+            len(volume_shape) if volume_shape is not None else len(grid_shape) - 1 if grid_shape is not None else None
+        )
         if rank is None:
             raise RewriteError(f"GridSample node {node.name!r}: shape inference cannot tell its input rank")
         if rank != 5:
@@ -315,11 +338,21 @@ def rewrite_gridsample_5d(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list
         _check_supported(node, attrs, volume_dims, grid_dims, volume_type, grid_type)
         name = node.name or f"GridSample_{index}"
         emitter = _Emitter(f"{name}/trilinear", _FLOAT_TYPES[volume_type])
-        _emit_trilinear(emitter, node.input[0], node.input[1], node.output[0], volume_dims, grid_dims,
-                        bool(attrs.get("align_corners", 0)), attrs.get("padding_mode", b"zeros") == b"zeros")
+        _emit_trilinear(
+            emitter,
+            node.input[0],
+            node.input[1],
+            node.output[0],
+            volume_dims,
+            grid_dims,
+            bool(attrs.get("align_corners", 0)),
+            attrs.get("padding_mode", b"zeros") == b"zeros",
+        )
         clash = used & ({i.name for i in emitter.initializers} | {n.name for n in emitter.nodes})
         if clash:
-            raise RewriteError(f"GridSample node {node.name!r}: the names the rewrite needs are taken: {sorted(clash)[:3]}")
+            raise RewriteError(
+                f"GridSample node {node.name!r}: the names the rewrite needs are taken: {sorted(clash)[:3]}"
+            )
         new_nodes += emitter.nodes
         new_initializers += emitter.initializers
         replaced.append(name)
@@ -357,8 +390,9 @@ def _cpu_session(path: Path, threads: int):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def max_abs_difference(original: Path, rewritten: Path, input_std: Mapping[str, float] | None = None,
-                       threads: int = 0, seed: int = 0) -> float:
+def max_abs_difference(
+    original: Path, rewritten: Path, input_std: Mapping[str, float] | None = None, threads: int = 0, seed: int = 0
+) -> float:
     """Largest absolute difference over every output of two models run on the same random inputs on
     onnxruntime's CPU provider (one session at a time: warping_spade is 500 MB each)."""
     session = _cpu_session(original, threads)
@@ -380,12 +414,18 @@ def max_abs_difference(original: Path, rewritten: Path, input_std: Mapping[str, 
 def _mark(model, rewritten: list[str], source: Path) -> None:
     entry = model.metadata_props.add()
     entry.key = REWRITE_MARK_KEY
-    entry.value = json.dumps({"source": source.name, "gridsample_5d": rewritten,
-                              "note": "5-D GridSample rewritten as Gather-based trilinear sampling for TensorRT"})
+    entry.value = json.dumps(
+        {
+            "source": source.name,
+            "gridsample_5d": rewritten,
+            "note": "5-D GridSample rewritten as Gather-based trilinear sampling for TensorRT",
+        }
+    )
 
 
-def optimize_model(models_dir: Path, target: RewriteTarget, tolerance: float = DEFAULT_TOLERANCE,
-                   threads: int = 0, seed: int = 0) -> OptimizeResult:
+def optimize_model(
+    models_dir: Path, target: RewriteTarget, tolerance: float = DEFAULT_TOLERANCE, threads: int = 0, seed: int = 0
+) -> OptimizeResult:
     """Rewrite one model into `NAME.trt.onnx`, put in place (temp file + rename) only when every
     output stays within `tolerance` of the original's on onnxruntime's CPU provider."""
     import onnx
@@ -416,8 +456,12 @@ def optimize_model(models_dir: Path, target: RewriteTarget, tolerance: float = D
         except Exception as exc:  # onnxruntime refusing the copy is a failed rewrite, reported as such
             return result("failed", rewritten=tuple(rewritten), detail=f"checking the rewritten copy failed: {exc}")
         if not diff <= tolerance:  # NaN fails too
-            return result("failed", rewritten=tuple(rewritten), max_abs_diff=diff,
-                          detail=f"max abs difference {diff:.3g} exceeds {tolerance:g}; nothing written")
+            return result(
+                "failed",
+                rewritten=tuple(rewritten),
+                max_abs_diff=diff,
+                detail=f"max abs difference {diff:.3g} exceeds {tolerance:g}; nothing written",
+            )
         os.replace(temp, dest)
     finally:
         temp.unlink(missing_ok=True)
@@ -425,7 +469,8 @@ def optimize_model(models_dir: Path, target: RewriteTarget, tolerance: float = D
     return result("written", written=dest, rewritten=tuple(rewritten), max_abs_diff=diff)
 
 
-def optimize_models(models_dir: Path, tolerance: float = DEFAULT_TOLERANCE, threads: int = 0,
-                    seed: int = 0) -> list[OptimizeResult]:
+def optimize_models(
+    models_dir: Path, tolerance: float = DEFAULT_TOLERANCE, threads: int = 0, seed: int = 0
+) -> list[OptimizeResult]:
     """Every model that needs a rewrite for TensorRT (today: warping_spade): one result each."""
     return [optimize_model(models_dir, target, tolerance, threads, seed) for target in TARGETS]

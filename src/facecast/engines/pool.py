@@ -166,8 +166,11 @@ class EnginePool:
         if warn_cpu:
             log.warning(note)
         if warn_replica:
-            log.warning("%s is a full-size replica with random weights (facecast models replicas), not a model: "
-                        "its output is noise. Download the real weights with: facecast models download", path)
+            log.warning(
+                "%s is a full-size replica with random weights (facecast models replicas), not a model: "
+                "its output is noise. Download the real weights with: facecast models download",
+                path,
+            )
 
 
 def _replica_mark(engine: Engine, path: Path) -> str | None:

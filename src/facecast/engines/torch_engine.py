@@ -91,8 +91,14 @@ def supported_ops() -> list[str]:
 class _NodeView:
     """What a converter may know about its node at plan time."""
 
-    def __init__(self, node: onnx.NodeProto, opset: int, attrs: dict[str, Any],
-                 fetchers: list[Callable[[], Any] | None], shapes: list[tuple[int, ...] | None]) -> None:
+    def __init__(
+        self,
+        node: onnx.NodeProto,
+        opset: int,
+        attrs: dict[str, Any],
+        fetchers: list[Callable[[], Any] | None],
+        shapes: list[tuple[int, ...] | None],
+    ) -> None:
         self.node = node
         self.opset = opset
         self.attrs = attrs
@@ -148,6 +154,7 @@ def _norm_axis(axis: int, rank: int) -> int:
 
 # --- elementwise ---------------------------------------------------------------------------------
 
+
 def _unary(fn_name: str) -> Converter:
     def convert(n: _NodeView):
         return getattr(torch, fn_name)
@@ -155,18 +162,44 @@ def _unary(fn_name: str) -> Converter:
     return convert
 
 
-for _name, _fn in {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log",
-                   "Sqrt": "sqrt", "Neg": "neg", "Abs": "abs", "Reciprocal": "reciprocal", "Erf": "erf",
-                   "Floor": "floor", "Ceil": "ceil", "Round": "round", "Sin": "sin", "Cos": "cos",
-                   "Sign": "sign", "Not": "logical_not", "IsNaN": "isnan"}.items():
+for _name, _fn in {
+    "Relu": "relu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "Exp": "exp",
+    "Log": "log",
+    "Sqrt": "sqrt",
+    "Neg": "neg",
+    "Abs": "abs",
+    "Reciprocal": "reciprocal",
+    "Erf": "erf",
+    "Floor": "floor",
+    "Ceil": "ceil",
+    "Round": "round",
+    "Sin": "sin",
+    "Cos": "cos",
+    "Sign": "sign",
+    "Not": "logical_not",
+    "IsNaN": "isnan",
+}.items():
     _op(_name)(_unary(_fn))
 
 
 @_op("Add", "Sub", "Mul", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor")
 def _binary(n: _NodeView):
-    return {"Add": torch.add, "Sub": torch.sub, "Mul": torch.mul, "Equal": torch.eq, "Less": torch.lt,
-            "Greater": torch.gt, "LessOrEqual": torch.le, "GreaterOrEqual": torch.ge,
-            "And": torch.logical_and, "Or": torch.logical_or, "Xor": torch.logical_xor}[n.node.op_type]
+    return {
+        "Add": torch.add,
+        "Sub": torch.sub,
+        "Mul": torch.mul,
+        "Equal": torch.eq,
+        "Less": torch.lt,
+        "Greater": torch.gt,
+        "LessOrEqual": torch.le,
+        "GreaterOrEqual": torch.ge,
+        "And": torch.logical_and,
+        "Or": torch.logical_or,
+        "Xor": torch.logical_xor,
+    }[n.node.op_type]
 
 
 @_op("Div")
@@ -232,8 +265,11 @@ def _prelu(n: _NodeView):
     shape, slope_shape = n.shape(0), n.shape(1)
     channels = shape[1] if len(shape) > 1 else 1
     # A per-channel slope ([C], [C,1,1], ...) is torch's prelu; anything else broadcasts by hand.
-    per_channel = math.prod(slope_shape) == channels and len(slope_shape) < len(shape) and (
-        len(slope_shape) == 1 and len(shape) == 2 or all(d == 1 for d in slope_shape[1:]))
+    per_channel = (
+        math.prod(slope_shape) == channels
+        and len(slope_shape) < len(shape)
+        and ((len(slope_shape) == 1 and len(shape) == 2) or all(d == 1 for d in slope_shape[1:]))
+    )
     if per_channel and len(shape) >= 2:
         return lambda x, slope: F.prelu(x, slope.reshape(-1).to(x.dtype))
     return lambda x, slope: torch.where(x >= 0, x, x * slope)
@@ -281,6 +317,7 @@ def _cast_like(n: _NodeView):
 
 
 # --- shapes and layout ---------------------------------------------------------------------------
+
 
 @_op("Shape")
 def _shape(n: _NodeView):
@@ -396,7 +433,7 @@ def _slice(n: _NodeView):
     axes = list(range(len(starts))) if axes is None else [_norm_axis(int(a), len(shape)) for a in axes]
     steps = [1] * len(axes) if steps is None else [int(s) for s in steps]
     index: list[slice] = [slice(None)] * len(shape)
-    for axis, start, end, step in zip(axes, starts, ends, steps):
+    for axis, start, end, step in zip(axes, starts, ends, steps, strict=False):
         if step <= 0:
             raise n.refuse("negative slice steps are not supported")
         dim = shape[axis]
@@ -413,7 +450,7 @@ def _gather(n: _NodeView):
     shape = n.shape(0)
     axis = _norm_axis(int(n.attr("axis", 0)), len(shape))
     idx_shape = n.shape(1)
-    out = shape[:axis] + idx_shape + shape[axis + 1:]
+    out = shape[:axis] + idx_shape + shape[axis + 1 :]
     indices = n.const(1)
     if indices is not None:  # the usual case: normalise once at load
         n.add_const((np.where(indices < 0, indices + shape[axis], indices)).reshape(-1).astype(np.int64))
@@ -440,15 +477,20 @@ def _depth_to_space(n: _NodeView):
     if n.attr("mode", "DCR") == "CRD":
         return lambda x: F.pixel_shuffle(x, size)
     depth = c // (size * size)
-    return lambda x: x.reshape(b, size, size, depth, h, w).permute(0, 3, 4, 1, 5, 2).reshape(b, depth, h * size, w * size)
+    return lambda x: (
+        x.reshape(b, size, size, depth, h, w).permute(0, 3, 4, 1, 5, 2).reshape(b, depth, h * size, w * size)
+    )
 
 
 @_op("SpaceToDepth")
 def _space_to_depth(n: _NodeView):
     b, c, h, w = n.shape(0)
     size = int(n.attr("blocksize"))
-    return lambda x: x.reshape(b, c, h // size, size, w // size, size).permute(0, 3, 5, 1, 2, 4).reshape(
-        b, c * size * size, h // size, w // size)
+    return lambda x: (
+        x.reshape(b, c, h // size, size, w // size, size)
+        .permute(0, 3, 5, 1, 2, 4)
+        .reshape(b, c * size * size, h // size, w // size)
+    )
 
 
 @_op("Pad", static=(1, 2, 3))
@@ -467,7 +509,8 @@ def _pad(n: _NodeView):
     for k, axis in enumerate(axes):
         begin[axis], end[axis] = int(pads[k]), int(pads[k + len(axes)])
     mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate", "wrap": "circular"}[
-        n.attr("mode", "constant")]
+        n.attr("mode", "constant")
+    ]
     first = next((i for i in range(rank) if begin[i] or end[i]), rank)
     if mode != "constant" and rank - first > 3:
         raise n.refuse(f"{mode} padding of more than the last 3 dimensions")
@@ -485,6 +528,7 @@ def _pad(n: _NodeView):
 
 # --- reductions and normalisations ---------------------------------------------------------------
 
+
 def _reduce_dims(n: _NodeView) -> tuple[list[int] | None, bool]:
     rank = len(n.shape(0))
     # ReduceSum takes axes as an input since opset 13, the others since opset 18.
@@ -498,8 +542,7 @@ def _reduce_dims(n: _NodeView) -> tuple[list[int] | None, bool]:
     return [_norm_axis(a, rank) for a in axes], keep
 
 
-@_op("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceL1", "ReduceSumSquare",
-     static=(1,))
+@_op("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceL1", "ReduceSumSquare", static=(1,))
 def _reduce(n: _NodeView):
     dims, keep = _reduce_dims(n)
     if dims is None:
@@ -573,8 +616,10 @@ def _layer_norm(n: _NodeView):
 
 # --- convolution, matrix products, pooling -------------------------------------------------------
 
-def _explicit_pads(n: _NodeView, spatial: tuple[int, ...], kernel: list[int], strides: list[int],
-                   dilations: list[int]) -> list[int]:
+
+def _explicit_pads(
+    n: _NodeView, spatial: tuple[int, ...], kernel: list[int], strides: list[int], dilations: list[int]
+) -> list[int]:
     """ONNX pads [begin..., end...], with auto_pad SAME_* resolved for the known input shape."""
     auto = n.attr("auto_pad", "NOTSET")
     rank = len(spatial)
@@ -584,7 +629,7 @@ def _explicit_pads(n: _NodeView, spatial: tuple[int, ...], kernel: list[int], st
     if auto == "VALID":
         return [0] * (2 * rank)
     begin, end = [], []
-    for size, k, s, d in zip(spatial, kernel, strides, dilations):
+    for size, k, s, d in zip(spatial, kernel, strides, dilations, strict=False):
         total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
         small = total // 2
         begin.append(small if auto == "SAME_UPPER" else total - small)
@@ -697,7 +742,7 @@ def _average_pool(n: _NodeView):
     padding, pre = _pre_pad(pads, rank)
     if pre is not None and not include:
         raise n.refuse("asymmetric pads with count_include_pad=0")
-    if any(2 * p > k for p, k in zip(padding, kernel)):
+    if any(2 * p > k for p, k in zip(padding, kernel, strict=False)):
         raise n.refuse("pads larger than half the kernel")
     pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[rank]
 
@@ -735,6 +780,7 @@ def _global_pool(n: _NodeView):
 
 
 # --- resampling ----------------------------------------------------------------------------------
+
 
 def _nearest_index(out: int, size: int, scale: float, transform: str, rounding: str) -> np.ndarray:
     """Source index of each output position along one axis, by the ONNX Resize formulas."""
@@ -776,12 +822,12 @@ def _resize(n: _NodeView):
     out = list(shape)
     axes = list(range(rank)) if axes is None else [_norm_axis(int(a), rank) for a in axes]
     if sizes is not None and sizes.size:
-        for axis, size in zip(axes, sizes):
+        for axis, size in zip(axes, sizes, strict=False):
             out[axis] = int(size)
             full_scales[axis] = int(size) / shape[axis]
         by_scale = False
     elif scales is not None and scales.size:
-        for axis, scale in zip(axes, scales):
+        for axis, scale in zip(axes, scales, strict=False):
             full_scales[axis] = float(scale)
             out[axis] = math.floor(shape[axis] * float(scale))
         by_scale = True
@@ -792,11 +838,14 @@ def _resize(n: _NodeView):
     spatial = rank - 2
     if spatial not in (1, 2, 3):
         raise n.refuse(f"{spatial}-D resize")
-    downscales = any(o < s for o, s in zip(out[2:], shape[2:]))
+    downscales = any(o < s for o, s in zip(out[2:], shape[2:], strict=False))
     if n.attr("antialias", 0) and downscales and mode != "nearest":
         raise n.refuse("antialiased downscaling")
-    size_or_scale = ({"scale_factor": tuple(full_scales[2:]), "recompute_scale_factor": False} if by_scale
-                     else {"size": tuple(out[2:])})
+    size_or_scale = (
+        {"scale_factor": tuple(full_scales[2:]), "recompute_scale_factor": False}
+        if by_scale
+        else {"size": tuple(out[2:])}
+    )
     if mode == "nearest":
         rounding = n.attr("nearest_mode", "round_prefer_floor")
         if transform == "asymmetric" and rounding == "floor":
@@ -810,7 +859,7 @@ def _resize(n: _NodeView):
             n.add_const(_nearest_index(out[axis], shape[axis], full_scales[axis], transform, rounding))
 
         def gather(x, *indices):  # X, then one index table per resized axis
-            for axis, index in zip(tables, indices):
+            for axis, index in zip(tables, indices, strict=False):
                 x = x.index_select(axis, index)
             return x
 
@@ -836,8 +885,13 @@ def _resize(n: _NodeView):
 
 @_op("GridSample")
 def _grid_sample(n: _NodeView):
-    mode = {"linear": "bilinear", "bilinear": "bilinear", "nearest": "nearest", "cubic": "bicubic",
-            "bicubic": "bicubic"}[n.attr("mode", "linear" if n.opset >= 20 else "bilinear")]
+    mode = {
+        "linear": "bilinear",
+        "bilinear": "bilinear",
+        "nearest": "nearest",
+        "cubic": "bicubic",
+        "bicubic": "bicubic",
+    }[n.attr("mode", "linear" if n.opset >= 20 else "bilinear")]
     padding = n.attr("padding_mode", "zeros")
     align = bool(n.attr("align_corners", 0))
     # torch wants one dtype for the volume and the grid (autocast may leave them different)
@@ -849,11 +903,29 @@ def _grid_sample(n: _NodeView):
 # ---------------------------------------------------------------------------------------------
 
 
-_TORCH_OF_ONNX = {1: torch.float32, 2: torch.uint8, 3: torch.int8, 5: torch.int16, 6: torch.int32, 7: torch.int64,
-                  9: torch.bool, 10: torch.float16, 11: torch.float64, 16: torch.bfloat16}
-_NP_OF_TORCH = {torch.float32: np.float32, torch.float16: np.float16, torch.float64: np.float64,
-                torch.int64: np.int64, torch.int32: np.int32, torch.int16: np.int16, torch.int8: np.int8,
-                torch.uint8: np.uint8, torch.bool: np.bool_}
+_TORCH_OF_ONNX = {
+    1: torch.float32,
+    2: torch.uint8,
+    3: torch.int8,
+    5: torch.int16,
+    6: torch.int32,
+    7: torch.int64,
+    9: torch.bool,
+    10: torch.float16,
+    11: torch.float64,
+    16: torch.bfloat16,
+}
+_NP_OF_TORCH = {
+    torch.float32: np.float32,
+    torch.float16: np.float16,
+    torch.float64: np.float64,
+    torch.int64: np.int64,
+    torch.int32: np.int32,
+    torch.int16: np.int16,
+    torch.int8: np.int8,
+    torch.uint8: np.uint8,
+    torch.bool: np.bool_,
+}
 
 
 def _torch_dtype(onnx_type: int):
@@ -886,8 +958,12 @@ def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
 def _constant_value(node: onnx.NodeProto, attrs: dict[str, Any]) -> np.ndarray:
     if "value" in attrs:
         return np.asarray(attrs["value"])
-    for key, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64),
-                       ("value_ints", np.int64)):
+    for key, dtype in (
+        ("value_float", np.float32),
+        ("value_floats", np.float32),
+        ("value_int", np.int64),
+        ("value_ints", np.int64),
+    ):
         if key in attrs:
             return np.asarray(attrs[key], dtype=dtype)
     raise GraphError(f"Constant node {node.name!r}: only tensor and numeric values are supported")
@@ -940,16 +1016,23 @@ class OnnxModule(torch.nn.Module):
         for node in graph.node:
             if node.domain not in ("", "ai.onnx") or node.op_type not in {*_OPS, *_ALIASES, "Constant"}:
                 domain = f"{node.domain}." if node.domain not in ("", "ai.onnx") else ""
-                raise GraphError(f"{name}: node {node.name or node.output[0]!r} uses op {domain}{node.op_type}, "
-                                 "which the torch engine cannot run")
+                raise GraphError(
+                    f"{name}: node {node.name or node.output[0]!r} uses op {domain}{node.op_type}, "
+                    "which the torch engine cannot run"
+                )
         self._nodes = list(graph.node)
         self._attrs = [_attributes(node) for node in self._nodes]
         init_names = {t.name for t in graph.initializer}
         graph_inputs = [v for v in graph.input if v.name not in init_names]
         self.input_names = [v.name for v in graph_inputs]
         self.input_types = {v.name: v.type.tensor_type.elem_type for v in graph_inputs}
-        self.input_dims = {v.name: tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-                                         for d in v.type.tensor_type.shape.dim) for v in graph_inputs}
+        self.input_dims = {
+            v.name: tuple(
+                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in v.type.tensor_type.shape.dim
+            )
+            for v in graph_inputs
+        }
         self.output_names = [v.name for v in graph.output]
         self._device = torch.device("cpu")
         self._programs: dict[tuple, _Program] = {}
@@ -959,10 +1042,11 @@ class OnnxModule(torch.nn.Module):
         self._const_dtype: dict[str, Any] = {}
         for tensor in graph.initializer:
             self._const_buffer[tensor.name] = self._new_buffer(torch.from_numpy(numpy_helper.to_array(tensor).copy()))
-        for node, attrs in zip(self._nodes, self._attrs):
+        for node, attrs in zip(self._nodes, self._attrs, strict=False):
             if node.op_type == "Constant":
                 self._const_buffer[node.output[0]] = self._new_buffer(
-                    torch.from_numpy(np.array(_constant_value(node, attrs), copy=True)))
+                    torch.from_numpy(np.array(_constant_value(node, attrs), copy=True))
+                )
         self._weight_names = self._weights()
 
     # -- constants --
@@ -1031,8 +1115,10 @@ class OnnxModule(torch.nn.Module):
         alias: dict[str, str] = {}
         folded: dict[str, Any] = {}  # value -> CPU tensor computed here
         fetched: dict[str, Any] = {}  # initializer -> its CPU copy (fetched only when needed)
-        meta: dict[str, Any] = {name: torch.empty(shapes[name], dtype=_torch_dtype(self.input_types[name]),
-                                                  device="meta") for name in self.input_names}
+        meta: dict[str, Any] = {
+            name: torch.empty(shapes[name], dtype=_torch_dtype(self.input_types[name]), device="meta")
+            for name in self.input_names
+        }
         extras: dict[str, Any] = {}
         planned: list[_PlannedNode] = []
 
@@ -1065,17 +1151,25 @@ class OnnxModule(torch.nn.Module):
             names = [resolve(name) if name else "" for name in node.input]
             if node.op_type in _ALIASES:
                 if len(node.output) > 1 and node.output[1]:
-                    raise GraphError(f"{self.name}: {node.op_type} node {node.name!r}: the mask output is not supported")
+                    raise GraphError(
+                        f"{self.name}: {node.op_type} node {node.name!r}: the mask output is not supported"
+                    )
                 alias[node.output[0]] = names[0]
                 continue
             entry = _OPS[node.op_type]
-            view = _NodeView(node, self.opset, attrs,
-                             [(lambda n=name: value(n)) if name and is_const(name) else None for name in names],
-                             [tuple(meta_of(name).shape) if name else None for name in names])
+            view = _NodeView(
+                node,
+                self.opset,
+                attrs,
+                [(lambda n=name: value(n)) if name and is_const(name) else None for name in names],
+                [tuple(meta_of(name).shape) if name else None for name in names],
+            )
             for i in entry.static:
                 if view.has(i) and not is_const(names[i]):
-                    raise GraphError(f"{self.name}: {view.label}: input {i} ({node.input[i]!r}) is computed at run "
-                                     "time; the torch engine needs it constant for fixed input shapes")
+                    raise GraphError(
+                        f"{self.name}: {view.label}: input {i} ({node.input[i]!r}) is computed at run "
+                        "time; the torch engine needs it constant for fixed input shapes"
+                    )
             try:
                 fn = entry.convert(view)
             except GraphError as exc:
@@ -1085,13 +1179,14 @@ class OnnxModule(torch.nn.Module):
                 data.pop()  # trailing absent optional inputs are not passed at all
             extra = [torch.from_numpy(np.ascontiguousarray(a)) for a in view.extra]
             if node.op_type in _SHAPE_ONLY or all(not names[i] or is_const(names[i]) for i in data):
-                args = [None if not names[i] else (value(names[i]) if is_const(names[i]) else meta[names[i]])
-                        for i in data]
+                args = [
+                    None if not names[i] else (value(names[i]) if is_const(names[i]) else meta[names[i]]) for i in data
+                ]
                 try:
                     result = fn(*args, *extra)
                 except Exception as exc:
                     raise GraphError(f"{self.name}: {view.label}: cannot compute it at load ({exc})") from exc
-                for out, tensor in zip(node.output, result if isinstance(result, (tuple, list)) else (result,)):
+                for out, tensor in zip(node.output, _as_tuple(result), strict=False):
                     if out:
                         folded[out] = tensor.contiguous()
                 continue
@@ -1100,15 +1195,16 @@ class OnnxModule(torch.nn.Module):
                 result = fn(*[meta_of(names[i]) if names[i] else None for i in data], *(t.to("meta") for t in extra))
             except Exception as exc:
                 raise GraphError(f"{self.name}: {view.label}: {exc}") from exc
-            for out, tensor in zip(node.output, result if isinstance(result, (tuple, list)) else (result,)):
+            for out, tensor in zip(node.output, _as_tuple(result), strict=False):
                 if out:
                     meta[out] = tensor
             extra_names = []
             for tensor in extra:
                 extra_names.append(f"extra:{len(extras)}")
                 extras[extra_names[-1]] = tensor
-            planned.append(_PlannedNode(fn, [names[i] or None for i in data] + extra_names, list(node.output),
-                                        view.label))
+            planned.append(
+                _PlannedNode(fn, [names[i] or None for i in data] + extra_names, list(node.output), view.label)
+            )
         outputs = {name: resolve(name) for name in self.output_names}
         return self._assemble(planned, outputs, folded, extras)
 
@@ -1123,8 +1219,9 @@ class OnnxModule(torch.nn.Module):
                 wanted.update(name for name in node.input if name)
         return needed
 
-    def _assemble(self, planned: list[_PlannedNode], outputs: dict[str, str], folded: dict[str, Any],
-                  extras: dict[str, Any]) -> _Program:
+    def _assemble(
+        self, planned: list[_PlannedNode], outputs: dict[str, str], folded: dict[str, Any], extras: dict[str, Any]
+    ) -> _Program:
         """Number the slots, register the constants the steps read as buffers, and free each
         intermediate after its last reader."""
         slot: dict[str, int] = {name: i for i, name in enumerate(self.input_names)}
@@ -1165,8 +1262,7 @@ class OnnxModule(torch.nn.Module):
             frees.setdefault(index, []).append(s)
         for index, step in enumerate(steps):
             step.free = tuple(frees.get(index, ()))
-        return _Program({name: i for i, name in enumerate(self.input_names)}, consts, steps,
-                        output_slots, len(slot))  # type: ignore[arg-type]
+        return _Program({name: i for i, name in enumerate(self.input_names)}, consts, steps, output_slots, len(slot))  # type: ignore[arg-type]
 
     # -- running --
     def forward(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -1187,7 +1283,7 @@ class OnnxModule(torch.nn.Module):
             if len(step.outs) == 1:
                 env[step.outs[0]] = result
             else:
-                for s, tensor in zip(step.outs, result):
+                for s, tensor in zip(step.outs, result, strict=False):
                     if s >= 0:
                         env[s] = tensor
             for s in step.free:
@@ -1207,6 +1303,7 @@ class OnnxModule(torch.nn.Module):
 # The engine
 # ---------------------------------------------------------------------------------------------
 
+
 class _Arg(NamedTuple):  # what check_contract reads of an input/output (like onnxruntime's NodeArg)
     name: str
     shape: tuple
@@ -1217,10 +1314,14 @@ _ORT_TYPE = {1: "tensor(float)", 10: "tensor(float16)", 7: "tensor(int64)", 6: "
 
 
 def _graph_args(values) -> list[_Arg]:
-    return [_Arg(v.name, tuple(d.dim_value if d.HasField("dim_value") else d.dim_param
-                               for d in v.type.tensor_type.shape.dim),
-                 _ORT_TYPE.get(v.type.tensor_type.elem_type, f"tensor({v.type.tensor_type.elem_type})"))
-            for v in values]
+    return [
+        _Arg(
+            v.name,
+            tuple(d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim),
+            _ORT_TYPE.get(v.type.tensor_type.elem_type, f"tensor({v.type.tensor_type.elem_type})"),
+        )
+        for v in values
+    ]
 
 
 class _EagerRunner:
@@ -1269,11 +1370,21 @@ _CAPTURE_LOCK = threading.Lock()  # one CUDA graph capture at a time in this pro
 _fallback_logged = False
 
 
+def _as_tuple(result) -> tuple:
+    return tuple(result) if isinstance(result, (tuple, list)) else (result,)
+
+
 class TorchEngine:
     """One ONNX model run as a torch module. Thread-safe: the live path and the batch thread share it."""
 
-    def __init__(self, contract: ModelContract, path: Path, cfg: EngineConfig, gate: PriorityGate,
-                 precision: Precision | None = None) -> None:
+    def __init__(
+        self,
+        contract: ModelContract,
+        path: Path,
+        cfg: EngineConfig,
+        gate: PriorityGate,
+        precision: Precision | None = None,
+    ) -> None:
         import onnx
 
         self.contract = contract
@@ -1292,13 +1403,17 @@ class TorchEngine:
         # A full-size replica (random weights) says so in its metadata: read it from this parse.
         self.replica: str | None = next((p.value for p in model.metadata_props if p.key == MARK_KEY), None)
         init_names = {t.name for t in model.graph.initializer}
-        check_contract(contract, _graph_args(v for v in model.graph.input if v.name not in init_names),
-                       _graph_args(model.graph.output))
+        check_contract(
+            contract,
+            _graph_args(v for v in model.graph.input if v.name not in init_names),
+            _graph_args(model.graph.output),
+        )
         try:
             self.module = OnnxModule(model, contract.file)
             del model
-            self._default_shapes = {name: tuple(d if d is not None else 1 for d in dims)
-                                    for name, dims in self.module.input_dims.items()}
+            self._default_shapes = {
+                name: tuple(d if d is not None else 1 for d in dims) for name, dims in self.module.input_dims.items()
+            }
             self.module.program(self._default_shapes)  # converted and planned once, here at load
         except GraphError as exc:
             raise EngineError(f"{contract.file}: {exc}") from exc
@@ -1312,16 +1427,23 @@ class TorchEngine:
         if self.on_gpu:
             torch.backends.cudnn.benchmark = True  # fixed shapes: cudnn times its algorithms once
             # Lower number = higher priority: live frames go before batch work queued on the GPU.
-            self._streams = {"live": torch.cuda.Stream(self.device, priority=-1),
-                             "batch": torch.cuda.Stream(self.device, priority=0)}
+            self._streams = {
+                "live": torch.cuda.Stream(self.device, priority=-1),
+                "batch": torch.cuda.Stream(self.device, priority=0),
+            }
             self.providers = [f"torch-cuda:{torch.cuda.get_device_name(self.device)}"]
         else:
             self._streams = {}
             self.providers = ["torch-cpu"]
         self.call_stats = CallStats()
         self.transfers = TransferStats()
-        log.info("engine %s: %s (%s%s)", contract.key, ", ".join(self.providers), self.precision,
-                 ", CUDA graphs" if self.cuda_graph else "")
+        log.info(
+            "engine %s: %s (%s%s)",
+            contract.key,
+            ", ".join(self.providers),
+            self.precision,
+            ", CUDA graphs" if self.cuda_graph else "",
+        )
 
     @staticmethod
     def _pick_device(cfg: EngineConfig):
@@ -1340,8 +1462,9 @@ class TorchEngine:
             )
         global _fallback_logged
         if not _fallback_logged:  # once, not once per model
-            log.warning("engine.device is %r but %s: the torch engine runs on the CPU (allow_cpu_fallback)",
-                        cfg.device, why)
+            log.warning(
+                "engine.device is %r but %s: the torch engine runs on the CPU (allow_cpu_fallback)", cfg.device, why
+            )
             _fallback_logged = True
         return torch.device("cpu")
 
@@ -1386,7 +1509,9 @@ class TorchEngine:
             self.transfers.add(h2d=tensor.nbytes)
         return tensor
 
-    def run(self, feeds: dict[str, Any], priority: Priority = "live", keep_on_device: tuple[str, ...] = ()) -> dict[str, Any]:
+    def run(
+        self, feeds: dict[str, Any], priority: Priority = "live", keep_on_device: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         """Run the model. Inputs may be numpy arrays or tensors already on the device (`upload`, or an
         output kept there); outputs named in `keep_on_device` stay there as torch tensors (in the
         engine's compute dtype), the others come back as float32 numpy arrays."""
@@ -1407,15 +1532,18 @@ class TorchEngine:
             inputs[name] = value
         shapes_key = tuple(tuple(inputs[name].shape) for name in self.module.input_names)
         stream = self._streams.get(priority)
-        with torch.inference_mode(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
+        with torch.inference_mode(), torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             runner = self._runner(shapes_key, priority, inputs)
             with runner.lock:
                 start = time.perf_counter()
                 with self.gate.enter(priority):
                     outputs = runner(inputs)  # the only line that runs a model
                     # A CUDA graph's outputs are overwritten by its next replay: kept ones are copied out.
-                    result = {name: outputs[name].clone() if runner.static_outputs else outputs[name]
-                              for name in self._output_names if name in keep_on_device}
+                    result = {
+                        name: outputs[name].clone() if runner.static_outputs else outputs[name]
+                        for name in self._output_names
+                        if name in keep_on_device
+                    }
                     if stream is not None:
                         # The call is over when the GPU is done (the gate covers that), and what it keeps
                         # on the device is ready for any other engine's stream.
@@ -1434,5 +1562,9 @@ class TorchEngine:
 
     def warmup(self) -> None:
         """One call on zeros (on CUDA with cuda_graph on, this captures the live graph)."""
-        self.run({name: np.zeros(shape, _NP_OF_TORCH[self._input_dtypes[name]])
-                  for name, shape in self._default_shapes.items()})
+        self.run(
+            {
+                name: np.zeros(shape, _NP_OF_TORCH[self._input_dtypes[name]])
+                for name, shape in self._default_shapes.items()
+            }
+        )

@@ -38,8 +38,12 @@ JobId = Annotated[str, PathParam(min_length=1, max_length=64, description="the i
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    output: str = Field(min_length=5, max_length=4096, pattern=OUTPUT_PATTERN,
-                        description="output video path (.mp4, .mov, .mkv), inside one of jobs.output_dirs")
+    output: str = Field(
+        min_length=5,
+        max_length=4096,
+        pattern=OUTPUT_PATTERN,
+        description="output video path (.mp4, .mov, .mkv), inside one of jobs.output_dirs",
+    )
 
 
 class AnimateJob(_Request):
@@ -135,8 +139,13 @@ def add_job_routes(app: FastAPI, service: Callable[[], JobService | None]) -> No
     async def _busy(request, exc: JobStoreBusy) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
-    @app.post("/jobs", status_code=201, response_model=JobOut, responses=_errors(400, 409, 422, 503),
-              summary="Queue an offline video job (validated now, run by the batch thread)")
+    @app.post(
+        "/jobs",
+        status_code=201,
+        response_model=JobOut,
+        responses=_errors(400, 409, 422, 503),
+        summary="Queue an offline video job (validated now, run by the batch thread)",
+    )
     async def submit(body: JobRequest) -> dict[str, Any]:
         def work() -> dict[str, Any]:
             try:
@@ -158,18 +167,30 @@ def add_job_routes(app: FastAPI, service: Callable[[], JobService | None]) -> No
 
         return await threads.run("read", work)
 
-    @app.get("/jobs/{job_id}", response_model=JobOut, responses=_errors(404, 409, 422, 503),
-             summary="One job: status, progress, output, error")
+    @app.get(
+        "/jobs/{job_id}",
+        response_model=JobOut,
+        responses=_errors(404, 409, 422, 503),
+        summary="One job: status, progress, output, error",
+    )
     async def show(job_id: JobId) -> dict[str, Any]:
         return await threads.run("read", lambda: _get(svc(), job_id).as_dict())
 
-    @app.post("/jobs/{job_id}/cancel", response_model=JobOut, responses=_errors(404, 409, 422, 503),
-              summary="Cancel a queued job, or stop a running one at its next frame")
+    @app.post(
+        "/jobs/{job_id}/cancel",
+        response_model=JobOut,
+        responses=_errors(404, 409, 422, 503),
+        summary="Cancel a queued job, or stop a running one at its next frame",
+    )
     async def cancel(job_id: JobId) -> dict[str, Any]:
         return await threads.run("write", lambda: _change(svc(), job_id, "cancel"))
 
-    @app.post("/jobs/{job_id}/retry", response_model=JobOut, responses=_errors(404, 409, 422, 503),
-              summary="Queue a failed or cancelled job again")
+    @app.post(
+        "/jobs/{job_id}/retry",
+        response_model=JobOut,
+        responses=_errors(404, 409, 422, 503),
+        summary="Queue a failed or cancelled job again",
+    )
     async def retry(job_id: JobId) -> dict[str, Any]:
         return await threads.run("write", lambda: _change(svc(), job_id, "retry"))
 

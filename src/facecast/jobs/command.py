@@ -35,8 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("-o", "--output", required=True, metavar="OUT", help="output video, inside jobs.output_dirs")
     listing = sub.add_parser("list", help="recent jobs")
     listing.add_argument("--status", choices=["queued", "running", "done", "failed", "cancelled"])
-    for name, text in (("show", "one job: status, progress, output"), ("cancel", "cancel a job"),
-                       ("retry", "queue a failed or cancelled job again")):
+    for name, text in (
+        ("show", "one job: status, progress, output"),
+        ("cancel", "cancel a job"),
+        ("retry", "queue a failed or cancelled job again"),
+    ):
         sub.add_parser(name, help=text).add_argument("id")
     sub.add_parser("run", help="process the queue here, without the live pipeline, until it is empty")
 
@@ -48,8 +51,15 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     elif args.kind == "swap":
         p = {"face": absolute(args.face), "target": absolute(args.target)}
     else:
-        p = {"character": absolute(args.character), "prompt": args.prompt, "frames": args.frames, "steps": args.steps,
-             "width": args.width, "height": args.height, "seed": args.seed}
+        p = {
+            "character": absolute(args.character),
+            "prompt": args.prompt,
+            "frames": args.frames,
+            "steps": args.steps,
+            "width": args.width,
+            "height": args.height,
+            "seed": args.seed,
+        }
         if args.model:
             p["model"] = absolute(args.model)
         if args.fps:
@@ -183,10 +193,12 @@ def threading_progress(runner):
             ctx = runner.current
             if ctx is not None:
                 bar = "#" * int(30 * ctx._progress)
-                print(f"\r{ctx.job.id} {ctx.job.kind} [{bar:<30}] {ctx._progress * 100:5.1f}%", end="",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"\r{ctx.job.id} {ctx.job.kind} [{bar:<30}] {ctx._progress * 100:5.1f}%",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     threading.Thread(target=show, daemon=True).start()
     return stop
-
-

@@ -24,9 +24,12 @@ class JobsConfig(StrictModel):
     )
     lease_s: float = Field(30.0, ge=2, description="a job whose worker is silent this long is run again")
     min_live_ratio: float = Field(
-        0.9, gt=0, le=1, description="keep the live fps at this share of its rate without the job")
+        0.9, gt=0, le=1, description="keep the live fps at this share of its rate without the job"
+    )
     max_live_latency_ratio: float = Field(
-        1.5, gt=1, le=10,
+        1.5,
+        gt=1,
+        le=10,
         description="batch work backs off when the live latency p50 passes this multiple of its value without jobs",
     )
     generate_model: Path | None = Field(None, description="default diffusers image-to-video pipeline folder")

@@ -92,9 +92,14 @@ class LiveGovernor:
     `duty * step time`; the duty grows while either figure is off target and shrinks again when
     both have headroom (cooperative: a running step is never interrupted)."""
 
-    def __init__(self, live_fps: Callable[[], float], min_ratio: float = 0.9,
-                 live_latency_ms: Callable[[], float | None] | None = None, max_latency_ratio: float = 1.5,
-                 settle_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        live_fps: Callable[[], float],
+        min_ratio: float = 0.9,
+        live_latency_ms: Callable[[], float | None] | None = None,
+        max_latency_ratio: float = 1.5,
+        settle_s: float = 2.0,
+    ) -> None:
         self.live_fps = live_fps
         self.live_latency_ms = live_latency_ms  # recent end-to-end latency p50; None = fps only
         self.min_ratio = min_ratio
@@ -191,8 +196,15 @@ def _owner_alive(owner: str | None) -> bool:
 
 
 class BatchRunner:
-    def __init__(self, store: JobStore, kinds: dict[str, JobKind], *, governor: LiveGovernor | None = None,
-                 lease_s: float = 30.0, poll_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        kinds: dict[str, JobKind],
+        *,
+        governor: LiveGovernor | None = None,
+        lease_s: float = 30.0,
+        poll_s: float = 0.5,
+    ) -> None:
         self.store = store
         self.kinds = kinds
         self.governor = governor
@@ -215,8 +227,11 @@ class BatchRunner:
             self._next_sweep = time.monotonic() + self.sweep_s
             requeued = self.store.requeue_expired()  # lease ran out: the worker died or hangs
             for job in self.store.running():  # a dead process on this host: no need to wait for its lease
-                if (job.lease_owner != self.owner and not _owner_alive(job.lease_owner)
-                        and self.store.requeue(job.id, owner=job.lease_owner)):
+                if (
+                    job.lease_owner != self.owner
+                    and not _owner_alive(job.lease_owner)
+                    and self.store.requeue(job.id, owner=job.lease_owner)
+                ):
                     requeued.append(job)
         for job in requeued:
             # Only that attempt's file: a new attempt (maybe in another process) writes another name.
@@ -251,8 +266,10 @@ class BatchRunner:
             if kind is None:
                 raise JobFailed(f"unknown job kind {job.kind!r}")
             if _exists(output):  # saved by someone else after the job was queued: do not redo the work
-                raise JobFailed(f"{output} appeared after the job was queued; it was left untouched "
-                                "(retry the job after moving it away)")
+                raise JobFailed(
+                    f"{output} appeared after the job was queued; it was left untouched "
+                    "(retry the job after moving it away)"
+                )
             kind.run(ctx)
             if not ctx.temp_output.is_file():
                 raise JobFailed("the job produced no output")
@@ -275,8 +292,10 @@ class BatchRunner:
             beat.join(5)
             ctx.temp_output.unlink(missing_ok=True)
             if lost:
-                log.warning("job %s: another worker took it over (the lease ran out); this attempt's result "
-                            "was discarded", job.id)
+                log.warning(
+                    "job %s: another worker took it over (the lease ran out); this attempt's result was discarded",
+                    job.id,
+                )
             elif status == "queued":
                 self.store.requeue(job.id, owner=self.owner)
             elif not self.store.finish(job.id, self.owner, status, error, ctx._progress):  # type: ignore[arg-type]
@@ -307,8 +326,10 @@ class BatchRunner:
                 where = f"this job's result was kept as {kept.name}"
             except OSError:
                 where = "this job's result was discarded"
-            raise JobFailed(f"{output} appeared while the job ran (another program or job wrote it); "
-                            f"it was left untouched and {where}") from None
+            raise JobFailed(
+                f"{output} appeared while the job ran (another program or job wrote it); "
+                f"it was left untouched and {where}"
+            ) from None
         except OSError as exc:
             raise JobFailed(f"cannot put the result at {output}: {exc.strerror or exc}") from exc
         return published
@@ -378,8 +399,13 @@ class BatchRunner:
         ctx = self.current
         return {
             "queue": self.store.counts(),
-            "current": None if ctx is None else {
-                "id": ctx.job.id, "kind": ctx.job.kind, "progress": round(ctx._progress, 4), "output": ctx.job.output,
+            "current": None
+            if ctx is None
+            else {
+                "id": ctx.job.id,
+                "kind": ctx.job.kind,
+                "progress": round(ctx._progress, 4),
+                "output": ctx.job.output,
             },
         }
 

@@ -44,8 +44,12 @@ class JobService:
         self.store = JobStore(cfg.db_path())
         governor = None
         if live_fps is not None:
-            governor = LiveGovernor(live_fps, cfg.min_live_ratio, live_latency_ms=live_latency_ms,
-                                    max_latency_ratio=cfg.max_live_latency_ratio)
+            governor = LiveGovernor(
+                live_fps,
+                cfg.min_live_ratio,
+                live_latency_ms=live_latency_ms,
+                max_latency_ratio=cfg.max_live_latency_ratio,
+            )
         self.runner = BatchRunner(self.store, kinds, governor=governor, lease_s=cfg.lease_s)
 
     def submit(self, kind: str, params: dict[str, Any], output: str) -> Job:

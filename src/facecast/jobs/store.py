@@ -79,10 +79,18 @@ class Job:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "kind": self.kind, "params": self.params, "output": self.output,
-            "status": self.status, "attempts": self.attempts, "progress": round(self.progress, 4),
-            "error": self.error, "cancel_requested": self.cancel_requested,
-            "created": self.created, "updated": self.updated, "finished": self.finished,
+            "id": self.id,
+            "kind": self.kind,
+            "params": self.params,
+            "output": self.output,
+            "status": self.status,
+            "attempts": self.attempts,
+            "progress": round(self.progress, 4),
+            "error": self.error,
+            "cancel_requested": self.cancel_requested,
+            "created": self.created,
+            "updated": self.updated,
+            "finished": self.finished,
         }
 
 
@@ -205,10 +213,19 @@ class JobStore:
     @staticmethod
     def _job(row: sqlite3.Row) -> Job:
         return Job(
-            id=row["id"], kind=row["kind"], params=json.loads(row["params"]), output=row["output"],
-            status=row["status"], attempts=row["attempts"], progress=row["progress"], error=row["error"],
-            cancel_requested=bool(row["cancel_requested"]), created=row["created"], updated=row["updated"],
-            finished=row["finished"], lease_owner=row["lease_owner"],
+            id=row["id"],
+            kind=row["kind"],
+            params=json.loads(row["params"]),
+            output=row["output"],
+            status=row["status"],
+            attempts=row["attempts"],
+            progress=row["progress"],
+            error=row["error"],
+            cancel_requested=bool(row["cancel_requested"]),
+            created=row["created"],
+            updated=row["updated"],
+            finished=row["finished"],
+            lease_owner=row["lease_owner"],
         )
 
     # -- queries ---------------------------------------------------------------------------------
@@ -248,8 +265,10 @@ class JobStore:
         def insert(db: sqlite3.Connection) -> sqlite3.Row:
             owner = self._output_owner(db, output)
             if owner is not None:
-                raise OutputInUse(f"output {output} is already the output of job {owner['id']} ({owner['status']}); "
-                                  "choose another name or cancel that job")
+                raise OutputInUse(
+                    f"output {output} is already the output of job {owner['id']} ({owner['status']}); "
+                    "choose another name or cancel that job"
+                )
             now = time.time()
             return db.execute(
                 "INSERT INTO jobs (id, kind, params, output, status, created, updated) "
@@ -288,8 +307,9 @@ class JobStore:
             return "lost"
         return "cancelled" if rows[0]["cancel_requested"] else "ours"
 
-    def finish(self, job_id: str, owner: str, status: Status, error: str | None = None,
-               progress: float | None = None) -> bool:
+    def finish(
+        self, job_id: str, owner: str, status: Status, error: str | None = None, progress: float | None = None
+    ) -> bool:
         """Record the end of a job we hold (and how far it got); False, and nothing changed, when it is
         no longer ours."""
         now = time.time()
@@ -331,8 +351,10 @@ class JobStore:
                 raise JobStateError(f"job {job_id} is {row['status']}: only failed or cancelled jobs can be retried")
             owner = self._output_owner(db, row["output"], other_than=job_id)
             if owner is not None:
-                raise OutputInUse(f"job {owner['id']} ({owner['status']}) now writes {row['output']}: "
-                                  f"job {job_id} cannot be queued again with the same output")
+                raise OutputInUse(
+                    f"job {owner['id']} ({owner['status']}) now writes {row['output']}: "
+                    f"job {job_id} cannot be queued again with the same output"
+                )
             return db.execute(
                 """UPDATE jobs SET status = 'queued', error = NULL, progress = 0, cancel_requested = 0,
                        finished = NULL, updated = ? WHERE id = ? RETURNING *""",

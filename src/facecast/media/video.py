@@ -27,8 +27,17 @@ def frame_rate(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
-def add_video_stream(container, width: int, height: int, rate: Fraction, codec: str = "libx264",
-                     crf: int = 20, preset: str = "veryfast", threads: int = 0, keyframe_interval: int | None = None):
+def add_video_stream(
+    container,
+    width: int,
+    height: int,
+    rate: Fraction,
+    codec: str = "libx264",
+    crf: int = 20,
+    preset: str = "veryfast",
+    threads: int = 0,
+    keyframe_interval: int | None = None,
+):
     """An H.264 (or other) yuv420p stream at a constant rate; odd sizes are cut to even (yuv420p needs
     them). `threads`: encoder threads, 0 = the encoder decides (1 beside the live stream).
     `keyframe_interval`: frames between keyframes; None = the encoder's default."""
@@ -47,8 +56,11 @@ def crash_safe_options(fmt: str, fragment_s: float = FRAGMENT_S) -> dict[str, st
     MP4/MOV (an empty index up front, then self-contained fragments) or Matroska clusters, each
     flushed to the file as soon as it is complete (PyAV's buffered writes would hold them back)."""
     if fmt in ("mp4", "mov"):
-        return {"movflags": "frag_keyframe+empty_moov+default_base_moof",
-                "frag_duration": str(round(fragment_s * 1e6)), "flush_packets": "1"}
+        return {
+            "movflags": "frag_keyframe+empty_moov+default_base_moof",
+            "frag_duration": str(round(fragment_s * 1e6)),
+            "flush_packets": "1",
+        }
     if fmt in ("matroska", "webm"):
         return {"cluster_time_limit": str(round(fragment_s * 1e3)), "flush_packets": "1"}
     raise ValueError(f"no crash-safe mode for the {fmt} container; use {', '.join(CRASH_SAFE_SUFFIXES)}")
@@ -76,9 +88,19 @@ class VideoFileWriter:
     killed mid-write leaves a file players decode up to about then.
     """
 
-    def __init__(self, path: Path, fps: float, *, codec: str = "libx264", crf: int = 20, preset: str = "veryfast",
-                 threads: int = 0, crash_safe: bool = False, fragment_s: float = FRAGMENT_S,
-                 fmt: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        fps: float,
+        *,
+        codec: str = "libx264",
+        crf: int = 20,
+        preset: str = "veryfast",
+        threads: int = 0,
+        crash_safe: bool = False,
+        fragment_s: float = FRAGMENT_S,
+        fmt: str | None = None,
+    ) -> None:
         self.path = Path(path)
         self.rate = frame_rate(fps)
         self.codec, self.crf, self.preset, self.threads = codec, crf, preset, threads
@@ -116,8 +138,9 @@ class VideoFileWriter:
         container = av.open(str(self.path), mode="w", format=self.fmt, options=self.options)
         try:
             keyframes = max(1, round(KEYFRAME_S * float(self.rate))) if self.crash_safe else None
-            self._stream = add_video_stream(container, width, height, self.rate, self.codec, self.crf,
-                                            self.preset, self.threads, keyframes)
+            self._stream = add_video_stream(
+                container, width, height, self.rate, self.codec, self.crf, self.preset, self.threads, keyframes
+            )
         except BaseException:
             container.close()
             raise

@@ -21,14 +21,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     verify = sub.add_parser("verify", help="check the sha256 of the model files that are here")
     verify.add_argument("names", nargs="*", metavar="NAME", help="sets or files (default: all)")
     replicas = sub.add_parser(
-        "replicas", help="write full-size replicas (real architectures, random weights) of every neural model, "
-                         "for tests and benchmarks; prints their size and cost next to the published figures")
+        "replicas",
+        help="write full-size replicas (real architectures, random weights) of every neural model, "
+        "for tests and benchmarks; prints their size and cost next to the published figures",
+    )
     replicas.add_argument("out_dir", type=Path, metavar="DIR", help="folder to write into (laid out as models.dir)")
     replicas.add_argument("--seed", type=int, default=0, help="random seed of the weights (default 0)")
     optimize = sub.add_parser(
-        "optimize", help="write TensorRT-ready copies (NAME.trt.onnx) of the models that need a graph rewrite, "
-        "checked against onnxruntime on the CPU")
-    optimize.add_argument("--models-dir", type=Path, help="models folder (default: --dir, else models.dir from the config)")
+        "optimize",
+        help="write TensorRT-ready copies (NAME.trt.onnx) of the models that need a graph rewrite, "
+        "checked against onnxruntime on the CPU",
+    )
+    optimize.add_argument(
+        "--models-dir", type=Path, help="models folder (default: --dir, else models.dir from the config)"
+    )
 
 
 def _human(n: int | None) -> str:
@@ -49,7 +55,8 @@ class _Bar:
         if total:
             width = 30
             filled = int(width * done / total)
-            line = f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done / total:6.1%} {_human(done)}/{_human(total)}"
+            bar = "#" * filled + "." * (width - filled)
+            line = f"{self.label} [{bar}] {done / total:6.1%} {_human(done)}/{_human(total)}"
         else:
             line = f"{self.label} {_human(done)}"
         print("\r" + line, end="", file=sys.stderr, flush=True)
@@ -84,8 +91,10 @@ def _optimize(root: Path) -> int:
     for r in optimize_models(root):
         took = f"{r.seconds:.1f} s"
         if r.status == "written":
-            print(f"{r.file}: rewrote {len(r.rewritten)} 5-D GridSample ({', '.join(r.rewritten)}) -> {r.written}, "
-                  f"max abs diff {r.max_abs_diff:.2g} vs onnxruntime, {took}")
+            print(
+                f"{r.file}: rewrote {len(r.rewritten)} 5-D GridSample ({', '.join(r.rewritten)}) -> {r.written}, "
+                f"max abs diff {r.max_abs_diff:.2g} vs onnxruntime, {took}"
+            )
         elif r.status == "missing":
             print(f"{r.file}: not here ({r.source}); nothing to optimize")
         elif r.status == "unchanged":

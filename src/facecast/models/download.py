@@ -84,8 +84,10 @@ def download(file: ModelFile, root: Path, progress: Progress | None = None, time
     if file.size is not None and size != file.size:
         if size > file.size:
             part.unlink()
-        raise DownloadError(f"{dest.name}: got {size} bytes, expected {file.size}" +
-                            ("; run the command again to resume" if size < file.size else "; removed it"))
+        raise DownloadError(
+            f"{dest.name}: got {size} bytes, expected {file.size}"
+            + ("; run the command again to resume" if size < file.size else "; removed it")
+        )
     got = sha256_of(part)
     if got != file.sha256:
         part.unlink()

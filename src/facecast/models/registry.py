@@ -56,7 +56,11 @@ def _lp(name: str, sha256: str) -> ModelFile:
 # several projects; the InsightFace ones are those of the files InsightFace released.
 MODEL_SETS: dict[str, ModelSet] = {
     "liveportrait": ModelSet(
-        "liveportrait", "effect animate, backend liveportrait", LIVEPORTRAIT_LICENCE, False, (
+        "liveportrait",
+        "effect animate, backend liveportrait",
+        LIVEPORTRAIT_LICENCE,
+        False,
+        (
             _lp("appearance_feature_extractor", "dbbbb44e4bba12302d7137bdee6a0f249b45fb6dd879509fd5baa27d70c40e32"),
             _lp("motion_extractor", "99d4b3c9dd3fd301910de9415a29560e38c0afaa702da51398281376cc36fdd3"),
             _lp("warping_spade", "d6ee9af4352b47e88e0521eba6b774c48204afddc8d91c671a5f7b8a0dfb4971"),
@@ -66,13 +70,25 @@ MODEL_SETS: dict[str, ModelSet] = {
         ),
     ),
     "inswapper": ModelSet(
-        "inswapper", "effect swap, backend inswapper", INSIGHTFACE_LICENCE, True, (
-            ModelFile("inswapper_128", "inswapper_128.onnx",
-                      "https://huggingface.co/ezioruan/inswapper_128.onnx/resolve/main/inswapper_128.onnx",
-                      "e4a3f08c753cb72d04e10aa0f7dbe3deebbf39567d4ead6dce08e98aa49e16af", 554_253_681),
-            ModelFile("w600k_r50", "w600k_r50.onnx",
-                      "https://huggingface.co/public-data/insightface/resolve/main/models/buffalo_l/w600k_r50.onnx",
-                      "4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43", 174_383_860),
+        "inswapper",
+        "effect swap, backend inswapper",
+        INSIGHTFACE_LICENCE,
+        True,
+        (
+            ModelFile(
+                "inswapper_128",
+                "inswapper_128.onnx",
+                "https://huggingface.co/ezioruan/inswapper_128.onnx/resolve/main/inswapper_128.onnx",
+                "e4a3f08c753cb72d04e10aa0f7dbe3deebbf39567d4ead6dce08e98aa49e16af",
+                554_253_681,
+            ),
+            ModelFile(
+                "w600k_r50",
+                "w600k_r50.onnx",
+                "https://huggingface.co/public-data/insightface/resolve/main/models/buffalo_l/w600k_r50.onnx",
+                "4c06341c33c2ca1f86781dab0e829f88ad5b64be9fba56e56bc9ebdefc619e43",
+                174_383_860,
+            ),
         ),
     ),
 }

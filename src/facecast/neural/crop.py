@@ -6,8 +6,16 @@ import cv2
 import numpy as np
 
 from facecast.tracking.geometry import (
-    EYE_L_BOTTOM, EYE_L_INNER, EYE_L_OUTER, EYE_L_TOP, EYE_R_BOTTOM, EYE_R_INNER, EYE_R_OUTER, EYE_R_TOP,
-    LIP_BOTTOM_INNER, LIP_TOP_INNER,
+    EYE_L_BOTTOM,
+    EYE_L_INNER,
+    EYE_L_OUTER,
+    EYE_L_TOP,
+    EYE_R_BOTTOM,
+    EYE_R_INNER,
+    EYE_R_OUTER,
+    EYE_R_TOP,
+    LIP_BOTTOM_INNER,
+    LIP_TOP_INNER,
 )
 from facecast.types import Image, Landmarks
 
@@ -15,8 +23,31 @@ from facecast.types import Image, Landmarks
 # the chin and ear to ear, with no forehead. MediaPipe's mesh also covers the forehead, which would
 # make every crop ~20% looser, so the box is taken over the matching MediaPipe points: the face oval
 # from temple to temple round the chin, and both brows.
-FACE_OVAL_BELOW_BROWS = [356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136,
-                         172, 58, 132, 93, 234, 127]
+FACE_OVAL_BELOW_BROWS = [
+    356,
+    454,
+    323,
+    361,
+    288,
+    397,
+    365,
+    379,
+    378,
+    400,
+    377,
+    152,
+    148,
+    176,
+    149,
+    150,
+    136,
+    172,
+    58,
+    132,
+    93,
+    234,
+    127,
+]
 BROWS = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46, 300, 293, 334, 296, 336, 285, 295, 282, 283, 276]
 CROP_POINTS = np.array(FACE_OVAL_BELOW_BROWS + BROWS)
 EYE_L = [EYE_L_OUTER, EYE_L_TOP, EYE_L_INNER, EYE_L_BOTTOM]
@@ -64,8 +95,13 @@ def invert(m: np.ndarray) -> np.ndarray:
 
 
 def warp_crop(image: Image, m: np.ndarray, size: int) -> Image:
-    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_AREA if m[0, 0] < 1 else cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        image,
+        m,
+        (size, size),
+        flags=cv2.INTER_AREA if m[0, 0] < 1 else cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
 
 
 def paste_region(m_c2o: np.ndarray, size: int, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:

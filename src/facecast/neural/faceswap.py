@@ -170,8 +170,9 @@ class InSwapper:
             self.bad_outputs += 1
         return None
 
-    def swapped_crop(self, frame: Image, landmarks: Landmarks, latent: np.ndarray,
-                     priority: Priority = "live") -> tuple[Image, np.ndarray] | None:
+    def swapped_crop(
+        self, frame: Image, landmarks: Landmarks, latent: np.ndarray, priority: Priority = "live"
+    ) -> tuple[Image, np.ndarray] | None:
         """The swapped 128x128 face (BGR uint8) and the frame-to-crop matrix; None when the model
         gave no usable face."""
         crop, m = align_crop(frame, landmarks, TEMPLATE_128, 128)
@@ -190,8 +191,14 @@ class InSwapper:
             self._fp32_loading = self.pool.prefetch(["inswapper_128"], "fp32")
         return engine
 
-    def swap_face(self, frame: Image, landmarks: Landmarks, latent: np.ndarray, keep_mouth: bool = False,
-                  priority: Priority = "live") -> bool:
+    def swap_face(
+        self,
+        frame: Image,
+        landmarks: Landmarks,
+        latent: np.ndarray,
+        keep_mouth: bool = False,
+        priority: Priority = "live",
+    ) -> bool:
         """Swap one face in `frame` in place. False when the model gave no usable face (frame unchanged).
 
         The face is blended through a feathered ellipse, only inside the crop's box. InsightFace

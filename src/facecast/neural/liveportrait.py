@@ -11,8 +11,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facecast.engines.pool import EnginePool
 from facecast.engines.gate import Priority
+from facecast.engines.pool import EnginePool
 from facecast.neural.crop import crop_transform, feathered_mask, invert, paste_into, warp_crop
 from facecast.types import Image, Landmarks
 
@@ -76,9 +76,14 @@ def motion_from_outputs(out: dict[str, np.ndarray]) -> Motion:
     """Bind the motion extractor's outputs by name (their order differs between exports)."""
     pitch, yaw, roll = (angle_from_logits(out[k]) for k in ("pitch", "yaw", "roll"))
     return Motion(
-        pitch, yaw, roll, rotation(pitch, yaw, roll),
-        out["t"].reshape(3).astype(np.float64), out["exp"].reshape(21, 3).astype(np.float64),
-        float(out["scale"].reshape(-1)[0]), out["kp"].reshape(21, 3).astype(np.float64),
+        pitch,
+        yaw,
+        roll,
+        rotation(pitch, yaw, roll),
+        out["t"].reshape(3).astype(np.float64),
+        out["exp"].reshape(21, 3).astype(np.float64),
+        float(out["scale"].reshape(-1)[0]),
+        out["kp"].reshape(21, 3).astype(np.float64),
     )
 
 
@@ -87,8 +92,9 @@ def keypoints(m: Motion) -> np.ndarray:
     return m.scale * (m.kp @ m.rot + m.exp) + np.array([m.t[0], m.t[1], 0.0])
 
 
-def relative_keypoints(src: Motion, drv: Motion, neutral: Motion, pose_multiplier: float = 1.0,
-                       expression_multiplier: float = 1.0) -> np.ndarray:
+def relative_keypoints(
+    src: Motion, drv: Motion, neutral: Motion, pose_multiplier: float = 1.0, expression_multiplier: float = 1.0
+) -> np.ndarray:
     """Driving keypoints for the source: the driver's motion since its neutral frame, applied to the source."""
     r_rel = drv.rot @ neutral.rot.T
     if pose_multiplier != 1.0:  # scale the relative rotation's angle
@@ -135,14 +141,21 @@ class LivePortrait:
         self.eye = pool.get("liveportrait/stitching_eye")
         self.lip = pool.get("liveportrait/stitching_lip")
 
-    def extract_motion(self, image: Image, landmarks: Landmarks, crop: tuple[float, float],
-                       priority: Priority = "live") -> tuple[Motion, np.ndarray]:
+    def extract_motion(
+        self, image: Image, landmarks: Landmarks, crop: tuple[float, float], priority: Priority = "live"
+    ) -> tuple[Motion, np.ndarray]:
         m = crop_transform(landmarks, 256, *crop)
         out = self.motion.run({"img": prepare_image(warp_crop(image, m, 256))}, priority)
         return motion_from_outputs(out), m
 
-    def prepare_source(self, image: Image, landmarks: Landmarks, eye_ratio: tuple[float, float],
-                       lip_ratio: float, priority: Priority = "live") -> PreparedSource:
+    def prepare_source(
+        self,
+        image: Image,
+        landmarks: Landmarks,
+        eye_ratio: tuple[float, float],
+        lip_ratio: float,
+        priority: Priority = "live",
+    ) -> PreparedSource:
         """Once per character. Its appearance volume (8 MiB) and keypoints stay where the models run:
         each frame then sends only the driving crop and its keypoints, and takes back the image."""
         m256 = crop_transform(landmarks, 256, *SOURCE_CROP)
@@ -154,18 +167,35 @@ class LivePortrait:
         lip_delta = None
         if self.lip_zero and lip_ratio >= LIP_ZERO_THRESHOLD:
             lip_delta = self._lip_delta(x_s, lip_ratio, 0.0, priority)
-        return PreparedSource(image=image, feature=feature, motion=motion, x_s=x_s, m_c2o=invert(m512),
-                              mask=feathered_mask(512), eye_ratio=eye_ratio, lip_ratio=lip_ratio,
-                              lip_delta_before=lip_delta,
-                              kp_source=self.warping.upload(x_s[None].astype(np.float32)))
+        return PreparedSource(
+            image=image,
+            feature=feature,
+            motion=motion,
+            x_s=x_s,
+            m_c2o=invert(m512),
+            mask=feathered_mask(512),
+            eye_ratio=eye_ratio,
+            lip_ratio=lip_ratio,
+            lip_delta_before=lip_delta,
+            kp_source=self.warping.upload(x_s[None].astype(np.float32)),
+        )
 
     def _lip_delta(self, x_s: np.ndarray, source_ratio: float, driving_ratio: float, priority: Priority) -> np.ndarray:
         feed = np.concatenate([x_s.reshape(-1), [source_ratio, driving_ratio]])[None].astype(np.float32)
         return self.lip.run({"input": feed}, priority)["output"].reshape(21, 3).astype(np.float64)
 
-    def driving_keypoints(self, src: PreparedSource, drv: Motion, neutral: Motion, *, pose_multiplier: float = 1.0,
-                          expression_multiplier: float = 1.0, eye_ratio: float | None = None,
-                          lip_ratio: float | None = None, priority: Priority = "live") -> np.ndarray:
+    def driving_keypoints(
+        self,
+        src: PreparedSource,
+        drv: Motion,
+        neutral: Motion,
+        *,
+        pose_multiplier: float = 1.0,
+        expression_multiplier: float = 1.0,
+        eye_ratio: float | None = None,
+        lip_ratio: float | None = None,
+        priority: Priority = "live",
+    ) -> np.ndarray:
         """Algorithm 1 of the paper: the driver's motion relative to its neutral frame applied to the
         source, plus the stitching, eye and lip deltas (each computed from x_s and the ratios)."""
         x_d = relative_keypoints(src.motion, drv, neutral, pose_multiplier, expression_multiplier)
@@ -185,11 +215,14 @@ class LivePortrait:
 
     def generate(self, src: PreparedSource, x_d: np.ndarray, priority: Priority = "live") -> Image:
         """The animated 512x512 face crop (BGR)."""
-        out = self.warping.run({
-            "feature_3d": src.feature,
-            "kp_driving": x_d[None].astype(np.float32),
-            "kp_source": src.kp_source if src.kp_source is not None else src.x_s[None].astype(np.float32),
-        }, priority)["out"]
+        out = self.warping.run(
+            {
+                "feature_3d": src.feature,
+                "kp_driving": x_d[None].astype(np.float32),
+                "kp_source": src.kp_source if src.kp_source is not None else src.x_s[None].astype(np.float32),
+            },
+            priority,
+        )["out"]
         return postprocess_image(out)
 
     @staticmethod

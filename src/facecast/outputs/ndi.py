@@ -35,11 +35,15 @@ class NdiOutputConfig(VideoOutputConfig):
     type: Literal["ndi"] = "ndi"
     enabled: bool = False
     name: str = Field(
-        "facecast", min_length=1, max_length=200,
+        "facecast",
+        min_length=1,
+        max_length=200,
         description="NDI source name; OBS lists it as 'HOST (name)' and reconnects to it by that name",
     )
     groups: str | None = Field(None, description="comma-separated NDI groups; empty = the public group")
-    alpha: bool = Field(True, description="send the effect's alpha (BGRA, straight); false = opaque BGRX over background")
+    alpha: bool = Field(
+        True, description="send the effect's alpha (BGRA, straight); false = opaque BGRX over background"
+    )
     background: tuple[int, int, int] = Field(
         (0, 0, 0), description="BGR of letterbox bars on opaque frames, and behind transparent pixels when alpha is off"
     )
@@ -142,8 +146,16 @@ class NdiOutput(Output):
         self._next, self._current, self._last_packet = 0, None, None
         self.receivers, self._polled_at = 0, 0.0
         self.source_name = _source_name(ndi, sender) or self.cfg.name
-        log.info("NDI: sending as %r, %dx%d at %g fps (%d/%d), %s", self.source_name, self.cfg.width,
-                 self.cfg.height, self.cfg.fps, n, d, "BGRA with alpha" if self.cfg.alpha else "opaque BGRX")
+        log.info(
+            "NDI: sending as %r, %dx%d at %g fps (%d/%d), %s",
+            self.source_name,
+            self.cfg.width,
+            self.cfg.height,
+            self.cfg.fps,
+            n,
+            d,
+            "BGRA with alpha" if self.cfg.alpha else "opaque BGRX",
+        )
 
     def write(self, packet: FramePacket) -> None:
         ndi = self._ndi
@@ -165,7 +177,9 @@ class NdiOutput(Output):
         h, w = image.shape[:2]
         if self._logged_size != (w, h):
             self._logged_size = (w, h)
-            log.info("NDI %s: %s", self.cfg.name, output_size_note(w, h, self.cfg.width, self.cfg.height, self.cfg.scaling))
+            log.info(
+                "NDI %s: %s", self.cfg.name, output_size_note(w, h, self.cfg.width, self.cfg.height, self.cfg.scaling)
+            )
         with_alpha = self.cfg.alpha and image.ndim == 3 and image.shape[2] == 4
         if with_alpha:
             fit_into(buffer, image, self.cfg.scaling, (0, 0, 0, 0))  # transparent bars

@@ -44,8 +44,9 @@ class RecordOutputConfig(StrictModel):
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
     fps: float | None = Field(None, gt=0, le=240, description="empty = the capture source's fps")
     background: tuple[int, int, int] = Field((0, 0, 0), description="BGR behind transparent pixels (mp4 has no alpha)")
-    fragment_s: float = Field(FRAGMENT_S, ge=0.1, le=10.0,
-                              description="crash safety: the file is written out this often while recording")
+    fragment_s: float = Field(
+        FRAGMENT_S, ge=0.1, le=10.0, description="crash safety: the file is written out this often while recording"
+    )
     remux_to_mp4: bool = Field(True, description="at a clean stop, rewrite the recording as an ordinary MP4")
 
     @field_validator("path")
@@ -81,13 +82,25 @@ class RecordOutput(Output):
     def write(self, packet: FramePacket) -> None:
         if self._writer is None:
             fps = self.cfg.fps or packet.source_fps or 30.0
-            self._writer = VideoFileWriter(self.path, fps, codec=self.cfg.codec, crf=self.cfg.crf,
-                                           preset=self.cfg.preset, crash_safe=True, fragment_s=self.cfg.fragment_s)
+            self._writer = VideoFileWriter(
+                self.path,
+                fps,
+                codec=self.cfg.codec,
+                crf=self.cfg.crf,
+                preset=self.cfg.preset,
+                crash_safe=True,
+                fragment_s=self.cfg.fragment_s,
+            )
         writer = self._writer
         writer.write(flatten_alpha(packet.image, self.cfg.background))
         if writer.frames == 1:
-            log.info("record: writing %s (%s, %s fps, %s, crash-safe)", self.path,
-                     "x".join(map(str, writer.size or ())), writer.rate, self.cfg.codec)
+            log.info(
+                "record: writing %s (%s, %s fps, %s, crash-safe)",
+                self.path,
+                "x".join(map(str, writer.size or ())),
+                writer.rate,
+                self.cfg.codec,
+            )
 
     def close(self) -> None:
         writer, self._writer = self._writer, None
@@ -110,12 +123,17 @@ class RecordOutput(Output):
         try:
             remux_to_mp4(src, dst, self._give_up)
         except RemuxAbandoned:
-            log.warning("record: remux to MP4 stopped at the shutdown limit; %s stays crash-safe (it plays as it is; "
-                        "`ffmpeg -i %s -c copy out.mp4` makes an ordinary MP4 of it)", src, src)
+            log.warning(
+                "record: remux to MP4 stopped at the shutdown limit; %s stays crash-safe (it plays as it is; "
+                "`ffmpeg -i %s -c copy out.mp4` makes an ordinary MP4 of it)",
+                src,
+                src,
+            )
             return WrittenVideo(src, video.frames, video.duration_s, "crash-safe, remux to MP4 not finished")
         except Exception as exc:
-            log.error("record: remux of %s to MP4 failed (%s); the crash-safe file is kept and plays as it is",
-                      src, exc)
+            log.error(
+                "record: remux of %s to MP4 failed (%s); the crash-safe file is kept and plays as it is", src, exc
+            )
             return WrittenVideo(src, video.frames, video.duration_s, "crash-safe, remux to MP4 failed")
         if dst != src:
             src.unlink(missing_ok=True)  # only now that the MP4 is complete

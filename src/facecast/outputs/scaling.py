@@ -26,10 +26,13 @@ class VideoOutputConfig(StrictModel):
 
     width: int = Field(1280, ge=16, le=7680, description="output width in pixels, whatever the camera size")
     height: int = Field(720, ge=16, le=4320, description="output height in pixels")
-    fps: float = Field(60.0, gt=0, le=240, description="frames sent per second; the last frame is repeated when no new one is ready")
+    fps: float = Field(
+        60.0, gt=0, le=240, description="frames sent per second; the last frame is repeated when no new one is ready"
+    )
     scaling: Scaling = Field(
         "letterbox",
-        description="letterbox = whole frame, bars on the sides; crop = fill, cut the overflow; stretch = fill, distort",
+        description="letterbox = whole frame, bars on the sides; crop = fill, cut the overflow; "
+        "stretch = fill, distort",
     )
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -32,10 +32,12 @@ log = logging.getLogger(__name__)
 # Backend libraries (NDIlib, SpoutGL, pyvirtualcam) are imported by their output's open(), so a
 # missing one is a start-up error for that output only, never an import error for the daemon.
 OutputConfig = Annotated[
-    Union[
-        PreviewOutputConfig, RecordOutputConfig, NullOutputConfig,
-        NdiOutputConfig, SpoutOutputConfig, VirtualCamOutputConfig,
-    ],
+    PreviewOutputConfig
+    | RecordOutputConfig
+    | NullOutputConfig
+    | NdiOutputConfig
+    | SpoutOutputConfig
+    | VirtualCamOutputConfig,
     Field(discriminator="type"),
 ]
 OUTPUT_CLASSES: dict[str, type[Output]] = {
@@ -219,8 +221,12 @@ class OutputStage(Stage):
             worker.join(max(0.0, deadline - time.monotonic()))
         late = [w for w in pending if w.alive]
         for worker in late:
-            log.error("output %s did not finish closing within %g s (pipeline.shutdown_timeout_s): %s; giving up on it",
-                      worker.name, self.close_timeout_s, worker.report().doing)
+            log.error(
+                "output %s did not finish closing within %g s (pipeline.shutdown_timeout_s): %s; giving up on it",
+                worker.name,
+                self.close_timeout_s,
+                worker.report().doing,
+            )
             worker.abandon()
         for worker in late:
             worker.join(ABANDON_GRACE_S)

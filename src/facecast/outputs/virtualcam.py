@@ -28,20 +28,29 @@ class VirtualCamOutputConfig(VideoOutputConfig):
     enabled: bool = False
     fps: float = Field(30.0, gt=0, le=240, description="frames per second; meeting apps expect 30")
     backend: VirtualCamBackend = Field(
-        "auto", description="auto = the first that works: obs, unitycapture (Windows); obs (macOS); v4l2loopback (Linux)"
+        "auto",
+        description="auto = the first that works: obs, unitycapture (Windows); obs (macOS); v4l2loopback (Linux)",
     )
-    device: str | None = Field(None, description="e.g. /dev/video10 (v4l2loopback) or a Unity Capture device name; empty = the first free one")
-    background: tuple[int, int, int] = Field((0, 177, 64), description="BGR behind transparent pixels (cameras carry no alpha)")
+    device: str | None = Field(
+        None, description="e.g. /dev/video10 (v4l2loopback) or a Unity Capture device name; empty = the first free one"
+    )
+    background: tuple[int, int, int] = Field(
+        (0, 177, 64), description="BGR behind transparent pixels (cameras carry no alpha)"
+    )
 
 
 def install_hint(platform: str = sys.platform) -> str:
     if platform.startswith("linux"):
-        return ("install and load v4l2loopback: sudo apt install v4l2loopback-dkms && "
-                "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=facecast")
+        return (
+            "install and load v4l2loopback: sudo apt install v4l2loopback-dkms && "
+            "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=facecast"
+        )
     if platform == "darwin":
         return "install OBS Studio 30 or newer and click 'Start Virtual Camera' once to install its camera extension"
-    return ("install OBS Studio 26 or newer (its virtual camera; stop it in OBS while facecast uses it) "
-            "or Unity Capture (github.com/schellingb/UnityCapture)")
+    return (
+        "install OBS Studio 26 or newer (its virtual camera; stop it in OBS while facecast uses it) "
+        "or Unity Capture (github.com/schellingb/UnityCapture)"
+    )
 
 
 def load_pyvirtualcam() -> Any:
@@ -76,8 +85,12 @@ class VirtualCamOutput(Output):
             )
         try:
             camera = pyvirtualcam.Camera(
-                self.cfg.width, self.cfg.height, self.cfg.fps,
-                fmt=pyvirtualcam.PixelFormat.BGR, device=self.cfg.device, backend=backend,
+                self.cfg.width,
+                self.cfg.height,
+                self.cfg.fps,
+                fmt=pyvirtualcam.PixelFormat.BGR,
+                device=self.cfg.device,
+                backend=backend,
             )
         except Exception as exc:
             detail = " / ".join(line.strip() for line in str(exc).splitlines() if line.strip())
@@ -85,8 +98,14 @@ class VirtualCamOutput(Output):
         self._camera = camera
         self._last_packet = None
         self.backend, self.device = camera.backend, camera.device
-        log.info("virtual camera: %s (%s backend), %dx%d at %g fps", self.device, self.backend,
-                 self.cfg.width, self.cfg.height, self.cfg.fps)
+        log.info(
+            "virtual camera: %s (%s backend), %dx%d at %g fps",
+            self.device,
+            self.backend,
+            self.cfg.width,
+            self.cfg.height,
+            self.cfg.fps,
+        )
 
     def write(self, packet: FramePacket) -> None:
         if packet is not self._last_packet:

@@ -184,8 +184,11 @@ class OutputWorker:
             dropped = self._queue.dropped
             if dropped > self._warned_drops and (self._warned_drops == 0 or dropped >= self._warned_drops + 100):
                 self._warned_drops = dropped
-                log.warning("output %s cannot keep up: %d frames dropped so far (a lighter preset or a "
-                            "smaller size helps)", self.name, dropped)
+                log.warning(
+                    "output %s cannot keep up: %d frames dropped so far (a lighter preset or a smaller size helps)",
+                    self.name,
+                    dropped,
+                )
         else:
             self._slot.put(packet)
 
@@ -220,7 +223,7 @@ class OutputWorker:
         finished = not self._thread.is_alive()
         start = self._stopped_at
         close_s = 0.0 if start is None else (self._ended_at or time.monotonic()) - start
-        files = self.output.written()[self._files_before_stop:] if isinstance(self.output, WritesFiles) else []
+        files = self.output.written()[self._files_before_stop :] if isinstance(self.output, WritesFiles) else []
         doing = ""
         if not finished:
             path = getattr(self.output, "path", None)
@@ -386,8 +389,13 @@ class OutputWorker:
         if self.stats is not None:
             self.stats.record_error(f"output.{self.name}")
         if self.errors <= 3:
-            log.exception("output %s failed on frame %d (error #%d); reopening it in %.1f s, the other outputs go on",
-                          self.name, seq, self.errors, self._backoff)
+            log.exception(
+                "output %s failed on frame %d (error #%d); reopening it in %.1f s, the other outputs go on",
+                self.name,
+                seq,
+                self.errors,
+                self._backoff,
+            )
         elif self.errors % 100 == 0:
             log.error("output %s has failed %d times so far", self.name, self.errors)
         self._close_output()
@@ -433,5 +441,12 @@ class OutputWorker:
         p50 = "-" if lat["p50"] is None else f"{lat['p50']:.1f}"
         log.info(
             "output %s: sent %d frames (%d new, %d repeated), dropped %d, errors %d, reopens %d; latency p50 %s ms",
-            self.name, self.sent, self.fresh, self.repeated, self.dropped, self.errors, self.reopens, p50,
+            self.name,
+            self.sent,
+            self.fresh,
+            self.repeated,
+            self.dropped,
+            self.errors,
+            self.reopens,
+            p50,
         )

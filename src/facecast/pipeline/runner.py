@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -59,7 +60,7 @@ class Pipeline:
         policy: QueuePolicy = queue_policy or ("block" if source.lossless else "drop_oldest")
         names = [source.name, *(s.name for s in self.stages)]
         self.queues: list[FrameQueue] = [
-            FrameQueue(f"{a}->{b}", queue_capacity, policy) for a, b in zip(names, names[1:])
+            FrameQueue(f"{a}->{b}", queue_capacity, policy) for a, b in itertools.pairwise(names)
         ]
         stats.watch_queues(self.queues)
         self.watchdog_s = watchdog_s

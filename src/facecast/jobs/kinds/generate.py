@@ -36,10 +36,14 @@ class GenerateParams(ParamsModel):
     character: str = Field(min_length=1, description="portrait image, inside jobs.input_dirs")
     prompt: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="what the character does")
     model: str | None = Field(
-        None, min_length=1, description="diffusers pipeline folder inside models.dir or jobs.generate_model_dirs; "
-                                        "null = jobs.generate_model")
+        None,
+        min_length=1,
+        description="diffusers pipeline folder inside models.dir or jobs.generate_model_dirs; "
+        "null = jobs.generate_model",
+    )
     frames: Annotated[int, Field(ge=1, le=1000), BeforeValidator(json_integer)] | None = Field(
-        None, description="LTX-Video: 8k+1, Wan: 4k+1; null = 2 steps of k")
+        None, description="LTX-Video: 8k+1, Wan: 4k+1; null = 2 steps of k"
+    )
     steps: JsonInt = Field(30, ge=1, le=500, description="denoising steps")
     width: JsonInt = Field(512, ge=16, le=4096, description="divisible by 32 (LTX-Video) or 16 (Wan)")
     height: JsonInt = Field(512, ge=16, le=4096, description="divisible by 32 (LTX-Video) or 16 (Wan)")
@@ -57,8 +61,9 @@ def _pipeline_class(model_dir: Path) -> str:
 class GenerateKind:
     name = "generate"
 
-    def __init__(self, inputs: AllowedFolders, models: AllowedFolders, default_model: Path | None = None,
-                 device: str = "auto") -> None:
+    def __init__(
+        self, inputs: AllowedFolders, models: AllowedFolders, default_model: Path | None = None, device: str = "auto"
+    ) -> None:
         self.inputs = inputs  # jobs.input_dirs: where the character image may be
         self.models = models  # models.dir, jobs.generate_model_dirs: where a pipeline folder may be
         self.default_model = default_model
@@ -80,7 +85,8 @@ class GenerateKind:
             import diffusers  # noqa: F401
         except ImportError as exc:
             raise JobRejected(
-                f"generate needs the diffusion extras: pip install -r requirements-diffusion.txt ({exc})") from None
+                f"generate needs the diffusion extras: pip install -r requirements-diffusion.txt ({exc})"
+            ) from None
         cls = _pipeline_class(model_dir)
         if cls not in PIPELINES:
             raise JobRejected(f"model {model_dir} is a {cls}; generate needs one of {', '.join(PIPELINES)}")
@@ -116,8 +122,9 @@ class GenerateKind:
                         pipe.vae.enable_tiling()
                 else:
                     pipe.to(device)
-                    log.warning("generate runs on the CPU: real diffusion models need a GPU to finish in "
-                                "reasonable time")
+                    log.warning(
+                        "generate runs on the CPU: real diffusion models need a GPU to finish in reasonable time"
+                    )
                 self._loaded = (model_dir, pipe)
             return self._loaded[1]
 
@@ -149,9 +156,15 @@ class GenerateKind:
         generator = torch.Generator().manual_seed(int(params.get("seed", 0)))
         try:
             result = pipe(
-                image=image, prompt=str(params["prompt"]), num_frames=int(params.get("frames", 17)),
-                width=width, height=height, num_inference_steps=steps, generator=generator,
-                output_type="np", callback_on_step_end=on_step,
+                image=image,
+                prompt=str(params["prompt"]),
+                num_frames=int(params.get("frames", 17)),
+                width=width,
+                height=height,
+                num_inference_steps=steps,
+                generator=generator,
+                output_type="np",
+                callback_on_step_end=on_step,
             )
         except JobCancelled:
             if hasattr(pipe, "maybe_free_model_hooks"):

@@ -27,7 +27,9 @@ class SwapParams(ParamsModel):
 
 # kind -> (params model, image parameter, video parameter)
 PARAMS: dict[str, tuple[type[ParamsModel], str, str]] = {
-    "animate": (AnimateParams, "character", "driving"), "swap": (SwapParams, "face", "target")}
+    "animate": (AnimateParams, "character", "driving"),
+    "swap": (SwapParams, "face", "target"),
+}
 
 
 def probe_video(path: Path) -> None:
@@ -73,15 +75,17 @@ class VideoEffectKind:
         self.params_model, self.image_key, self.video_key = PARAMS[name]
 
     def _inputs(self, params: dict[str, Any]) -> tuple[Path, Path]:
-        return (self.inputs.file(params[self.image_key], self.image_key),
-                self.inputs.file(params[self.video_key], self.video_key))
+        return (
+            self.inputs.file(params[self.image_key], self.image_key),
+            self.inputs.file(params[self.video_key], self.video_key),
+        )
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         from facecast.characters.library import check_files
 
         checked = parse_params(self.params_model, params, self.name).model_dump(exclude_none=True)
         image, video = self._inputs(checked)  # inside jobs.input_dirs before anything opens them
-        (_, character, reason), = check_files([image], self.cfg.characters)
+        ((_, character, reason),) = check_files([image], self.cfg.characters)
         if character is None:
             raise JobRejected(f"{self.image_key} {image}: cannot use this image: {reason}")
         probe_video(video)
@@ -99,12 +103,21 @@ class VideoEffectKind:
         cfg = self.cfg.model_copy(deep=True)
         if params.get("backend"):
             use_backend(cfg, self.name, params["backend"])
-        (_, character, reason), = check_files([image], cfg.characters)
+        ((_, character, reason),) = check_files([image], cfg.characters)
         if character is None:
             raise JobFailed(f"{image}: cannot use this image: {reason}")
         try:
             progress = cast("Progress", _Progress(ctx))  # render_video calls only update() and done()
-            render_video(self.name, character, video, ctx.temp_output, cfg,
-                         progress=progress, engines=self.engines, priority="batch", in_place=True)
+            render_video(
+                self.name,
+                character,
+                video,
+                ctx.temp_output,
+                cfg,
+                progress=progress,
+                engines=self.engines,
+                priority="batch",
+                in_place=True,
+            )
         except RenderError as exc:
             raise JobFailed(str(exc)) from exc

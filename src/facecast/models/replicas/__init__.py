@@ -49,8 +49,14 @@ def mark_replica(model, description: str, seed: int) -> None:
     """Stamp an onnx.ModelProto as a replica (read back by `replica_note`)."""
     entry = model.metadata_props.add()
     entry.key = MARK_KEY
-    entry.value = json.dumps({"description": description, "seed": seed, "version": REPLICA_VERSION,
-                              "note": "random weights: test and benchmark material, not a model"})
+    entry.value = json.dumps(
+        {
+            "description": description,
+            "seed": seed,
+            "version": REPLICA_VERSION,
+            "note": "random weights: test and benchmark material, not a model",
+        }
+    )
 
 
 def replica_note(path: Path) -> str | None:
@@ -76,15 +82,24 @@ def replicas_cache_dir(seed: int = DEFAULT_SEED) -> Path:
 
 PARTS = ("liveportrait", "insightface")  # module names under facecast.models.replicas
 _PART_FILES = {
-    "liveportrait": [f"liveportrait_onnx/{n}.onnx" for n in (
-        "appearance_feature_extractor", "motion_extractor", "warping_spade", "stitching", "stitching_eye",
-        "stitching_lip")],
+    "liveportrait": [
+        f"liveportrait_onnx/{n}.onnx"
+        for n in (
+            "appearance_feature_extractor",
+            "motion_extractor",
+            "warping_spade",
+            "stitching",
+            "stitching_eye",
+            "stitching_lip",
+        )
+    ],
     "insightface": ["inswapper_128.onnx", "w600k_r50.onnx"],
 }
 
 
-def build_replicas(out_dir: Path, seed: int = DEFAULT_SEED, parts: tuple[str, ...] = PARTS,
-                   log=print) -> list[ReplicaReport]:
+def build_replicas(
+    out_dir: Path, seed: int = DEFAULT_SEED, parts: tuple[str, ...] = PARTS, log=print
+) -> list[ReplicaReport]:
     """Write every replica of `parts` into out_dir, laid out as models.dir expects."""
     import importlib
 

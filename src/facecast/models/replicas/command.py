@@ -20,11 +20,15 @@ def format_reports(reports: list[ReplicaReport]) -> str:
         gpub = f"{r.published_gflops:.1f}" if r.published_gflops else "-"
         lines.append(f"{r.file:<52} {r.params / 1e6:>9.3f} {pub:>9} {diff:>7} {r.gflops:>8.1f} {gpub:>9}")
     notes = sorted({r.note for r in reports if r.note})
-    notes.append("diff: beyond the rounding of the published figure (the LivePortrait paper gives millions to 2 decimals);"
-                 " GFLOPs = 2 x multiply-accumulates of Conv/Gemm/MatMul per call")
+    notes.append(
+        "diff: beyond the rounding of the published figure (the LivePortrait paper gives millions to 2 decimals);"
+        " GFLOPs = 2 x multiply-accumulates of Conv/Gemm/MatMul per call"
+    )
     lines += [f"  note: {n}" for n in notes]
-    lines.append("These are replicas: real architectures (inswapper: its contract, size and cost) with random weights."
-                 " Use them to test and benchmark (facecast bench --replicas); they animate nothing.")
+    lines.append(
+        "These are replicas: real architectures (inswapper: its contract, size and cost) with random weights."
+        " Use them to test and benchmark (facecast bench --replicas); they animate nothing."
+    )
     return "\n".join(lines)
 
 
@@ -52,6 +56,8 @@ def run(out_dir: Path, seed: int, parts: tuple[str, ...] = PARTS) -> int:
     for name in part_files(parts):
         _place(cache / name, Path(out_dir) / name)
     print(format_reports(cached_reports(cache, parts)))
-    print(f"written to {out_dir} in {time.perf_counter() - start:.0f} s"
-          f" (point models.dir there, or use facecast bench --replicas)")
+    print(
+        f"written to {out_dir} in {time.perf_counter() - start:.0f} s"
+        f" (point models.dir there, or use facecast bench --replicas)"
+    )
     return 0

@@ -96,7 +96,9 @@ def node_macs(node, shapes: dict[str, tuple[int, ...]]) -> int:
         b = shapes[node.input[1]]
         out = shapes[node.output[0]] if op != "ConvTranspose" else ()
     except KeyError as missing:
-        raise ValueError(f"cannot cost {op} node {node.name!r}: shape of {missing} unknown after shape inference") from None
+        raise ValueError(
+            f"cannot cost {op} node {node.name!r}: shape of {missing} unknown after shape inference"
+        ) from None
     if op == "Conv":  # each output element: (C_in / group) x kernel multiply-adds
         return math.prod(out) * b[1] * math.prod(b[2:])
     if op == "ConvTranspose":  # each input element scatters into (C_out / group) x kernel outputs
@@ -114,7 +116,7 @@ def node_macs(node, shapes: dict[str, tuple[int, ...]]) -> int:
 
 def _broadcast_batch(a: tuple[int, ...], b: tuple[int, ...]):
     n = max(len(a), len(b))
-    return zip((1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b)
+    return zip((1,) * (n - len(a)) + a, (1,) * (n - len(b)) + b, strict=False)
 
 
 def _drop_weight_values(model) -> None:

@@ -74,8 +74,9 @@ def _networks(torch):
             self.bn3 = nn.BatchNorm2d(planes, eps=1e-5)
             self.downsample = None
             if stride != 1 or inplanes != planes:
-                self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False),
-                                                nn.BatchNorm2d(planes, eps=1e-5))
+                self.downsample = nn.Sequential(
+                    nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes, eps=1e-5)
+                )
 
         def forward(self, x):
             identity = x if self.downsample is None else self.downsample(x)
@@ -92,7 +93,7 @@ def _networks(torch):
             self.bn1 = nn.BatchNorm2d(widths[0], eps=1e-5)
             self.prelu = nn.PReLU(widths[0])
             stages, inplanes = [], widths[0]
-            for blocks, planes in zip(layers, widths):
+            for blocks, planes in zip(layers, widths, strict=False):
                 stage = [IBasicBlock(inplanes, planes, 2)] + [IBasicBlock(planes, planes, 1) for _ in range(blocks - 1)]
                 stages.append(nn.Sequential(*stage))
                 inplanes = planes
@@ -136,18 +137,30 @@ def _networks(torch):
     class SwapGenerator(nn.Module):
         """The inswapper stand-in: target [1,3,128,128] RGB 0..1 and source latent [1,512] -> RGB 0..1."""
 
-        def __init__(self, widths=SWAPPER_WIDTHS, bottleneck=SWAPPER_BOTTLENECK, blocks=SWAPPER_BLOCKS,
-                     decoder_extra=SWAPPER_DECODER_EXTRA) -> None:
+        def __init__(
+            self,
+            widths=SWAPPER_WIDTHS,
+            bottleneck=SWAPPER_BOTTLENECK,
+            blocks=SWAPPER_BLOCKS,
+            decoder_extra=SWAPPER_DECODER_EXTRA,
+        ) -> None:
             super().__init__()
             w1, w2, w3 = widths
             self.encoder = nn.Sequential(
-                nn.Conv2d(3, w1, 7, 1, 3), nn.InstanceNorm2d(w1, affine=True), nn.LeakyReLU(0.2),
-                *conv_norm_act(w1, w2, 2), *conv_norm_act(w2, w3, 2), *conv_norm_act(w3, bottleneck, 2),
+                nn.Conv2d(3, w1, 7, 1, 3),
+                nn.InstanceNorm2d(w1, affine=True),
+                nn.LeakyReLU(0.2),
+                *conv_norm_act(w1, w2, 2),
+                *conv_norm_act(w2, w3, 2),
+                *conv_norm_act(w3, bottleneck, 2),
             )
             self.blocks = nn.ModuleList(StyleBlock(bottleneck) for _ in range(blocks))
             decoder, cin = [], bottleneck
-            for cout, extra in zip((w3, w2, w1), decoder_extra):
-                decoder += [nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False), *conv_norm_act(cin, cout)]
+            for cout, extra in zip((w3, w2, w1), decoder_extra, strict=False):
+                decoder += [
+                    nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                    *conv_norm_act(cin, cout),
+                ]
                 for _ in range(extra):
                     decoder += conv_norm_act(cout, cout)
                 cin = cout
@@ -232,8 +245,18 @@ def _rename_output(model, old: str, new: str) -> None:
             value.name = new
 
 
-def _export(torch, module, args, path: Path, inputs: list[str], outputs: list[str], description: str, seed: int,
-            dynamic_axes=None, emap: np.ndarray | None = None) -> None:
+def _export(
+    torch,
+    module,
+    args,
+    path: Path,
+    inputs: list[str],
+    outputs: list[str],
+    description: str,
+    seed: int,
+    dynamic_axes=None,
+    emap: np.ndarray | None = None,
+) -> None:
     import onnx
     from onnx import numpy_helper
 
@@ -245,10 +268,19 @@ def _export(torch, module, args, path: Path, inputs: list[str], outputs: list[st
         dynamic_axes = {placeholders[outputs.index(k)] if k in outputs else k: v for k, v in dynamic_axes.items()}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer chatter
-        torch.onnx.export(module, args, str(tmp), input_names=inputs, output_names=placeholders, opset_version=OPSET,
-                          dynamo=False, do_constant_folding=True, dynamic_axes=dynamic_axes)
+        torch.onnx.export(
+            module,
+            args,
+            str(tmp),
+            input_names=inputs,
+            output_names=placeholders,
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
+            dynamic_axes=dynamic_axes,
+        )
     model = onnx.load(str(tmp))
-    for placeholder, name in zip(placeholders, outputs):
+    for placeholder, name in zip(placeholders, outputs, strict=False):
         if placeholder != name:
             _rename_output(model, placeholder, name)
     if emap is not None:
@@ -261,8 +293,10 @@ def _export(torch, module, args, path: Path, inputs: list[str], outputs: list[st
 
 
 ARCFACE_NOTE = "IResNet-50, InsightFace's published ArcFace architecture, seeded random weights"
-SWAPPER_NOTE = ("STAND-IN architecture (InsightFace never published inswapper's): matches its contract, parameter "
-                "count and cost, not its network; seeded random weights; emap random, stored as the last initializer")
+SWAPPER_NOTE = (
+    "STAND-IN architecture (InsightFace never published inswapper's): matches its contract, parameter "
+    "count and cost, not its network; seeded random weights; emap random, stored as the last initializer"
+)
 
 
 def build(out_dir: Path, seed: int = 0, log=print) -> list[ReplicaReport]:
@@ -274,10 +308,30 @@ def build(out_dir: Path, seed: int = 0, log=print) -> list[ReplicaReport]:
     out_dir.mkdir(parents=True, exist_ok=True)
     arcface, swapper = build_networks(seed)
     jobs = [
-        (ARCFACE_FILE, arcface, (torch.rand(1, 3, 112, 112) * 2 - 1,), ["input.1"], ["683"],
-         {"input.1": {0: "N"}, "683": {0: "N"}}, None, ARCFACE_PARAMS, ARCFACE_GFLOPS, ARCFACE_NOTE),
-        (SWAPPER_FILE, swapper, (torch.rand(1, 3, 128, 128), torch.nn.functional.normalize(torch.randn(1, EMBEDDING))),
-         ["target", "source"], ["output"], None, random_emap(seed), SWAPPER_PARAMS, SWAPPER_GFLOPS, SWAPPER_NOTE),
+        (
+            ARCFACE_FILE,
+            arcface,
+            (torch.rand(1, 3, 112, 112) * 2 - 1,),
+            ["input.1"],
+            ["683"],
+            {"input.1": {0: "N"}, "683": {0: "N"}},
+            None,
+            ARCFACE_PARAMS,
+            ARCFACE_GFLOPS,
+            ARCFACE_NOTE,
+        ),
+        (
+            SWAPPER_FILE,
+            swapper,
+            (torch.rand(1, 3, 128, 128), torch.nn.functional.normalize(torch.randn(1, EMBEDDING))),
+            ["target", "source"],
+            ["output"],
+            None,
+            random_emap(seed),
+            SWAPPER_PARAMS,
+            SWAPPER_GFLOPS,
+            SWAPPER_NOTE,
+        ),
     ]
     reports = []
     for file, module, args, inputs, outputs, dynamic, emap, pub_params, pub_gflops, note in jobs:
@@ -285,8 +339,19 @@ def build(out_dir: Path, seed: int = 0, log=print) -> list[ReplicaReport]:
         start = time.perf_counter()
         _export(torch, module, args, path, inputs, outputs, f"{file}: {note}", seed, dynamic, emap)
         params, gflops = onnx_cost(path)
-        log(f"  {file}: {params / 1e6:.3f} M params (published {pub_params / 1e6:.1f} M), {gflops:.1f} GFLOPs "
-            f"(published {pub_gflops}) ({time.perf_counter() - start:.0f} s)")
-        reports.append(ReplicaReport(file=file, params=params, gflops=gflops, published_params=pub_params,
-                                     published_gflops=pub_gflops, note=note, published_rounding=0.1))
+        log(
+            f"  {file}: {params / 1e6:.3f} M params (published {pub_params / 1e6:.1f} M), {gflops:.1f} GFLOPs "
+            f"(published {pub_gflops}) ({time.perf_counter() - start:.0f} s)"
+        )
+        reports.append(
+            ReplicaReport(
+                file=file,
+                params=params,
+                gflops=gflops,
+                published_params=pub_params,
+                published_gflops=pub_gflops,
+                note=note,
+                published_rounding=0.1,
+            )
+        )
     return reports

@@ -33,8 +33,10 @@ def _torch():
     try:
         import torch
     except ImportError as exc:  # pragma: no cover - the replicas extra is missing
-        raise RuntimeError("building replicas needs PyTorch: pip install 'facecast[replicas]'; and for LivePortrait its "
-                           "network code: pip install --no-deps mimic-head==0.1.5") from exc
+        raise RuntimeError(
+            "building replicas needs PyTorch: pip install 'facecast[replicas]'; and for LivePortrait its "
+            "network code: pip install --no-deps mimic-head==0.1.5"
+        ) from exc
     return torch
 
 
@@ -169,13 +171,23 @@ def _without_spectral_norm(torch, module):
     return module
 
 
-def _export(torch, module, args, path: Path, inputs: list[str], outputs: list[str], description: str, seed: int) -> None:
+def _export(
+    torch, module, args, path: Path, inputs: list[str], outputs: list[str], description: str, seed: int
+) -> None:
     import onnx
 
     tmp = path.with_name(f".{path.name}.partial")
     with torch.no_grad():
-        torch.onnx.export(module, args, str(tmp), input_names=inputs, output_names=outputs,
-                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        torch.onnx.export(
+            module,
+            args,
+            str(tmp),
+            input_names=inputs,
+            output_names=outputs,
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
+        )
     model = onnx.load(str(tmp))
     mark_replica(model, description, seed)
     onnx.save(model, str(tmp))
@@ -198,8 +210,13 @@ def build(out_dir: Path, seed: int = 0, log=print) -> list[ReplicaReport]:
     jobs = [
         ("appearance_feature_extractor", m.appearance, (img,), ["img"], ["output"]),
         ("motion_extractor", Motion(m.motion), (img,), ["img"], list(MOTION_OUTPUTS)),
-        ("warping_spade", _without_spectral_norm(torch, WarpingSpade(m.warping, m.spade)), (torch.randn(1, 32, 16, 64, 64), kp, kp * 0.9),
-         ["feature_3d", "kp_driving", "kp_source"], ["out"]),
+        (
+            "warping_spade",
+            _without_spectral_norm(torch, WarpingSpade(m.warping, m.spade)),
+            (torch.randn(1, 32, 16, 64, 64), kp, kp * 0.9),
+            ["feature_3d", "kp_driving", "kp_source"],
+            ["out"],
+        ),
         ("stitching", m.stitching, (torch.randn(1, 126),), ["input"], ["output"]),
         ("stitching_eye", m.eye, (torch.randn(1, 66),), ["input"], ["output"]),
         ("stitching_lip", m.lip, (torch.randn(1, 65),), ["input"], ["output"]),
@@ -210,23 +227,43 @@ def build(out_dir: Path, seed: int = 0, log=print) -> list[ReplicaReport]:
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's deprecation and tracer chatter
-            _export(torch, module.eval(), args, path, inputs, outputs,
-                    f"LivePortrait {name}: reference architecture (mimic-head 0.1.5), random weights", seed)
+            _export(
+                torch,
+                module.eval(),
+                args,
+                path,
+                inputs,
+                outputs,
+                f"LivePortrait {name}: reference architecture (mimic-head 0.1.5), random weights",
+                seed,
+            )
         params, gflops = onnx_cost(path)
-        log(f"  {path.relative_to(out_dir)}: {params / 1e6:.3f} M params, {gflops:.1f} GFLOPs "
-            f"({time.perf_counter() - start:.0f} s)")
+        log(
+            f"  {path.relative_to(out_dir)}: {params / 1e6:.3f} M params, {gflops:.1f} GFLOPs "
+            f"({time.perf_counter() - start:.0f} s)"
+        )
         published = PUBLISHED_PARAMS_M.get(name)
-        reports.append(ReplicaReport(
-            file=str(path.relative_to(out_dir)), params=params, gflops=gflops,
-            published_params=round(published * 1e6) if published else None, published_gflops=None,
-            note="LivePortrait's own architecture (mimic-head), seeded random weights",
-            published_rounding=PUBLISHED_ROUNDING_M if published else 0.0,
-        ))
+        reports.append(
+            ReplicaReport(
+                file=str(path.relative_to(out_dir)),
+                params=params,
+                gflops=gflops,
+                published_params=round(published * 1e6) if published else None,
+                published_gflops=None,
+                note="LivePortrait's own architecture (mimic-head), seeded random weights",
+                published_rounding=PUBLISHED_ROUNDING_M if published else 0.0,
+            )
+        )
     stitching = [r for r in reports if Path(r.file).stem in STITCHING_FILES]
-    reports.append(ReplicaReport(
-        file="liveportrait_onnx/stitching*.onnx (3 files)", params=sum(r.params for r in stitching),
-        gflops=sum(r.gflops for r in stitching), published_params=round(PUBLISHED_STITCHING_M * 1e6),
-        published_gflops=None, note="LivePortrait's own architecture (mimic-head), seeded random weights",
-        published_rounding=PUBLISHED_ROUNDING_M,
-    ))
+    reports.append(
+        ReplicaReport(
+            file="liveportrait_onnx/stitching*.onnx (3 files)",
+            params=sum(r.params for r in stitching),
+            gflops=sum(r.gflops for r in stitching),
+            published_params=round(PUBLISHED_STITCHING_M * 1e6),
+            published_gflops=None,
+            note="LivePortrait's own architecture (mimic-head), seeded random weights",
+            published_rounding=PUBLISHED_ROUNDING_M,
+        )
+    )
     return reports
