@@ -3,6 +3,8 @@ yaw, mouth and blinks go in, the animated character is re-tracked, its motion mu
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -34,8 +36,17 @@ def library() -> CharacterLibrary:
 @pytest.fixture(scope="module")
 def driven(library):
     """120 synthetic driver frames -> tracker -> animate -> re-tracked output, with the truth."""
-    cfg = SyntheticConfig(roll_deg=8, yaw_deg=20, pitch_deg=0, blink_period_s=1.0, blink_s=0.4, mouth=0.3,
-                          mouth_period_s=1.7, zoom=0.0, shift=0.02)
+    cfg = SyntheticConfig(
+        roll_deg=8,
+        yaw_deg=20,
+        pitch_deg=0,
+        blink_period_s=1.0,
+        blink_s=0.4,
+        mouth=0.3,
+        mouth_period_s=1.7,
+        zoom=0.0,
+        shift=0.02,
+    )
     reader = SyntheticReader(cfg, 480, 360, FPS)
     reader.open()
     effect = AnimateMesh(AnimateMeshConfig(background="original", calibration_frames=3), library)
@@ -164,7 +175,9 @@ def _face(image):
 
 def test_eases_back_to_neutral_when_the_face_is_lost(library):
     character = library.active
-    effect = AnimateMesh(AnimateMeshConfig(background="original", calibration_frames=1, return_to_neutral_s=0.2), library)
+    effect = AnimateMesh(
+        AnimateMeshConfig(background="original", calibration_frames=1, return_to_neutral_s=0.2), library
+    )
     neutral_face = _face(character.image)
     turned = MeshRig(character.image, None, character.landmarks, *character.size).render(RigParams(yaw=25, mouth=0.3))
     turned_face = _face(turned[:, :, :3])
@@ -178,7 +191,7 @@ def test_eases_back_to_neutral_when_the_face_is_lost(library):
         diffs.append(np.abs(out.astype(int) - rest).mean())
     assert diffs[0] > 1.0, "one frame without a face must not snap back"
     assert diffs[-1] < 0.3, "after about a second without a face the character is neutral again"
-    assert all(b <= a + 0.05 for a, b in zip(diffs, diffs[1:], strict=False))
+    assert all(b <= a + 0.05 for a, b in itertools.pairwise(diffs))
 
 
 def test_background_modes_and_alpha(library):
@@ -218,6 +231,7 @@ def test_switching_character_takes_effect_on_the_next_frame(tmp_path):
 def test_no_character_shows_a_message_instead_of_failing(tmp_path):
     lib = CharacterLibrary(tmp_path)
     assert lib.load_all() == []
-    out = AnimateMesh(AnimateMeshConfig(), lib).apply(FramePacket(seq=0, image=np.zeros((240, 320, 3), np.uint8),
-                                                                  t_capture_ns=0, faces=[]))
+    out = AnimateMesh(AnimateMeshConfig(), lib).apply(
+        FramePacket(seq=0, image=np.zeros((240, 320, 3), np.uint8), t_capture_ns=0, faces=[])
+    )
     assert out.shape == (512, 512, 4) and out[:, :, 3].any()

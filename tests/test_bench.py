@@ -37,14 +37,42 @@ def synthetic_max(tmp_path_factory):
     """One --max run on the synthetic driver, shared by the checks below. stats.window is set far
     below the frame count: the bench must still cover every measured frame."""
     tmp = tmp_path_factory.mktemp("bench-max")
-    return bench(tmp, "--source", "synthetic", *SMALL, "--set", "stats.window=10",
-                 "--effect", "debug", "--frames", "40", "--warmup", "5")
+    return bench(
+        tmp,
+        "--source",
+        "synthetic",
+        *SMALL,
+        "--set",
+        "stats.window=10",
+        "--effect",
+        "debug",
+        "--frames",
+        "40",
+        "--warmup",
+        "5",
+    )
 
 
 def test_json_has_the_documented_keys(synthetic_max):
     data, _, result = synthetic_max
-    for key in ("schema", "mode", "frames", "fps", "latency_ms", "stages", "dropped", "tracked_ratio",
-                "system", "process", "gpu", "source", "effect", "frames_lost", "errors", "duration_s"):
+    for key in (
+        "schema",
+        "mode",
+        "frames",
+        "fps",
+        "latency_ms",
+        "stages",
+        "dropped",
+        "tracked_ratio",
+        "system",
+        "process",
+        "gpu",
+        "source",
+        "effect",
+        "frames_lost",
+        "errors",
+        "duration_s",
+    ):
         assert key in data, key
     assert data["schema"] == 1 and data["mode"] == "max" and data["effect"] == "debug"
     assert set(data["latency_ms"]) >= {"p50", "p95", "p99"}
@@ -116,7 +144,10 @@ def test_latency_is_never_below_the_time_spent_in_the_stages(synthetic_max):
         for p in ("p50", "p95", "p99", "max"):
             assert lat[p] >= stage[p], (name, p)
     # Means add up exactly (percentiles of a sum need not).
-    assert lat["mean"] >= sum(data["stages"][s]["mean"] + data["stages"][s]["wait"]["mean"] for s in DOWNSTREAM) - 8 * TOL_MS
+    assert (
+        lat["mean"]
+        >= sum(data["stages"][s]["mean"] + data["stages"][s]["wait"]["mean"] for s in DOWNSTREAM) - 8 * TOL_MS
+    )
 
 
 def test_synthetic_driver_is_tracked(synthetic_max):
@@ -134,7 +165,9 @@ def test_a_video_without_a_face_has_tracked_ratio_zero(tmp_path):
         gray = np.clip(shifted, 0, 255).astype(np.uint8)
         frames.append(np.dstack([gray, np.roll(gray, 7, axis=0), 255 - gray]))
     video = write_video(tmp_path / "noface.mp4", frames, fps=30)
-    data, rows, _ = bench(tmp_path, "--source", str(video), "--effect", "passthrough", "--frames", "30", "--warmup", "3")
+    data, rows, _ = bench(
+        tmp_path, "--source", str(video), "--effect", "passthrough", "--frames", "30", "--warmup", "3"
+    )
     assert data["source"]["kind"] == "file" and data["frames"] == 30 == len(rows)
     assert data["tracked_ratio"] == 0.0
     assert all(r["faces"] == "0" for r in rows)
@@ -142,8 +175,21 @@ def test_a_video_without_a_face_has_tracked_ratio_zero(tmp_path):
 
 
 def test_realtime_mode_is_paced_at_the_source_rate(tmp_path):
-    data, rows, _ = bench(tmp_path, "--source", "synthetic", *SMALL, "--set", "capture.fps=20",
-                          "--effect", "passthrough", "--realtime", "--frames", "20", "--warmup", "3")
+    data, rows, _ = bench(
+        tmp_path,
+        "--source",
+        "synthetic",
+        *SMALL,
+        "--set",
+        "capture.fps=20",
+        "--effect",
+        "passthrough",
+        "--realtime",
+        "--frames",
+        "20",
+        "--warmup",
+        "3",
+    )
     assert data["mode"] == "realtime" and data["source"]["paced"] is True
     assert data["source"]["fps"] == 20 and data["pipeline"]["queue_policy"] == "drop_oldest"
     # Pacing bounds the rate from above: a check that --realtime paces, not a speed threshold (the
@@ -160,8 +206,9 @@ def test_compare_runs_both_configs_alternately_and_reports_ratios(tmp_path):
     a.write_text("capture: {width: 320, height: 240}\neffect: {active: passthrough}\n")
     b.write_text("capture: {width: 320, height: 240}\neffect: {active: debug}\n")
     out = tmp_path / "cmp.json"
-    result = run_facecast("bench", "--compare", str(a), str(b), "--rounds", "2", "--frames", "15",
-                          "--warmup", "3", "--json", str(out))
+    result = run_facecast(
+        "bench", "--compare", str(a), str(b), "--rounds", "2", "--frames", "15", "--warmup", "3", "--json", str(out)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["rounds"] == 2
@@ -180,14 +227,17 @@ def test_compare_runs_both_configs_alternately_and_reports_ratios(tmp_path):
     assert "B/A" in result.stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--source", "/no/such/clip.mp4"], "no such file"),
-    (["--effect", "passthrough", "--backend", "x"], "has no backends"),
-    (["--effect", "nonsense"], "effect.active"),
-    (["--compare", "a.yaml", "b.yaml", "--config", "c.yaml"], "leave out --config"),
-    (["--frames", "0"], "must be at least 1"),
-    (["--providers", "bogus"], "engine.device"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--source", "/no/such/clip.mp4"], "no such file"),
+        (["--effect", "passthrough", "--backend", "x"], "has no backends"),
+        (["--effect", "nonsense"], "effect.active"),
+        (["--compare", "a.yaml", "b.yaml", "--config", "c.yaml"], "leave out --config"),
+        (["--frames", "0"], "must be at least 1"),
+        (["--providers", "bogus"], "engine.device"),
+    ],
+)
 def test_bad_arguments_are_one_clear_line(args, message):
     result = run_facecast("bench", *args)
     assert result.returncode == 2
@@ -195,8 +245,13 @@ def test_bad_arguments_are_one_clear_line(args, message):
 
 
 def test_tools_benchmark_is_the_same_command():
-    result = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), "--help"],
-                            capture_output=True, text=True, env=facecast_env(), timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "benchmark.py"), "--help"],
+        capture_output=True,
+        text=True,
+        env=facecast_env(),
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert "--compare" in result.stdout and "--realtime" in result.stdout
 
@@ -246,12 +301,16 @@ def test_gpu_sampler_aggregates_nvml_readings(monkeypatch):
         raise NVMLError("Not Supported")
 
     fake = types.SimpleNamespace(
-        NVMLError=NVMLError, NVML_TEMPERATURE_GPU=0,
-        nvmlInit=lambda: None, nvmlShutdown=lambda: calls.__setitem__("shutdown", calls["shutdown"] + 1),
-        nvmlDeviceGetCount=lambda: 1, nvmlDeviceGetHandleByIndex=lambda i: {"used": 0},
+        NVMLError=NVMLError,
+        NVML_TEMPERATURE_GPU=0,
+        nvmlInit=lambda: None,
+        nvmlShutdown=lambda: calls.__setitem__("shutdown", calls["shutdown"] + 1),
+        nvmlDeviceGetCount=lambda: 1,
+        nvmlDeviceGetHandleByIndex=lambda i: {"used": 0},
         nvmlDeviceGetName=lambda h: "Test GPU",
         nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(total=8 * 2**30, used=h["used"] * 2**20),
-        nvmlDeviceGetUtilizationRates=utilization, nvmlDeviceGetTemperature=temperature,
+        nvmlDeviceGetUtilizationRates=utilization,
+        nvmlDeviceGetTemperature=temperature,
     )
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     sampler = GpuSampler()
@@ -275,7 +334,11 @@ def test_no_gpu_is_a_reason_not_a_crash(monkeypatch):
     sampler = GpuSampler()
     sampler.open()
     sampler.sample()
-    assert sampler.summary() == {"available": False, "reason": "nvidia-ml-py not installed (pip install nvidia-ml-py)", "devices": []}
+    assert sampler.summary() == {
+        "available": False,
+        "reason": "nvidia-ml-py not installed (pip install nvidia-ml-py)",
+        "devices": [],
+    }
 
 
 def test_bench_config_measures_the_live_pipeline_alone(tmp_path):
@@ -296,9 +359,27 @@ def test_bench_config_measures_the_live_pipeline_alone(tmp_path):
 
 def test_with_batch_measures_live_fps_alone_and_beside_a_real_job(tmp_path):
     out = tmp_path / "batch.json"
-    result = run_facecast("bench", "--with-batch", "--realtime", "--source", "synthetic", "--effect", "swap",
-                          *SMALL, "--set", "capture.fps=15", "--frames", "45", "--warmup", "5", "--rounds", "2",
-                          "--json", str(out), timeout=600)
+    result = run_facecast(
+        "bench",
+        "--with-batch",
+        "--realtime",
+        "--source",
+        "synthetic",
+        "--effect",
+        "swap",
+        *SMALL,
+        "--set",
+        "capture.fps=15",
+        "--frames",
+        "45",
+        "--warmup",
+        "5",
+        "--rounds",
+        "2",
+        "--json",
+        str(out),
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.loads(out.read_text())
     order = [line.split(": ", 1)[1].rstrip(".") for line in result.stderr.splitlines() if line.startswith("round ")]

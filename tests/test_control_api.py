@@ -201,7 +201,7 @@ def test_output_by_name_and_text_form(api, daemon) -> None:
 def test_preview_without_a_display_is_refused_with_the_reason(api, monkeypatch) -> None:
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    refused(api.post("/actions/preview", json={"on": True}), 409, "output preview cannot start: no display")
+    refused(api.post("/actions/preview", json={"on": True}), 409, "output preview cannot start: no X11 display")
     assert ok(api.get("/state"))["preview"] is False
 
 

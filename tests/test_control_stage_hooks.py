@@ -160,7 +160,7 @@ def test_starting_an_output_that_cannot_open_says_why_and_changes_nothing(output
     from facecast.outputs.base import OutputUnavailable
 
     s, _ = outputs
-    with pytest.raises(OutputUnavailable, match="no display"):
+    with pytest.raises(OutputUnavailable, match="no X11 display"):
         s.set_enabled("preview", True)
     assert s.status()["preview"]["enabled"] is False
     with pytest.raises(KeyError):

@@ -19,8 +19,7 @@ from facecast.config import ConfigError, load_config
 from facecast.effects.debug import GREEN, DebugConfig, DebugOverlay
 from facecast.pipeline.stats import PipelineStats
 from facecast.threads import ThreadsConfig, apply_threads, plan_threads, pools_now
-from facecast.tracking.face_mesh import FramePrep, _face_mesh_graph, landmarks_from_proto, make_face
-from facecast.tracking.face_mesh import TrackingConfig
+from facecast.tracking.face_mesh import FramePrep, TrackingConfig, _face_mesh_graph, landmarks_from_proto, make_face
 from facecast.tracking.one_euro import OneEuroFilter
 from facecast.types import NUM_LANDMARKS, FramePacket
 
@@ -28,7 +27,12 @@ from facecast.types import NUM_LANDMARKS, FramePacket
 # -- thread pools ----------------------------------------------------------------------------------
 def test_the_plan_gives_the_neural_models_what_the_stages_leave():
     assert plan_threads(ThreadsConfig(total=8)).as_dict() == {
-        "total": 8, "opencv": 1, "blas": 1, "onnxruntime": 7, "torch": 7}
+        "total": 8,
+        "opencv": 1,
+        "blas": 1,
+        "onnxruntime": 7,
+        "torch": 7,
+    }
     assert plan_threads(ThreadsConfig(total=1)).onnxruntime == 1
     assert plan_threads(ThreadsConfig(), usable=4).total == 4  # auto: the cores this process may use
 
@@ -42,7 +46,10 @@ def test_a_bad_total_is_one_clear_line(value):
 
 
 def test_apply_sizes_the_pools_the_libraries_report():
-    before_cv, before_blas = cv2.getNumThreads(), [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    before_cv, before_blas = (
+        cv2.getNumThreads(),
+        [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"],
+    )
     try:
         apply_threads(plan_threads(ThreadsConfig(total=2)))
         # Asked of OpenCV and of the BLAS libraries themselves (threadpoolctl), not of our plan.
@@ -82,7 +89,9 @@ def test_landmarks_in_another_layout_are_still_read_right(mediapipe_landmarks):
     other.CopyFrom(mediapipe_landmarks)
     for p in other.landmark:
         p.visibility = 0.9
-    np.testing.assert_array_equal(landmarks_from_proto(other, 100, 50), landmarks_from_proto(mediapipe_landmarks, 100, 50))
+    np.testing.assert_array_equal(
+        landmarks_from_proto(other, 100, 50), landmarks_from_proto(mediapipe_landmarks, 100, 50)
+    )
     short = landmark_pb2.NormalizedLandmarkList()
     short.landmark.add(x=0.5, y=0.5, z=0.0)
     with pytest.raises(ValueError, match="478"):
@@ -144,8 +153,9 @@ def test_live_figures_and_fps_are_still_right():
 # -- the debug overlay: one numpy assignment, drawn on the packet's own frame ------------------------
 def test_the_overlay_draws_every_landmark_on_the_packets_own_frame(portrait):
     rng = np.random.default_rng(1)
-    lm = np.column_stack([rng.uniform(5, 630, NUM_LANDMARKS), rng.uniform(5, 470, NUM_LANDMARKS),
-                          np.zeros(NUM_LANDMARKS)]).astype(np.float32)
+    lm = np.column_stack(
+        [rng.uniform(5, 630, NUM_LANDMARKS), rng.uniform(5, 470, NUM_LANDMARKS), np.zeros(NUM_LANDMARKS)]
+    ).astype(np.float32)
     lm[0] = (-20, 900, 0)  # off the frame: skipped, not an error
     face = make_face(lm, 640, 480)
     frame = np.zeros((480, 640, 3), np.uint8)

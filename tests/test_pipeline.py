@@ -172,7 +172,7 @@ def test_a_camera_that_drops_is_reopened_with_back_off(caplog):
     caplog.set_level(logging.INFO)
     camera = FlakyCamera()
     out = Collect()
-    pipeline, stats = _pipeline(camera, out, max_frames=20)
+    pipeline, _stats = _pipeline(camera, out, max_frames=20)
     capture = pipeline.source
     pipeline.start()
     assert pipeline.wait(10), "the stream must go on after the camera comes back"

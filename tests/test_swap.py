@@ -102,12 +102,12 @@ def test_the_face_looks_like_the_source_not_the_target(swapped, source):
         assert 0.5 * src_share < share < 1.5 * src_share
         # The forehead mark sits where the target's own landmark is (a cheek mark can turn out of view).
         x, y = face.landmarks[151, :2].round().astype(int)
-        assert is_paint(out[y - 2:y + 3, x - 2:x + 3]).mean() > 0.5
+        assert is_paint(out[y - 2 : y + 3, x - 2 : x + 3]).mean() > 0.5
 
 
 def test_the_output_face_has_the_targets_geometry(swapped):
     mouths = []
-    for frame, face, out in swapped[::2]:
+    for _frame, face, out in swapped[::2]:
         seen = track_image(out)
         assert len(seen) == 1
         size = np.ptp(face.landmarks[warp.FACE_OVAL, 1])
@@ -145,7 +145,7 @@ def test_faces_entering_and_leaving(source):
         out = effect.apply(FramePacket(seq=0, image=two.copy(), t_capture_ns=0, faces=faces))
         for face in faces:
             x, y = face.landmarks[151, :2].round().astype(int)
-            assert is_paint(out[y - 2:y + 3, x - 2:x + 3]).mean() > 0.5
+            assert is_paint(out[y - 2 : y + 3, x - 2 : x + 3]).mean() > 0.5
         empty = effect.apply(FramePacket(seq=1, image=two.copy(), t_capture_ns=33_000_000, faces=[]))
         assert np.array_equal(empty, two)
         one = effect.apply(FramePacket(seq=2, image=two.copy(), t_capture_ns=66_000_000, faces=faces[:1]))
@@ -160,12 +160,13 @@ def test_faces_entering_and_leaving(source):
 def test_seamless_blend_and_no_character(swapped, source):
     frame, face, _ = swapped[0]
     out = SwapMesh(SwapMeshConfig(blend="seamless"), One(source)).apply(
-        FramePacket(seq=0, image=frame.copy(), t_capture_ns=0, faces=[face]))
+        FramePacket(seq=0, image=frame.copy(), t_capture_ns=0, faces=[face])
+    )
     outside = ~_oval_mask(frame.shape, face.landmarks, grow=3)
     assert np.array_equal(out[outside], frame[outside])
     x, y = face.landmarks[151, :2].round().astype(int)
     # Poisson blending keeps the mark's edges, not its exact colour: it must stand out from the target.
-    assert np.abs(out[y - 2:y + 3, x - 2:x + 3].astype(int) - frame[y - 2:y + 3, x - 2:x + 3]).mean() > 15
+    assert np.abs(out[y - 2 : y + 3, x - 2 : x + 3].astype(int) - frame[y - 2 : y + 3, x - 2 : x + 3]).mean() > 15
     nothing = SwapMesh(SwapMeshConfig(), One(None)).apply(FramePacket(seq=0, image=frame, t_capture_ns=0, faces=[face]))
     assert nothing is frame
 
@@ -185,7 +186,10 @@ def test_each_face_is_swapped_from_the_camera_pixels_not_a_neighbours_swap(swapp
     # Two faces on the same spot: the second one's colour match and blend must read the frame as the
     # camera gave it, so the result is the one-face swap (reading the first face's swap would not be).
     frame, face, _ = swapped[3]
-    one = SwapMesh(SwapMeshConfig(), One(source)).apply(FramePacket(seq=0, image=frame.copy(), t_capture_ns=0, faces=[face]))
+    one = SwapMesh(SwapMeshConfig(), One(source)).apply(
+        FramePacket(seq=0, image=frame.copy(), t_capture_ns=0, faces=[face])
+    )
     two = SwapMesh(SwapMeshConfig(), One(source)).apply(
-        FramePacket(seq=0, image=frame.copy(), t_capture_ns=0, faces=[face, face]))
+        FramePacket(seq=0, image=frame.copy(), t_capture_ns=0, faces=[face, face])
+    )
     assert np.array_equal(one, two)

@@ -11,13 +11,14 @@ The pipeline already runs its stages in parallel, one thread each (capture, trac
 output). Their per-frame calls are a few milliseconds long, too short for a pool to win back what
 waking and spinning its workers costs, so the plan gives each pool what its stage needs:
 
-| pool | who uses it | threads |
-|---|---|---|
-| OpenCV (`cv2.setNumThreads`) | process-wide: every stage's cv2 calls (colour conversion, remap, blending) | 1: run in the calling stage's own thread |
-| numpy's BLAS (threadpoolctl) | process-wide: the mesh effects' spline product | 1 |
-| MediaPipe | the tracking stage's face mesh graph | not sized here: its model runs on one XNNPACK thread (MediaPipe's desktop default); its graph keeps two threads of its own that wait, not spin (`num_threads` in the graph config changes neither, checked) |
-| onnxruntime intra-op, no spinning | per session: the effect stage's neural models | total - 1 |
-| torch intra-op | the torch engine's CPU work | total - 1 |
+- OpenCV (`cv2.setNumThreads`), process-wide, every stage's cv2 calls (colour conversion, remap,
+  blending): 1 thread, so they run in the calling stage's own thread.
+- numpy's BLAS (threadpoolctl), process-wide, the mesh effects' spline product: 1 thread.
+- onnxruntime intra-op, per session, the effect stage's neural models: total - 1 threads, no spinning.
+- torch intra-op, the torch engine's CPU work: total - 1 threads.
+- MediaPipe, the tracking stage's face mesh graph: not sized here. Its model runs on one XNNPACK
+  thread (MediaPipe's desktop default) and its graph keeps two threads of its own that wait rather
+  than spin (`num_threads` in the graph config changes neither: checked).
 
 `total` counts the stage threads too: capture, tracking and output together keep about one core
 busy, so the neural models get the rest. Video decoders and encoders (capture, outputs) size their
@@ -37,6 +38,7 @@ from pydantic import Field, field_validator
 from facecast.configbase import StrictModel
 
 log = logging.getLogger(__name__)
+
 
 class ThreadsConfig(StrictModel):
     total: int | Literal["auto"] = Field(
@@ -67,8 +69,10 @@ class ThreadPlan:
         return asdict(self)
 
     def describe(self) -> str:
-        return (f"threads: total {self.total}; OpenCV {self.opencv}, BLAS {self.blas},"
-                f" onnxruntime {self.onnxruntime} per model, torch {self.torch}")
+        return (
+            f"threads: total {self.total}; OpenCV {self.opencv}, BLAS {self.blas},"
+            f" onnxruntime {self.onnxruntime} per model, torch {self.torch}"
+        )
 
 
 def usable_cores() -> int:
@@ -115,5 +119,4 @@ def pools_now() -> dict[str, int | None]:
     }
 
 
-__all__ = ["ThreadPlan", "ThreadsConfig", "apply_threads", "plan_threads", "pools_now",
-           "usable_cores"]
+__all__ = ["ThreadPlan", "ThreadsConfig", "apply_threads", "plan_threads", "pools_now", "usable_cores"]

@@ -41,7 +41,9 @@ def system_lines(system: dict[str, Any], gpu_shown: bool = False) -> list[str]:
         lines.append(line)
     else:
         lines.append("           onnxruntime not installed")
-    versions = ", ".join(f"{k} {v}" for k, v in system["versions"].items() if k not in ("onnxruntime", "onnxruntime-gpu"))
+    versions = ", ".join(
+        f"{k} {v}" for k, v in system["versions"].items() if k not in ("onnxruntime", "onnxruntime-gpu")
+    )
     lines.append(f"           {versions}")
     return lines
 
@@ -60,17 +62,21 @@ def format_result(r: dict[str, Any]) -> str:
         "",
         f"fps        {r['fps']:.1f}  ({r['source_fps_ratio']:.2f}x the source's {src['fps']:.4g} fps;"
         f" frames captured at {src['measured_fps']:.1f} fps)"
-        if r["source_fps_ratio"] is not None and src["measured_fps"] is not None else f"fps        {r['fps']:.1f}",
+        if r["source_fps_ratio"] is not None and src["measured_fps"] is not None
+        else f"fps        {r['fps']:.1f}",
         f"latency    p50 {_ms(lat['p50'])}  p95 {_ms(lat['p95'])}  p99 {_ms(lat['p99'])}  max {_ms(lat['max'])} ms"
         "  (capture stamp to output done)",
         "",
-        f"{'stage ms':<10} {'p50':>8} {'p95':>8} {'p99':>8} {'mean':>8}   {'wait p50':>8} {'wait p95':>8} {'wait p99':>8}",
+        f"{'stage ms':<10} {'p50':>8} {'p95':>8} {'p99':>8} {'mean':>8}"
+        f"   {'wait p50':>8} {'wait p95':>8} {'wait p99':>8}",
     ]
     for name, s in r["stages"].items():
         w = s["wait"]
         waits = f"{_ms(w['p50']):>8} {_ms(w['p95']):>8} {_ms(w['p99']):>8}" if w else f"{'':>8} {'':>8} {'':>8}"
         label = f"{name}*" if w is None else name
-        lines.append(f"{label:<10} {_ms(s['p50']):>8} {_ms(s['p95']):>8} {_ms(s['p99']):>8} {_ms(s['mean']):>8}   {waits}")
+        lines.append(
+            f"{label:<10} {_ms(s['p50']):>8} {_ms(s['p95']):>8} {_ms(s['p99']):>8} {_ms(s['mean']):>8}   {waits}"
+        )
     first = next(iter(r["stages"]), "capture")
     lines.append(f"           * {first}: the frame read, which comes before the capture stamp (not in the latency)")
     lines.append("")
@@ -93,11 +99,15 @@ def format_result(r: dict[str, Any]) -> str:
         lines.append("")
         lines.append(f"{'model ms':<40} {'calls/frame':>11} {'p50':>9} {'p95':>9}  providers")
         for key, e in engines.items():
-            lines.append(f"{key:<40} {e['calls_per_frame'] if e['calls_per_frame'] is not None else '-':>11}"
-                         f" {_ms(e['p50']):>9} {_ms(e['p95']):>9}  {', '.join(e['providers'])} ({e['precision']})")
+            lines.append(
+                f"{key:<40} {e['calls_per_frame'] if e['calls_per_frame'] is not None else '-':>11}"
+                f" {_ms(e['p50']):>9} {_ms(e['p95']):>9}  {', '.join(e['providers'])} ({e['precision']})"
+            )
         t = r.get("transfers") or {}
-        lines.append(f"transfers  host->device {t.get('h2d_bytes_per_frame')} B/frame,"
-                     f" device->host {t.get('d2h_bytes_per_frame')} B/frame")
+        lines.append(
+            f"transfers  host->device {t.get('h2d_bytes_per_frame')} B/frame,"
+            f" device->host {t.get('d2h_bytes_per_frame')} B/frame"
+        )
     proc = r.get("process")
     if proc:
         lines.append(
@@ -138,9 +148,15 @@ def format_compare(c: dict[str, Any]) -> str:
         f"facecast bench --compare: {c['rounds']} rounds of {first['frames_requested']} frames"
         f" (+{first['warmup_frames']} warm-up) per config, run alternately (A B, B A, ...)",
         f"mode       {mode_line(first)}",
-        *(f"{label}          {side['config']}: {side['summary']['description']}"
-          + (f"; onnxruntime {', '.join(side['summary']['providers_in_use'])}" if side["summary"]["providers_in_use"] else "")
-          for label, side in (("A", a), ("B", b))),
+        *(
+            f"{label}          {side['config']}: {side['summary']['description']}"
+            + (
+                f"; onnxruntime {', '.join(side['summary']['providers_in_use'])}"
+                if side["summary"]["providers_in_use"]
+                else ""
+            )
+            for label, side in (("A", a), ("B", b))
+        ),
         "",
         f"{'':<10} {'fps':>8} {'lat p50':>8} {'lat p95':>8} {'lat p99':>8}   fps per round",
     ]
@@ -148,8 +164,8 @@ def format_compare(c: dict[str, Any]) -> str:
         s = side["summary"]
         rounds = " ".join(f"{x:.1f}" for x in s["fps_runs"])
         lines.append(
-            f"{label + ' median':<10} {s['fps']:>8.1f} {_ms(s['latency_ms']['p50']):>8} {_ms(s['latency_ms']['p95']):>8}"
-            f" {_ms(s['latency_ms']['p99']):>8}   {rounds}"
+            f"{label + ' median':<10} {s['fps']:>8.1f} {_ms(s['latency_ms']['p50']):>8}"
+            f" {_ms(s['latency_ms']['p95']):>8} {_ms(s['latency_ms']['p99']):>8}   {rounds}"
         )
 
     def ratio(v: float | None) -> str:

@@ -95,12 +95,16 @@ def bench_config(path: Path | None, overrides: list[str], opts: BenchOptions) ->
         effect = first.effect.active
         section = getattr(first.effect, effect, None)
         if section is None or "backend" not in type(section).model_fields:
-            raise ConfigError(f"--backend {opts.backend}: effect {effect!r} has no backends (no effect.{effect}.backend key)")
+            raise ConfigError(
+                f"--backend {opts.backend}: effect {effect!r} has no backends (no effect.{effect}.backend key)"
+            )
         flags.append(f"effect.{effect}.backend={_yaml_str(opts.backend)}")
     if opts.providers is not None:
         engine = getattr(first, "engine", None)
         if engine is None or "device" not in type(engine).model_fields:
-            raise ConfigError(f"--providers {opts.providers}: this facecast has no engine.device key (no neural effects)")
+            raise ConfigError(
+                f"--providers {opts.providers}: this facecast has no engine.device key (no neural effects)"
+            )
         flags.append(f"engine.device={_yaml_str(opts.providers)}")
     paced = "true" if opts.mode == "realtime" else "false"
     mode = [f"capture.file.realtime={paced}", f"capture.synthetic.realtime={paced}"]
@@ -128,7 +132,7 @@ def distribution(values_ms: list[float]) -> dict[str, float | None]:
     if not values_ms:
         return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None}
     a = np.asarray(values_ms, dtype=np.float64)
-    out = {f"p{p}": round(float(v), 3) for p, v in zip(PERCENTILES, np.percentile(a, PERCENTILES))}
+    out = {f"p{p}": round(float(v), 3) for p, v in zip(PERCENTILES, np.percentile(a, PERCENTILES), strict=True)}
     out["mean"] = round(float(a.mean()), 3)
     out["max"] = round(float(a.max()), 3)
     return out
@@ -215,8 +219,10 @@ def engine_figures(engines: dict[str, Any], frames: int) -> tuple[dict[str, Any]
         }
     if not per_model:
         return {}, None
-    return per_model, {"h2d_bytes_per_frame": round(h2d / frames) if frames else None,
-                       "d2h_bytes_per_frame": round(d2h / frames) if frames else None}
+    return per_model, {
+        "h2d_bytes_per_frame": round(h2d / frames) if frames else None,
+        "d2h_bytes_per_frame": round(d2h / frames) if frames else None,
+    }
 
 
 def _engines_of(daemon) -> dict[str, Any]:
@@ -321,7 +327,7 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
             f"the source ended after {len(trace)} frames, before the {opts.warmup}-frame warm-up was over:"
             " use a longer file, capture.file.loop=true, or a smaller --warmup"
         )
-    measured = trace[opts.warmup:]
+    measured = trace[opts.warmup :]
     before = trace[opts.warmup - 1] if opts.warmup > 0 else None
     if before is None and len(measured) < 2:
         raise BenchError("only one frame came out: need at least two to measure a frame rate")
@@ -351,7 +357,8 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
         else:
             note += "; frames were dropped between stages"
         if slowest is not None:
-            note += f" (slowest stage: {slowest}, mean {means[slowest]:.1f} ms; a frame is due every {1000 / source['fps']:.1f} ms)"
+            due = 1000 / source["fps"]
+            note += f" (slowest stage: {slowest}, mean {means[slowest]:.1f} ms; a frame is due every {due:.1f} ms)"
         notes.append(note)
     run_system = json.loads(json.dumps(system))
     run_system["onnxruntime"]["providers_in_use"] = in_use
@@ -383,7 +390,9 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
         # next to the time the stages spent working on it. The difference is work no stage is charged
         # for: decoder and encoder threads, thread pools spinning, queue hand-overs.
         "cpu_ms_per_frame": round(1000 * cpu_s / cpu_frames, 3) if cpu_frames else None,
-        "stage_busy_ms_per_frame": round(sum(s["mean"] for s in figures["stages"].values() if s["mean"] is not None), 3),
+        "stage_busy_ms_per_frame": round(
+            sum(s["mean"] for s in figures["stages"].values() if s["mean"] is not None), 3
+        ),
         "threads": {"plan": plan_threads(cfg.threads).as_dict(), "in_use": pools},
         "engines": per_model,
         "transfers": transfers,

@@ -54,12 +54,22 @@ MAX_EYE = 1.3  # eyes open wider than the portrait's by at most this much
 
 # The expression regions whose motion relative to the skull is copied from the driver.
 _LOWER_OVAL = [361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132]
-MOUTH_REGION = sorted(set(warp.LIPS_OUTER + warp.INNER_LIP_UPPER + warp.INNER_LIP_LOWER + warp.CHIN
-                          + _LOWER_OVAL + [205, 425, 207, 427, 187, 411, 147, 376, 36, 266]))
+MOUTH_REGION = sorted(
+    set(
+        warp.LIPS_OUTER
+        + warp.INNER_LIP_UPPER
+        + warp.INNER_LIP_LOWER
+        + warp.CHIN
+        + _LOWER_OVAL
+        + [205, 425, 207, 427, 187, 411, 147, 376, 36, 266]
+    )
+)
 BROW_REGION = sorted(set(warp.BROW_LEFT + warp.BROW_RIGHT))
 # Each eye's lids, corner to corner in the same order: (upper, lower) landmark indices.
-LIDS = ((np.array(warp.EYE_LEFT_UPPER), np.array(warp.EYE_LEFT_LOWER[::-1])),
-        (np.array(warp.EYE_RIGHT_UPPER), np.array(warp.EYE_RIGHT_LOWER[::-1])))
+LIDS = (
+    (np.array(warp.EYE_LEFT_UPPER), np.array(warp.EYE_LEFT_LOWER[::-1])),
+    (np.array(warp.EYE_RIGHT_UPPER), np.array(warp.EYE_RIGHT_LOWER[::-1])),
+)
 
 
 class PoseMultipliers(StrictModel):
@@ -80,7 +90,9 @@ class AnimateMeshConfig(StrictModel):
     mouth: float = Field(1.0, ge=0, le=3, description="mouth and jaw movement")
     brows: float = Field(1.0, ge=0, le=3, description="eyebrow movement")
     calibration_frames: int = Field(10, ge=1, le=300, description="tracked frames averaged into the neutral pose")
-    return_to_neutral_s: float = Field(0.35, gt=0, le=10, description="time constant of easing back when no face is tracked")
+    return_to_neutral_s: float = Field(
+        0.35, gt=0, le=10, description="time constant of easing back when no face is tracked"
+    )
 
 
 @dataclass(slots=True)
@@ -115,25 +127,53 @@ def _face_scale(lm: np.ndarray) -> float:
 def _mouth_drop_weights() -> dict[int, float]:
     """How far each landmark moves down, per unit of jaw drop (the parametric mouth)."""
     w: dict[int, float] = {}
-    for i in warp.INNER_LIP_LOWER + [375, 321, 405, 314, 17, 84, 181, 91, 146]:
+    for i in [*warp.INNER_LIP_LOWER, 375, 321, 405, 314, 17, 84, 181, 91, 146]:
         w[i] = 1.0
-    for i in warp.INNER_LIP_UPPER + [185, 40, 39, 37, 0, 267, 269, 270, 409]:
+    for i in [*warp.INNER_LIP_UPPER, 185, 40, 39, 37, 0, 267, 269, 270, 409]:
         w[i] = -0.06
     for i in (61, 291, 78, 308):
         w[i] = 0.4
-    for i in warp.CHIN + [152, 148, 176, 377, 400, 378, 149]:
+    for i in [*warp.CHIN, 152, 148, 176, 377, 400, 378, 149]:
         w[i] = 0.85
-    for i, v in ((150, 0.6), (379, 0.6), (136, 0.45), (365, 0.45), (172, 0.3), (397, 0.3), (58, 0.15), (288, 0.15),
-                 (205, 0.15), (425, 0.15), (207, 0.25), (427, 0.25), (147, 0.1), (376, 0.1), (36, 0.05), (266, 0.05)):
+    for i, v in (
+        (150, 0.6),
+        (379, 0.6),
+        (136, 0.45),
+        (365, 0.45),
+        (172, 0.3),
+        (397, 0.3),
+        (58, 0.15),
+        (288, 0.15),
+        (205, 0.15),
+        (425, 0.15),
+        (207, 0.25),
+        (427, 0.25),
+        (147, 0.1),
+        (376, 0.1),
+        (36, 0.05),
+        (266, 0.05),
+    ):
         w[i] = v
     return w
 
 
 MOUTH_DROP = _mouth_drop_weights()
-_CONTROL_FACE = sorted(set(
-    warp.FACE_OVAL + warp.EYE_LEFT + warp.EYE_RIGHT + warp.EYE_LEFT_RING + warp.EYE_RIGHT_RING
-    + warp.BROW_LEFT + warp.BROW_RIGHT + warp.NOSE + warp.LIPS_OUTER + warp.CHEEKS + warp.FOREHEAD + warp.CHIN
-))
+_CONTROL_FACE = sorted(
+    set(
+        warp.FACE_OVAL
+        + warp.EYE_LEFT
+        + warp.EYE_RIGHT
+        + warp.EYE_LEFT_RING
+        + warp.EYE_RIGHT_RING
+        + warp.BROW_LEFT
+        + warp.BROW_RIGHT
+        + warp.NOSE
+        + warp.LIPS_OUTER
+        + warp.CHEEKS
+        + warp.FOREHEAD
+        + warp.CHIN
+    )
+)
 
 
 class MeshRig:
@@ -149,8 +189,13 @@ class MeshRig:
         cy = float(np.clip(h * s / 2 - height / 2, 0, h * s - height))
         self.framing = np.array([[s, 0, -cx], [0, s, -cy]])
         bgra = np.dstack([image[:, :, :3], matte if matte is not None else np.full((h, w), 255, np.uint8)])
-        self.source = cv2.warpAffine(bgra, self.framing, (width, height), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
-                                     borderMode=cv2.BORDER_REPLICATE)
+        self.source = cv2.warpAffine(
+            bgra,
+            self.framing,
+            (width, height),
+            flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
         self.landmarks = np.hstack([warp.apply_affine(self.framing, lm[:, :2]), lm[:, 2:3] * s]).astype(np.float32)
         # Depth: a smooth head surface plus a little of the mesh's own relief. Raw per-point depth
         # makes close points with different depth (nose ridge, eye corners) cross over when the head
@@ -185,10 +230,19 @@ class MeshRig:
                 ring_w.append(w)
         border = []
         for t in np.linspace(0, 1, 6):
-            border += [(t * (width - 1), 0), (t * (width - 1), height - 1), (0, t * (height - 1)), (width - 1, t * (height - 1))]
+            border += [
+                (t * (width - 1), 0),
+                (t * (width - 1), height - 1),
+                (0, t * (height - 1)),
+                (width - 1, t * (height - 1)),
+            ]
         border = np.unique(np.round(np.array(border), 3), axis=0)
         margin = 0.08 * min(width, height)
-        keep = [i for i, r in enumerate(ring) if margin <= r[0] <= width - 1 - margin and margin <= r[1] <= height - 1 - margin]
+        keep = [
+            i
+            for i, r in enumerate(ring)
+            if margin <= r[0] <= width - 1 - margin and margin <= r[1] <= height - 1 - margin
+        ]
         ring = np.array([ring[i] for i in keep]).reshape(-1, 3)
         self.ring_weight = np.array([ring_w[i] for i in keep])[:, None]
         self.ring = ring
@@ -229,7 +283,11 @@ class MeshRig:
         cv2.fillPoly(lips, [L[warp.LIPS_OUTER, :2].round().astype(np.int32)], 255)
         inner = np.zeros_like(lips)
         cv2.fillPoly(inner, [L[warp.MOUTH_INNER, :2].round().astype(np.int32)], 255)
-        lip_colour = np.median(bgr[(lips > 0) & (inner == 0)], axis=0) if np.any((lips > 0) & (inner == 0)) else np.array([90, 90, 160])
+        lip_colour = (
+            np.median(bgr[(lips > 0) & (inner == 0)], axis=0)
+            if np.any((lips > 0) & (inner == 0))
+            else np.array([90, 90, 160])
+        )
         cavity = lip_colour * 0.22
         tongue = lip_colour * 0.6
         teeth = None
@@ -270,7 +328,7 @@ class MeshRig:
         lm_t, ring_t = self.targets(params)
         disp = np.empty((self.n_face + self.n_ring, 2), np.float32)  # the image borders stay where they are
         disp[: self.n_face] = lm_t[self.face_idx] - self.landmarks[self.face_idx, :2]
-        disp[self.n_face:] = (ring_t - self.ring[:, :2]) * self.ring_weight
+        disp[self.n_face :] = (ring_t - self.ring[:, :2]) * self.ring_weight
         forward = self.tps.field(disp)
         back = warp.invert_displacement(self.grid, forward, self.grid_points)
         back -= self.grid_points
@@ -287,7 +345,7 @@ class MeshRig:
         out = cv2.remap(self.source, fixed_xy, fixed_frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         for eye, (upper, lower) in zip(params.eyes, LIDS, strict=True):
             closure = float(np.clip(1.0 - eye, 0.0, 1.0))
-            if closure > 0.0:
+            if closure > 0.01:  # below that the lid would be painted at under 2 % (tracker noise)
                 self._paint_lids(out, fmap, lm_t[upper], lm_t[lower], closure)
         self._paint_mouth(out, lm_t)
         return out
@@ -322,16 +380,30 @@ class MeshRig:
         fade = _smoothstep(0.0, 0.12, closure)  # no pop as the lid starts to move
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         q = 4.0  # fillPoly with shift=2: quarter-pixel edges
-        cv2.fillPoly(mask, [np.round((np.vstack([above, edge_up[::-1]]) - o) * q).astype(np.int32),
-                            np.round((np.vstack([lower, edge_lo[::-1]]) - o) * q).astype(np.int32)],
-                     255, cv2.LINE_AA, shift=2)
+        cv2.fillPoly(
+            mask,
+            [
+                np.round((np.vstack([above, edge_up[::-1]]) - o) * q).astype(np.int32),
+                np.round((np.vstack([lower, edge_lo[::-1]]) - o) * q).astype(np.int32),
+            ],
+            255,
+            cv2.LINE_AA,
+            shift=2,
+        )
         region = out[y0:y1, x0:x1, :3]
         skin = cv2.remap(self.lid_skin, fmap[y0:y1, x0:x1], None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         a = mask.astype(np.float32)[:, :, None] * (fade / 255.0)
         lid = (region * (1.0 - a) + skin * a).astype(np.uint8)
         lash = np.zeros_like(mask)
-        cv2.polylines(lash, [np.round((edge_up - o) * q).astype(np.int32)], False, 255,
-                      max(1, round(lash_w)), cv2.LINE_AA, shift=2)
+        cv2.polylines(
+            lash,
+            [np.round((edge_up - o) * q).astype(np.int32)],
+            False,
+            255,
+            max(1, round(lash_w)),
+            cv2.LINE_AA,
+            shift=2,
+        )
         b = lash.astype(np.float32)[:, :, None] * (fade / 255.0)
         region[:] = (lid * (1.0 - b) + np.array(self.lash, np.float32) * b).astype(np.uint8)
 
@@ -357,7 +429,7 @@ class MeshRig:
             # Upper teeth hang from the upper lip: the lip line moved down by the teeth height.
             upper = lm_t[warp.INNER_LIP_UPPER] - (x0, y0)
             height = min(max(self.rest_gap, 0.12 * self.mouth_width), 0.6 * gap)
-            band = np.vstack([upper, (upper + (0, height))[::-1]])
+            band = np.vstack([upper, (upper + np.array([0.0, height]))[::-1]])
             teeth = np.zeros(region.shape[:2], np.uint8)
             cv2.fillPoly(teeth, [np.round(band * 4).astype(np.int32)], 255, cv2.LINE_AA, shift=2)
             ta = cv2.GaussianBlur(teeth, (0, 0), 0.8).astype(np.float32)[:, :, None] / 255.0
@@ -482,8 +554,15 @@ class Retargeter:
         limit = 0.25 * np.array([rig.width, rig.height])
         move = np.clip(move, -limit, limit)
         scale = float(np.clip(1.0 + (s - 1.0) * cfg.movement, 0.75, 1.33))
-        return RigParams(pitch=pitch, yaw=yaw, roll=roll, shift=(float(move[0]), float(move[1])), scale=scale,
-                         eyes=(eyes[0], eyes[1]), expression=expr)
+        return RigParams(
+            pitch=pitch,
+            yaw=yaw,
+            roll=roll,
+            shift=(float(move[0]), float(move[1])),
+            scale=scale,
+            eyes=(eyes[0], eyes[1]),
+            expression=expr,
+        )
 
 
 def _neutral_from(faces: list[Face]) -> Neutral:
@@ -501,10 +580,14 @@ def _neutral_from(faces: list[Face]) -> Neutral:
 def _ease(p: RigParams, keep: float) -> RigParams:
     """Move params a step toward neutral: `keep` of the way from neutral remains."""
     return RigParams(
-        pitch=p.pitch * keep, yaw=p.yaw * keep, roll=p.roll * keep,
-        shift=(p.shift[0] * keep, p.shift[1] * keep), scale=1.0 + (p.scale - 1.0) * keep,
+        pitch=p.pitch * keep,
+        yaw=p.yaw * keep,
+        roll=p.roll * keep,
+        shift=(p.shift[0] * keep, p.shift[1] * keep),
+        scale=1.0 + (p.scale - 1.0) * keep,
         eyes=(1.0 - (1.0 - p.eyes[0]) * keep, 1.0 - (1.0 - p.eyes[1]) * keep),
-        mouth=p.mouth * keep, expression=None if p.expression is None else p.expression * keep,
+        mouth=p.mouth * keep,
+        expression=None if p.expression is None else p.expression * keep,
     )
 
 
@@ -553,8 +636,16 @@ class AnimateMesh(Effect):
     def _no_character(self) -> Image:
         if self._blank is None:
             self._blank = np.zeros((self.cfg.height, self.cfg.width, 4), np.uint8)
-            cv2.putText(self._blank, "no character loaded", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.7,
-                        (255, 255, 255, 255), 2, cv2.LINE_AA)
+            cv2.putText(
+                self._blank,
+                "no character loaded",
+                (10, 30),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.7,
+                (255, 255, 255, 255),
+                2,
+                cv2.LINE_AA,
+            )
         return self._blank
 
 
@@ -568,4 +659,4 @@ def compose_background(bgra: Image, rig: MeshRig, mode: BackgroundMode, color: t
     return (bgra[:, :, :3] * a + bg * (1.0 - a)).astype(np.uint8)
 
 
-__all__ = ["AnimateMesh", "AnimateMeshConfig", "MeshRig", "RigParams", "Retargeter", "rotation_from_pose"]
+__all__ = ["AnimateMesh", "AnimateMeshConfig", "MeshRig", "Retargeter", "RigParams", "rotation_from_pose"]

@@ -24,8 +24,44 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float32]
 
 # Mesh landmark groups (MediaPipe face mesh indices), ordered along each contour.
-FACE_OVAL = [10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
-             152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109]
+FACE_OVAL = [
+    10,
+    338,
+    297,
+    332,
+    284,
+    251,
+    389,
+    356,
+    454,
+    323,
+    361,
+    288,
+    397,
+    365,
+    379,
+    378,
+    400,
+    377,
+    152,
+    148,
+    176,
+    149,
+    150,
+    136,
+    172,
+    58,
+    132,
+    93,
+    234,
+    127,
+    162,
+    21,
+    54,
+    103,
+    67,
+    109,
+]
 LIPS_OUTER = [61, 185, 40, 39, 37, 0, 267, 269, 270, 409, 291, 375, 321, 405, 314, 17, 84, 181, 91, 146]
 INNER_LIP_UPPER = [78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308]
 INNER_LIP_LOWER = [308, 324, 318, 402, 317, 14, 87, 178, 88, 95, 78]
@@ -49,8 +85,43 @@ CHEEKS = [50, 280, 205, 425, 187, 411, 123, 352, 116, 345, 147, 376, 207, 427, 3
 FOREHEAD = [151, 9, 108, 337, 69, 299, 104, 333]
 CHIN = [175, 199, 200, 18, 83, 313, 32, 262, 201, 421, 208, 428]
 # Points that move with the skull only (no expression): used to find head rotation and scale.
-RIGID = [10, 151, 9, 8, 168, 6, 197, 195, 5, 4, 1, 33, 133, 362, 263, 234, 454, 93, 323, 127, 356,
-         162, 389, 21, 251, 54, 284, 103, 332, 109, 338, 116, 345, 98, 327]
+RIGID = [
+    10,
+    151,
+    9,
+    8,
+    168,
+    6,
+    197,
+    195,
+    5,
+    4,
+    1,
+    33,
+    133,
+    362,
+    263,
+    234,
+    454,
+    93,
+    323,
+    127,
+    356,
+    162,
+    389,
+    21,
+    251,
+    54,
+    284,
+    103,
+    332,
+    109,
+    338,
+    116,
+    345,
+    98,
+    327,
+]
 
 
 def _tps_u(r2: np.ndarray) -> np.ndarray:
@@ -78,8 +149,8 @@ class Grid:
         Coarse sample j sits at fine coordinate (j + 0.5) * width / cols - 0.5 (OpenCV's pixel-centre
         convention), offset by (x, y).
         """
-        cols = max(2, int(round(width / step)))
-        rows = max(2, int(round(height / step)))
+        cols = max(2, round(width / step))
+        rows = max(2, round(height / step))
         sx, sy = width / cols, height / rows
         return cls(x + 0.5 * sx - 0.5, y + 0.5 * sy - 0.5, sx, sy, cols, rows)
 
@@ -146,11 +217,11 @@ def invert_displacement(grid: Grid, disp: FloatArray, targets: FloatArray, itera
     float32 with few temporaries.
     """
     d_dy, d_dx = np.gradient(disp, axis=(0, 1))  # per grid step, each (rows, cols, 2)
-    field_a = np.empty(disp.shape[:2] + (4,), np.float32)  # d_x, d_y, dd_x/dx, dd_x/dy
+    field_a = np.empty((*disp.shape[:2], 4), np.float32)  # d_x, d_y, dd_x/dx, dd_x/dy
     field_a[..., :2] = disp
     field_a[..., 2] = d_dx[..., 0] * (1.0 / grid.sx)
     field_a[..., 3] = d_dy[..., 0] * (1.0 / grid.sy)
-    field_b = np.empty(disp.shape[:2] + (2,), np.float32)  # dd_y/dx, dd_y/dy
+    field_b = np.empty((*disp.shape[:2], 2), np.float32)  # dd_y/dx, dd_y/dy
     field_b[..., 0] = d_dx[..., 1] * (1.0 / grid.sx)
     field_b[..., 1] = d_dy[..., 1] * (1.0 / grid.sy)
     ty, tx = targets[..., 1], targets[..., 0]

@@ -43,7 +43,7 @@ def percentiles(samples: Iterable[float]) -> dict[str, float | None]:
     values = np.fromiter(samples, dtype=np.float64)
     if values.size == 0:
         return {f"p{p}": None for p in PERCENTILES}
-    return {f"p{p}": round(float(v), 3) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES))}
+    return {f"p{p}": round(float(v), 3) for p, v in zip(PERCENTILES, np.percentile(values, PERCENTILES), strict=True)}
 
 
 def _rate(times: list[float]) -> float:
@@ -108,11 +108,16 @@ class PipelineStats:
             self._latency_ms.append((done_ns - packet.t_capture_ns) / 1e6)
             self._output_times.append(done_ns / 1e9)
             if self._trace is not None:
-                self._trace.append(FrameTiming(
-                    packet.seq, packet.t_capture_ns, dict(packet.stage_done_ns), dict(packet.stage_busy_ns),
-                    None if packet.faces is None else len(packet.faces),
-                    (packet.image.shape[1], packet.image.shape[0]),
-                ))
+                self._trace.append(
+                    FrameTiming(
+                        packet.seq,
+                        packet.t_capture_ns,
+                        dict(packet.stage_done_ns),
+                        dict(packet.stage_busy_ns),
+                        None if packet.faces is None else len(packet.faces),
+                        (packet.image.shape[1], packet.image.shape[0]),
+                    )
+                )
             if packet.faces is not None:
                 self.frames_tracked += 1
                 self.faces_last = len(packet.faces)

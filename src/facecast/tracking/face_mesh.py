@@ -168,5 +168,12 @@ def track_image(image: Image, cfg: TrackingConfig | None = None) -> list[Face]:
         tracker.close()
 
 
-__all__ = ["FaceTracker", "FramePrep", "TrackingConfig", "TrackingStage", "landmarks_from_proto",
-           "make_face", "track_image"]
+__all__ = [
+    "FaceTracker",
+    "FramePrep",
+    "TrackingConfig",
+    "TrackingStage",
+    "landmarks_from_proto",
+    "make_face",
+    "track_image",
+]
