@@ -225,6 +225,10 @@ def test_compare_runs_both_configs_alternately_and_reports_ratios(tmp_path):
     assert data["ratios"]["latency_p50"] == pytest.approx(lat_b / lat_a, rel=1e-3)
     assert len(data["ratios"]["fps_per_round"]) == 2
     assert "B/A" in result.stdout
+    # The CPU per frame of each side, as medians of its runs, and their ratio.
+    cpu_a = np.median([r["cpu_ms_per_frame"] for r in data["a"]["runs"]])
+    cpu_b = np.median([r["cpu_ms_per_frame"] for r in data["b"]["runs"]])
+    assert f"A {cpu_a:.2f} ms, B {cpu_b:.2f} ms" in result.stdout and f"B/A {cpu_b / cpu_a:.3f}x" in result.stdout
 
 
 @pytest.mark.parametrize(

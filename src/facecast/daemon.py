@@ -22,6 +22,7 @@ from facecast.outputs.worker import OutputReport
 from facecast.pipeline.runner import Pipeline
 from facecast.pipeline.stage import StartupError
 from facecast.pipeline.stats import PipelineStats
+from facecast.threads import apply_threads, plan_threads
 from facecast.tracking.face_mesh import TrackingStage
 from facecast.types import STAGE_NAMES
 
@@ -53,6 +54,7 @@ class Daemon:
 
     def __init__(self, cfg: Config, max_frames: int | None = None) -> None:
         self.cfg = cfg
+        self.threads = apply_threads(plan_threads(cfg.threads))  # every pool sized once, deliberately
         self.stats = PipelineStats(STAGE_NAMES, window=cfg.stats.window)
         try:
             reader = make_reader(cfg.capture)
@@ -101,7 +103,10 @@ class Daemon:
     def engines(self) -> EnginePool:
         """The one engine pool (loaded on first use): live effects and batch jobs share its sessions."""
         if self._engines is None:
-            self._engines = EnginePool(self.cfg.models.resolved_dir(), self.cfg.engine)
+            engine = self.cfg.engine
+            if not engine.cpu_threads:
+                engine = engine.model_copy(update={"cpu_threads": self.threads.onnxruntime})
+            self._engines = EnginePool(self.cfg.models.resolved_dir(), engine)
             self.stats.add_provider("engines", self._engines.loaded)
         return self._engines
 

@@ -3,9 +3,9 @@
 Every native library facecast uses starts a pool of about one thread per core by default, and most of
 them keep their workers spinning for a while after each task, waiting for the next one. On a
 streamer's machine, where OBS's encoder and a game want the same cores, that spinning is CPU taken
-for nothing. Measured on the 2-core development machine, 720p60 `animate` (mesh): OpenBLAS's worker
-spun 33 % of a core around a 0.2 ms matrix product per frame, and the pools together took the
-process from about 85 % to 160 % of a core for the same 60 fps.
+for nothing. Measured on the 2-core development machine, 720p60 `animate` (mesh), per frame:
+OpenBLAS's worker spun 5.5 ms of CPU (a third of a core) around a 0.2 ms matrix product, and
+OpenCV's worker 1.8 ms more.
 
 The pipeline already runs its stages in parallel, one thread each (capture, tracking, effect,
 output). Their per-frame calls are a few milliseconds long, too short for a pool to win back what

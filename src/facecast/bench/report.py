@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 
@@ -116,9 +117,8 @@ def format_result(r: dict[str, Any]) -> str:
         )
     if r.get("cpu_ms_per_frame") is not None:
         lines.append(
-            f"CPU/frame  {_ms(r['cpu_ms_per_frame'])} ms of process CPU per delivered frame; stages busy"
-            f" {_ms(r['stage_busy_ms_per_frame'])} ms (wall time inside the stages, summed: above the CPU time when"
-            f" the machine is busy, below it when decoders and pools work beside the stages)"
+            f"CPU/frame  {_ms(r['cpu_ms_per_frame'])} ms of process CPU per delivered frame;"
+            f" stages busy {_ms(r['stage_busy_ms_per_frame'])} ms (wall time inside the stages, summed)"
         )
     threads = r.get("threads")
     if threads:
@@ -176,6 +176,15 @@ def format_compare(c: dict[str, Any]) -> str:
         f"{'B/A':<10} {ratio(ratios['fps']):>8} {ratio(ratios['latency_p50']):>8} {ratio(ratios['latency_p95']):>8}"
         f" {ratio(ratios['latency_p99']):>8}   per round fps B/A {min(spread):.3f}..{max(spread):.3f}"
     )
+    cpu = [[r.get("cpu_ms_per_frame") for r in side["runs"]] for side in (a, b)]
+    if all(v is not None for side in cpu for v in side):
+        med_a, med_b = statistics.median(cpu[0]), statistics.median(cpu[1])
+        per_round = [y / x for x, y in zip(cpu[0], cpu[1], strict=False) if x]
+        lines.append(
+            f"CPU/frame  A {med_a:.2f} ms, B {med_b:.2f} ms (medians of process CPU per delivered frame);"
+            f" B/A {ratio(med_b / med_a if med_a else None)}"
+            + (f", per round {min(per_round):.3f}..{max(per_round):.3f}" if per_round else "")
+        )
     lines.append("")
     lines += system_lines(c["system"])
     for note in c["notes"]:

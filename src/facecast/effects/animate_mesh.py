@@ -65,6 +65,12 @@ MOUTH_REGION = sorted(
     )
 )
 BROW_REGION = sorted(set(warp.BROW_LEFT + warp.BROW_RIGHT))
+# Regions that a larger rendered nod moves as blocks (see MeshRig.targets).
+GAIN_BLOCKS = (
+    np.array(sorted(set(warp.LIPS_OUTER + warp.INNER_LIP_UPPER + warp.INNER_LIP_LOWER))),
+    np.array(warp.EYE_LEFT),
+    np.array(warp.EYE_RIGHT),
+)
 # Each eye's lids, corner to corner in the same order: (upper, lower) landmark indices.
 LIDS = (
     (np.array(warp.EYE_LEFT_UPPER), np.array(warp.EYE_LEFT_LOWER[::-1])),
@@ -319,7 +325,19 @@ class MeshRig:
                 moved[up] -= 0.75 * widen * (moved[lo] - moved[up])
         r = rotation_from_pose(params.pitch * RENDER_GAIN["pitch"], params.yaw * RENDER_GAIN["yaw"], params.roll)
         shift = np.array(params.shift)
-        out = (moved - self.pivot) @ r.T * params.scale + self.pivot
+        rel = moved - self.pivot
+        out = rel @ r.T
+        if RENDER_GAIN["pitch"] != 1.0 or RENDER_GAIN["yaw"] != 1.0:
+            # The lips and the lids take the extra rotation (beyond what was asked) as one block, each
+            # at its mean depth: it must not open or close them as the tracker reads them, only move them
+            # with the face. Their shape changes with the rotation as asked, like a real head's does.
+            asked = rotation_from_pose(params.pitch, params.yaw, params.roll)
+            for region in GAIN_BLOCKS:
+                block = rel[region]
+                flat = block.copy()
+                flat[:, 2] = block[:, 2].mean()
+                out[region] = block @ asked.T + flat @ (r - asked).T
+        out = out * params.scale + self.pivot
         ring = (self.ring - self.pivot) @ r.T * params.scale + self.pivot
         return out[:, :2] + shift, ring[:, :2] + shift
 

@@ -38,7 +38,9 @@ class EngineConfig(StrictModel):
     cache_dir: Path | None = Field(None, description="TensorRT engine cache; null = the per-user cache folder")
     cuda_graph: bool = Field(False, description="replay CUDA graphs (fixed shapes; saves launch overhead)")
     warmup: bool = Field(True, description="run each model once at load so the first live frame does not stall")
-    cpu_threads: int = Field(0, ge=0, description="onnxruntime CPU threads per model; 0 = its default")
+    cpu_threads: int = Field(
+        0, ge=0, description="onnxruntime CPU threads per model; 0 = the thread plan's share (threads.total - 1)"
+    )
 
 
 class EngineError(RuntimeError):
@@ -210,6 +212,9 @@ class OnnxEngine:
         options.log_severity_level = 3
         if cfg.cpu_threads:
             options.intra_op_num_threads = cfg.cpu_threads
+            options.inter_op_num_threads = 1
+            # Idle onnxruntime workers spin by default, burning the cores OBS and the game need.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         chain = provider_chain(cfg, path, self.precision)
         _load_gpu_libraries(chain)
         self.loaded_path = path
