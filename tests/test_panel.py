@@ -445,11 +445,11 @@ def test_the_panel_routes_refuse_with_the_reason(daemon) -> None:
     refused(get("/characters/nobody/thumbnail.png"), 404, "no character 'nobody'; known: alice, bob")
     refused(get("/static/panel/secret.py"), 404, "no such file")
     refused(get("/jobs/nojob/result"), 404, "no job nojob")
-    upload = httpx.post(daemon.url + "/jobs/inputs", files={"file": ("clip.mp4", b"not a video at all")}, timeout=10)
+    upload = httpx.post(daemon.url + "/job-inputs", files={"file": ("clip.mp4", b"not a video at all")}, timeout=10)
     refused(upload, 422, "clip.mp4 is not a video facecast can read")
     assert not list((daemon.root / "inputs" / "facecast-uploads").glob("clip*"))  # nothing is left behind
     refused(
-        httpx.post(daemon.url + "/jobs/inputs", files={"file": ("notes.txt", b"hi")}, timeout=10),
+        httpx.post(daemon.url + "/job-inputs", files={"file": ("notes.txt", b"hi")}, timeout=10),
         400,
         "not a video file name",
     )

@@ -267,6 +267,11 @@ include-name = ["POST /jobs", "POST /actions"]
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409"]
 
 [[operations]]
+# The panel's video upload refuses names that are not videos (400) and files that do not decode (422).
+include-name = "POST /job-inputs"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "422"]
+
+[[operations]]
 # ...and an upload that is not an image with a face (422, documented).
 include-name = "POST /characters"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "422"]

@@ -257,7 +257,7 @@ def create_app(controls: Controls, cfg: ControlConfig) -> FastAPI:
         await _stream(ws, controls, interval)
 
     mount_panel(app, controls)  # /, /dock, /docs, /preview.mjpg, /settings, thumbnails... (control/panel_routes.py)
-    app.state.body_limits["/jobs/inputs"] = panel_body_limit("/jobs/inputs")  # the panel's video upload
+    app.state.body_limits["/job-inputs"] = panel_body_limit("/job-inputs")  # the panel's video upload
     _add_security_scheme(app, cfg)
     return app
 

@@ -8,7 +8,7 @@ live preview and the few endpoints the page needs beyond the API's own.
     GET  /settings               the live effect settings with bounds and values (the `set` action)
     GET  /characters/{name}      one character: file, size, face; /thumbnail.png: its picture
     DELETE /characters/{name}    take it out of the library (its file goes to the folder's removed/)
-    POST /jobs/inputs            upload a video for a job (saved into the first jobs.input_dirs)
+    POST /job-inputs            upload a video for a job (saved into the first jobs.input_dirs)
     GET  /jobs/{id}/result       a finished job's video
     GET  /panel/info             what the page needs to know once: job folders, preview size
 
@@ -33,6 +33,7 @@ from fastapi import FastAPI, File, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response, StreamingResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from facecast import __version__
@@ -42,6 +43,23 @@ from facecast.control.preview_tap import PREVIEW_FPS, PREVIEW_WIDTH, FrameTap, P
 from facecast.jobs.kinds.video_effect import probe_video
 from facecast.jobs.runner import JobRejected
 from facecast.jobs.store import JobNotFound
+
+
+class PanelError(BaseModel):
+    """Every refusal: {"error": "..."} (as the rest of the control API)."""
+
+    error: str
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    what = {
+        400: "refused: the reason says what is wrong",
+        404: "no such character or job",
+        409: "cannot be done now (no character library, jobs disabled, job not done...)",
+        422: "the request does not match this schema, or the upload is not a usable video",
+    }
+    return {c: {"model": PanelError, "description": what[c]} for c in codes}
+
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +97,7 @@ def same_origin(origin: str, host_header: str) -> bool:
 
 def panel_body_limit(path: str) -> tuple[int, str] | None:
     """The body limit of the panel's upload routes (None: not one of them)."""
-    if path == "/jobs/inputs":
+    if path == "/job-inputs":
         return (VIDEO_UPLOAD_MAX_MB << 20) + MULTIPART_OVERHEAD_BYTES, f"the video is over {VIDEO_UPLOAD_MAX_MB} MB"
     return None
 
@@ -204,7 +222,7 @@ def mount_panel(app: FastAPI, controls: Controls) -> None:
         except (KeyError, IndexError):
             raise ActionError(f"no character {name!r}; known: {', '.join(library.names()) or 'none'}", 404) from None
 
-    @app.get("/characters/{name}", summary="One character: its file, size and face")
+    @app.get("/characters/{name}", summary="One character: its file, size and face", responses=_errors(404, 409))
     def get_character(name: CharacterName) -> dict[str, Any]:
         library, found = character(name)
         names = library.names()
@@ -223,6 +241,7 @@ def mount_panel(app: FastAPI, controls: Controls) -> None:
         "/characters/{name}/thumbnail.png",
         response_class=Response,
         summary="The character's face as a small PNG with its matte as alpha",
+        responses=_errors(404, 409),
     )
     def get_thumbnail(
         name: CharacterName,
@@ -235,7 +254,11 @@ def mount_panel(app: FastAPI, controls: Controls) -> None:
             data = thumbnails[found] = thumbnail_png(found.image, found.matte, found.face.box, size)
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
-    @app.delete("/characters/{name}", summary="Remove a character: its file is moved into the folder's removed/")
+    @app.delete(
+        "/characters/{name}",
+        summary="Remove a character: its file is moved into the folder's removed/",
+        responses=_errors(404, 409),
+    )
     async def delete_character(name: CharacterName) -> dict[str, Any]:
         library, found = character(name)
         try:
@@ -249,9 +272,10 @@ def mount_panel(app: FastAPI, controls: Controls) -> None:
 
     # -- jobs ------------------------------------------------------------------------------------
     @app.post(
-        "/jobs/inputs",
+        "/job-inputs",
         status_code=201,
         summary=f"Upload a video for a job; it is saved into {UPLOADS_DIR}/ of the first jobs.input_dirs",
+        responses=_errors(400, 409, 422),
     )
     async def upload_job_input(
         file: Annotated[UploadFile, File(description="a video: mp4, mov, mkv, webm...")],
@@ -272,7 +296,12 @@ def mount_panel(app: FastAPI, controls: Controls) -> None:
             raise ActionError(str(exc), 422) from None
         return {"ok": True, "path": str(path), "message": f"{name} saved as {path}"}
 
-    @app.get("/jobs/{job_id}/result", response_class=FileResponse, summary="A finished job's video")
+    @app.get(
+        "/jobs/{job_id}/result",
+        response_class=FileResponse,
+        summary="A finished job's video",
+        responses=_errors(404, 409),
+    )
     def job_result(job_id: Annotated[str, PathParam(min_length=1, max_length=64)]) -> FileResponse:
         if daemon.jobs is None:
             raise ActionError("jobs are disabled in this daemon (jobs.enabled: false)", 409)

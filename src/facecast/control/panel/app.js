@@ -696,7 +696,7 @@
     const form = new FormData();
     form.append("file", file, file.name);
     try {
-      const r = await post("/jobs/inputs", undefined, { form });
+      const r = await post("/job-inputs", undefined, { form });
       $("job-video").value = r.path;
       say(r.message);
     } catch (e) { say(`${file.name}: ${e.message}`, true); }
