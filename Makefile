@@ -8,7 +8,10 @@ ARGS   ?=
 # `make test` runs the lint (ruff check, ruff format --check) before the tests; LINT=0 skips it.
 # The type checker (`make typecheck`, mypy) does not gate `make test` yet: it still reports
 # errors in code written before it was configured (docs/ARCHITECTURE.md, "Checks").
-LINT   ?= 1
+# (make has a built-in LINT variable, so `?=` would not take: set it unless the user did.)
+ifeq ($(origin LINT),default)
+LINT := 1
+endif
 
 .PHONY: run test lint typecheck gpu cpu doctor clean runtime-debs test-debs
 
