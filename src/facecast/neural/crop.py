@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from facecast.effects.warp import FACE_OVAL
 from facecast.tracking.geometry import (
     EYE_L_BOTTOM,
     EYE_L_INNER,
@@ -23,31 +24,7 @@ from facecast.types import Image, Landmarks
 # the chin and ear to ear, with no forehead. MediaPipe's mesh also covers the forehead, which would
 # make every crop ~20% looser, so the box is taken over the matching MediaPipe points: the face oval
 # from temple to temple round the chin, and both brows.
-FACE_OVAL_BELOW_BROWS = [
-    356,
-    454,
-    323,
-    361,
-    288,
-    397,
-    365,
-    379,
-    378,
-    400,
-    377,
-    152,
-    148,
-    176,
-    149,
-    150,
-    136,
-    172,
-    58,
-    132,
-    93,
-    234,
-    127,
-]
+FACE_OVAL_BELOW_BROWS = FACE_OVAL[FACE_OVAL.index(356) : FACE_OVAL.index(127) + 1]  # temple to temple
 BROWS = [70, 63, 105, 66, 107, 55, 65, 52, 53, 46, 300, 293, 334, 296, 336, 285, 295, 282, 283, 276]
 CROP_POINTS = np.array(FACE_OVAL_BELOW_BROWS + BROWS)
 EYE_L = [EYE_L_OUTER, EYE_L_TOP, EYE_L_INNER, EYE_L_BOTTOM]
