@@ -1,63 +1,40 @@
-"""A tiny LTX-Video image-to-video pipeline with random weights, built from configs (nothing is
-downloaded): a test fixture in the layout of a real downloaded pipeline folder."""
+"""Tiny diffusion pipelines for tests: the builders live in `facecast.jobs.tiny` (one file per
+family, also behind tools/make_tiny_pipelines.py); this adds a per-session cache so each is built
+once, and LoRA files made for them with peft in diffusers' own format."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from facecast.jobs.tiny import build
+
 
 def make_tiny_ltx(folder: Path) -> Path:
-    import torch
-    from diffusers import (
-        AutoencoderKLLTXVideo,
-        FlowMatchEulerDiscreteScheduler,
-        LTXImageToVideoPipeline,
-        LTXVideoTransformer3DModel,
-    )
-    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+    """A tiny LTXImageToVideoPipeline folder (kept for older tests)."""
+    return build("ltx-i2v", folder)
 
-    torch.manual_seed(0)
-    transformer = LTXVideoTransformer3DModel(
-        in_channels=8,
-        out_channels=8,
-        patch_size=1,
-        patch_size_t=1,
-        num_attention_heads=4,
-        attention_head_dim=8,
-        cross_attention_dim=32,
-        num_layers=1,
-        caption_channels=32,
+
+def make_tiny(name: str, folder: Path) -> Path:
+    return build(name, folder / name)
+
+
+def make_lora(model_dir: Path, dest: Path, seed: int = 1, metadata: dict[str, str] | None = None) -> Path:
+    """A real LoRA for the pipeline in `model_dir`: peft adapters on the transformer's attention
+    projections with random (non-zero) weights, saved by the pipeline class's own
+    `save_lora_weights` (diffusers' format), plus header metadata as training tools write it."""
+    import diffusers
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+
+    pipe = diffusers.DiffusionPipeline.from_pretrained(str(model_dir))
+    torch.manual_seed(seed)
+    pipe.transformer.add_adapter(
+        LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
     )
-    vae = AutoencoderKLLTXVideo(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=8,
-        block_out_channels=(8, 8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8, 8),
-        layers_per_block=(1, 1, 1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1, 1, 1),
-        spatio_temporal_scaling=(True, True, False, False),
-        decoder_spatio_temporal_scaling=(True, True, False, False),
-        decoder_inject_noise=(False,) * 5,
-        upsample_residual=(False,) * 4,
-        upsample_factor=(1,) * 4,
-        timestep_conditioning=False,
-        patch_size=1,
-        patch_size_t=1,
-        encoder_causal=True,
-        decoder_causal=False,
-    )
-    text_encoder = T5EncoderModel(
-        T5Config(
-            vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8
-        )
-    )
-    pipe = LTXImageToVideoPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=ByT5Tokenizer(),
-        transformer=transformer,
-    )
-    pipe.save_pretrained(str(folder))
-    return folder
+    layers = get_peft_model_state_dict(pipe.transformer)
+    type(pipe).save_lora_weights(str(dest.parent), transformer_lora_layers=layers, weight_name=dest.name)
+    if metadata:
+        save_file(load_file(str(dest)), str(dest), metadata=metadata)
+    return dest

@@ -225,3 +225,21 @@ def test_cli_models_optimize(tmp_path: Path):
 
     empty = run_facecast("models", "optimize", "--models-dir", str(tmp_path / "empty"))
     assert empty.returncode == 0 and "not here" in empty.stdout
+
+
+@pytest.mark.parametrize("unknown", ["v", "g"])
+def test_rewrite_refuses_a_5d_gridsample_with_one_shape_unknown(unknown):
+    # The rank is known from one input; the other's shape is needed too (a clear error, not a crash).
+    shapes = {"v": [1, 3, 4, 5, 6], "g": [1, 3, 4, 7, 3]}
+    node = helper.make_node("GridSample", ["v", "g"], ["y"], name="gs", mode="linear")
+    inputs = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, None if name == unknown else shape)
+        for name, shape in shapes.items()
+    ]
+    graph = helper.make_graph(
+        [node], "gridsample", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    which = "input" if unknown == "v" else "grid"
+    with pytest.raises(RewriteError, match=f"cannot tell its {which}'s shape"):
+        rewrite_gridsample_5d(model)

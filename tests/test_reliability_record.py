@@ -60,8 +60,10 @@ def live_args(port: int, *outputs: tuple[str, Path]) -> list[str]:
         "--set",
         f"control.port={port}",
     ]
+    # timing: frames — these tests count frames one after another; a loaded machine dropping frames
+    # would otherwise leave (correct) gaps at their capture times.
     for name, path in outputs:
-        args += ["--set", f'outputs.{name}={{type: record, enabled: true, path: "{path}"}}']
+        args += ["--set", f'outputs.{name}={{type: record, enabled: true, timing: frames, path: "{path}"}}']
     return args
 
 
@@ -453,3 +455,32 @@ def test_a_source_that_keeps_raising_is_retried_with_growing_waits():
     # Without back-off: tens of thousands of calls (and error lines). With it: 0.05, 0.1, 0.2, 0.4, 0.8 s.
     assert 3 <= Broken.calls <= 7, Broken.calls
     assert stats.errors["capture"] == Broken.calls
+
+
+def _recorded(tmp_path: Path, lossless: bool, timing: str) -> tuple[int, list[float]]:
+    """30 frames captured 2/60 s apart (a pipeline keeping only every second frame of a 60 fps camera)."""
+    from facecast.outputs.record import RecordOutput, RecordOutputConfig
+
+    out = RecordOutput("record", RecordOutputConfig(path=str(tmp_path / f"t-{lossless}-{timing}.mkv"), timing=timing))
+    out.source_lossless = lossless
+    out.open()
+    image = np.zeros((64, 64, 3), np.uint8)
+    for i in range(30):
+        image[:] = i * 8
+        out.write(FramePacket(seq=i, image=image.copy(), t_capture_ns=10**9 + i * 2 * 10**9 // 60, source_fps=60.0))
+    out.close()
+    return decoded(out.written()[0].path)
+
+
+def test_a_live_recording_plays_at_real_speed_when_frames_were_dropped(tmp_path):
+    # Live source: frames sit at their capture times, so half a second of show lasts half a second.
+    frames, times = _recorded(tmp_path, lossless=False, timing="auto")
+    assert frames == 30
+    assert times[0] == pytest.approx(0.0, abs=1e-3)
+    assert times[-1] == pytest.approx(29 * 2 / 60, abs=1 / 60 + 1e-3)
+    assert np.allclose(np.diff(times), 2 / 60, atol=1 / 60 + 1e-3)
+    # A file source: every frame arrives, one after another at the file's rate.
+    frames, times = _recorded(tmp_path, lossless=True, timing="auto")
+    assert frames == 30 and times[-1] == pytest.approx(29 / 60, abs=1e-3)
+    frames, times = _recorded(tmp_path, lossless=False, timing="frames")
+    assert times[-1] == pytest.approx(29 / 60, abs=1e-3)

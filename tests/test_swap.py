@@ -193,3 +193,117 @@ def test_each_face_is_swapped_from_the_camera_pixels_not_a_neighbours_swap(swapp
         FramePacket(seq=0, image=frame.copy(), t_capture_ns=0, faces=[face, face])
     )
     assert np.array_equal(one, two)
+
+
+# -- several photos of the source, stills and folders as targets -------------------------------------
+def _character(image: np.ndarray, name: str):
+    analyser = CharacterAnalyser()
+    try:
+        return prepare_character(cv2.imencode(".png", image)[1].tobytes(), Path(name), CharactersConfig(), analyser)
+    finally:
+        analyser.close()
+
+
+def test_with_several_source_photos_mesh_uses_the_one_posed_like_the_target():
+    from facecast.render import Person
+
+    reader = SyntheticReader(SyntheticConfig(yaw_deg=30, roll_deg=0, pitch_deg=0, mouth=0.0), 640, 480, 30.0)
+    reader.open()
+    tracker = FaceTracker(TrackingConfig(smoothing=SmoothingConfig(enabled=False)))
+    try:
+        frames = [reader.render(i).image for i in range(0, 180, 6)]
+        faces = [tracker.detect(frame, i / 30)[0] for i, frame in enumerate(frames)]
+    finally:
+        tracker.close()
+    order = np.argsort([f.pose.yaw for f in faces])
+    left, right = _character(frames[order[0]], "left.png"), _character(frames[order[-1]], "right.png")
+    assert right.face.pose.yaw - left.face.pose.yaw > 20
+    effect = SwapMesh(SwapMeshConfig(), Person([left, right]))
+    effect._states = []
+    effect._steady(0, faces[order[0]])  # one face on screen
+    assert effect._photo_for(0, faces[order[0]], left) is left
+    assert effect._photo_for(0, faces[order[-1]], left) is right
+    # Half-way between the two the current choice is kept (no flipping back and forth).
+    middle = min(faces, key=lambda f: abs(f.pose.yaw - (left.face.pose.yaw + right.face.pose.yaw) / 2))
+    assert effect._photo_for(0, middle, left) is right
+    out = effect.apply(FramePacket(seq=0, image=frames[order[-1]].copy(), t_capture_ns=0, faces=[faces[order[-1]]]))
+    assert not np.array_equal(out, frames[order[-1]])
+
+
+@pytest.fixture(scope="module")
+def still_inputs(tmp_path_factory):
+    """A folder of targets: two faces and an image with no face; a folder of two source photos."""
+    root = tmp_path_factory.mktemp("stills")
+    targets, faces = root / "targets", root / "faces"
+    targets.mkdir()
+    faces.mkdir()
+    portrait = cv2.imread(str(PORTRAIT))
+    cv2.imwrite(str(targets / "a.png"), portrait)
+    cv2.imwrite(str(targets / "b.jpg"), cv2.resize(portrait, (384, 384)))
+    cv2.imwrite(str(targets / "empty.png"), np.full((200, 300, 3), 90, np.uint8))
+    (targets / "notes.txt").write_text("not an image")
+    cv2.imwrite(str(faces / "one.png"), painted_source())
+    cv2.imwrite(str(faces / "two.png"), cv2.flip(painted_source(), 1))
+    return targets, faces
+
+
+def test_render_swap_on_a_folder_of_images_keeps_their_names(still_inputs, tmp_path):
+    from tests.conftest import run_facecast
+
+    targets, faces = still_inputs
+    out = tmp_path / "out"
+    result = run_facecast("render", "swap", "--face", str(faces), "--target", str(targets), "-o", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.jpg", "empty.png"]
+    assert "empty.png: no face found; written unchanged" in result.stderr
+    assert np.array_equal(cv2.imread(str(out / "empty.png")), cv2.imread(str(targets / "empty.png")))
+    for name in ("a.png", "b.jpg"):
+        before, after = cv2.imread(str(targets / name)), cv2.imread(str(out / name))
+        assert after.shape == before.shape
+        # The source's painted face is on it (the portrait has blue of its own: the flag, a badge).
+        assert is_paint(after).sum() > is_paint(before).sum() + 150
+
+
+def test_render_swap_on_one_image_and_bad_outputs(still_inputs, tmp_path):
+    from tests.conftest import run_facecast
+
+    targets, faces = still_inputs
+    out = tmp_path / "swapped.png"
+    face = faces / "one.png"
+    result = run_facecast("render", "swap", "--face", str(face), "--target", str(targets / "a.png"), "-o", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert is_paint(cv2.imread(str(out))).sum() > is_paint(cv2.imread(str(targets / "a.png"))).sum() + 300
+    assert not list(tmp_path.glob(".swapped-*"))
+    result = run_facecast(
+        "render", "swap", "--face", str(face), "--target", str(targets), "-o", str(tmp_path / "x.png")
+    )
+    assert result.returncode == 2 and "-o must be a folder" in result.stderr
+    result = run_facecast(
+        "render", "swap", "--face", str(face), "--target", str(targets / "a.png"), "-o", str(tmp_path)
+    )
+    assert result.returncode == 2 and "-o must be an image file" in result.stderr
+    empty = tmp_path / "no-photos"
+    empty.mkdir()
+    result = run_facecast("render", "swap", "--face", str(empty), "--target", str(targets), "-o", str(tmp_path / "o"))
+    assert result.returncode == 2 and "no images" in result.stderr
+
+
+def test_inswapper_averages_the_identity_of_several_photos(tmp_path):
+    from facecast.effects.swap_inswapper import SwapInswapper, SwapInswapperConfig
+    from facecast.engines.onnxruntime import EngineConfig
+    from facecast.engines.pool import EnginePool
+    from facecast.neural.faceswap import source_latent
+    from facecast.render import Person
+    from tests.neural_fixtures import make_models
+
+    pool = EnginePool(make_models(tmp_path / "models"), EngineConfig(cache_dir=tmp_path / "cache"))
+    one, two = _character(painted_source(), "one.png"), _character(cv2.flip(painted_source(), 1), "two.png")
+    effect = SwapInswapper(SwapInswapperConfig(), Person([one, two]), pool)
+    effect.start()
+    assert effect.swapper is not None
+    embeddings = [effect.swapper.embedding_for(c.image, c.landmarks).reshape(-1) for c in (one, two)]
+    unit = [e / np.linalg.norm(e) for e in embeddings]
+    expected = source_latent(np.mean(unit, axis=0), effect.swapper.emap)
+    averaged = effect._latent(one)
+    assert np.allclose(averaged, expected, atol=1e-5)
+    assert not np.allclose(averaged, effect.swapper.latent_for(one.image, one.landmarks), atol=1e-3)

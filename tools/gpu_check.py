@@ -34,11 +34,15 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from facecast.engines.base import Engine
 
 REPO = Path(__file__).resolve().parents[1]
 LIVEPORTRAIT = [
@@ -147,9 +151,12 @@ def variants(env: dict[str, Any], dry: bool) -> list[Variant]:
 def models_folder(dry: bool, scratch: Path) -> tuple[Path, dict[str, Any]]:
     start = time.perf_counter()
     if dry:
-        spec = importlib.util.spec_from_file_location("make_test_models", REPO / "tools" / "make_test_models.py")
+        path = REPO / "tools" / "make_test_models.py"
+        spec = importlib.util.spec_from_file_location("make_test_models", path)
+        if spec is None or spec.loader is None:
+            raise RuntimeError(f"cannot load {path} as a module")
         fixtures = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(fixtures)  # type: ignore[union-attr]
+        spec.loader.exec_module(fixtures)
         folder = fixtures.make_models(scratch / "fixtures")
         kind = "test fixtures (small random graphs with the real contracts)"
     else:
@@ -166,8 +173,11 @@ def load(variant: Variant, folder: Path) -> Loaded:
     from facecast.engines.onnxruntime import EngineConfig, OnnxEngine
 
     cfg = EngineConfig(**variant.config)
+    engine_class: Callable[..., Engine]
     if variant.engine == "torch":
-        from facecast.engines.torch_engine import TorchEngine as engine_class
+        from facecast.engines.torch_engine import TorchEngine
+
+        engine_class = TorchEngine
     else:
         engine_class = OnnxEngine
     gate = PriorityGate()  # one per variant, shared by its engines, as the daemon's pool does
@@ -504,7 +514,8 @@ def main(argv: list[str] | None = None) -> int:
                 report["variants"][variant.name] = {"error": f"skipped: over the {args.budget_s:.0f} s budget"}
                 continue
             print(f"variant {variant.name} {variant.note}".rstrip(), flush=True)
-            result = report["variants"][variant.name] = {}
+            result: dict[str, Any] = {}
+            report["variants"][variant.name] = result
             try:
                 run_variant(
                     variant,

@@ -179,6 +179,64 @@ def arcface(rng) -> onnx.ModelProto:
     )
 
 
+def interpolator() -> onnx.ModelProto:
+    """Contract of interpolation/rife: the mean of the two stacked frames (a fixture, not RIFE)."""
+    nodes = [
+        helper.make_node("Split", ["img"], ["a", "b"], axis=1, num_outputs=2),
+        helper.make_node("Add", ["a", "b"], ["sum"]),
+        helper.make_node("Mul", ["sum", "half"], ["output"]),
+    ]
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("img", F, [1, 6, "h", "w"])],
+        [helper.make_tensor_value_info("output", F, [1, 3, "h", "w"])],
+        [_const("half", np.array(0.5, np.float32))],
+        "interpolator",
+    )
+
+
+def enhancer(size: int, image_input: str = "input", output: str = "output", fidelity: str | None = None, flat=False):
+    """Contract of a face enhancer (GFPGAN, GPEN, RestoreFormer++; CodeFormer with `fidelity`): RGB in
+    [-1, 1] in and out. The fixture sharpens (a strong 5x5 unsharp kernel per channel), and
+    CodeFormer's fidelity weight w mixes it with the input (w = 1: the input). `flat`: a solid colour
+    out (the GFPGAN FP16 failure). A fixture, not a restoration model."""
+    kernel = -np.full((5, 5), 4.0 / 24, np.float32)
+    kernel[2, 2] = 5.0  # 1 + 4 x (the pixel minus its neighbours' mean): sums to 1
+    weights = np.stack([kernel[None]] * 3).astype(np.float32)  # [3,1,5,5], depthwise
+    nodes = [helper.make_node("Conv", [image_input, "k"], ["sharp"], group=3, pads=[2, 2, 2, 2])]
+    inits = [numpy_helper.from_array(weights, "k"), _const("lo", np.float32(-1)), _const("hi", np.float32(1))]
+    inputs = [helper.make_tensor_value_info(image_input, F, [1, 3, size, size])]
+    result = "sharp"
+    if fidelity is not None:
+        nodes += [
+            helper.make_node("Cast", [fidelity], ["w32"], to=F),
+            helper.make_node("Sub", ["one", "w32"], ["keep"]),
+            helper.make_node("Sub", ["sharp", image_input], ["detail"]),
+            helper.make_node("Mul", ["detail", "keep"], ["kept"]),
+            helper.make_node("Add", [image_input, "kept"], ["mixed"]),
+        ]
+        inits.append(_const("one", np.float32(1)))
+        inputs.append(helper.make_tensor_value_info(fidelity, TensorProto.DOUBLE, [1]))
+        result = "mixed"
+    if flat:
+        nodes.append(helper.make_node("Mul", [result, "zero"], ["flat"]))
+        inits.append(_const("zero", np.float32(0)))
+        result = "flat"
+    nodes.append(helper.make_node("Clip", [result, "lo", "hi"], [output]))
+    return _model(
+        nodes, inputs, [helper.make_tensor_value_info(output, F, [1, 3, size, size])], inits, f"enhancer{size}"
+    )
+
+
+ENHANCER_FIXTURES = {
+    "gfpgan_1.4.onnx": lambda: enhancer(512),
+    "codeformer.onnx": lambda: enhancer(512, "x", "y", fidelity="w"),
+    "gpen_bfr_256.onnx": lambda: enhancer(256),
+    "gpen_bfr_512.onnx": lambda: enhancer(512),
+    "restoreformer_plus_plus.onnx": lambda: enhancer(512),
+}
+
+
 def make_models(out_dir: Path, nan_swapper: bool = False, rename: tuple[str, str, str] | None = None) -> Path:
     """Write every fixture under out_dir in the hub's layout; returns out_dir."""
     rng = np.random.default_rng(1234)
@@ -191,6 +249,8 @@ def make_models(out_dir: Path, nan_swapper: bool = False, rename: tuple[str, str
         "liveportrait_onnx/stitching_lip.onnx": mlp(rng, 65, 63, "stitching_lip"),
         "inswapper_128.onnx": inswapper(rng, nan=nan_swapper),
         "w600k_r50.onnx": arcface(rng),
+        **{path: build() for path, build in ENHANCER_FIXTURES.items()},
+        "interpolation/rife.onnx": interpolator(),
     }
     if rename is not None:
         target, old, new = rename

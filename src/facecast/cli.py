@@ -71,7 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--url", help="the daemon's API address (default: from control.host/control.port)")
     ctl.add_argument("--token", help="the API token (default: control.token)")
     ctl.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
-    ctl.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the daemon (default 5)")
+    ctl.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for the daemon's answer (default 5; for quit, record and output, which wait for "
+        "recordings to be finalised: pipeline.shutdown_timeout_s + 5)",
+    )
     ctl.add_argument("action", metavar="COMMAND", help="state, stats, actions, characters, upload, watch or an action")
     ctl.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the action's arguments")
 
@@ -84,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     from facecast.render import add_parser as add_render_parsers
 
     add_render_parsers(sub, _add_config_args)  # `render animate|swap` and `character check`
+
+    from facecast.analyze.camera import add_parser as add_analyze_parser
+
+    add_analyze_parser(sub)  # `analyze VIDEO`: camera movement per segment
     return parser
 
 
@@ -125,6 +135,10 @@ def _exit_past_the_shutdown_limit(rc: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "analyze":
+        from facecast.analyze.camera import run_analyze
+
+        return run_analyze(args)
     if args.command == "doctor":
         from facecast.doctor import run_doctor
 
@@ -161,8 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "ctl":
         from facecast.control.client import run_ctl
 
+        timeout = args.timeout
+        if timeout is None:  # stopping a recording waits for its remux: give it the daemon's own limit
+            finalises = args.action in ("quit", "record", "output")
+            timeout = cfg.pipeline.shutdown_timeout_s + 5.0 if finalises else 5.0
         return run_ctl(
-            cfg.control, args.action, args.args, url=args.url, token=args.token, as_json=args.json, timeout=args.timeout
+            cfg.control, args.action, args.args, url=args.url, token=args.token, as_json=args.json, timeout=timeout
         )
     if args.command == "render":
         from facecast.render import run_render

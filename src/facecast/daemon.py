@@ -16,6 +16,7 @@ from facecast.control.service import ControlSurfaces
 from facecast.effects.stage import EffectStage, build_effects
 from facecast.engines.onnxruntime import EngineError
 from facecast.engines.pool import EnginePool
+from facecast.jobs.executors import ExecutorUnavailable, make_executor
 from facecast.jobs.service import JobService, default_kinds
 from facecast.outputs.stage import OutputStage
 from facecast.outputs.worker import OutputReport
@@ -97,8 +98,13 @@ class Daemon:
                 default_kinds(cfg, self.engines),
                 live_fps=self.stats.fps,
                 live_latency_ms=self.stats.recent_latency_ms,
+                executor=make_executor(cfg),
             )
             self.stats.add_provider("jobs", self.jobs.snapshot)
+            try:  # connect now: a wrong jobs.ray.address is a start-up error, before the live path starts
+                self.jobs.runner.executor.start()
+            except ExecutorUnavailable as exc:
+                raise StartupError(f"jobs: {exc}") from exc
 
     def engines(self) -> EnginePool:
         """The one engine pool (loaded on first use): live effects and batch jobs share its sessions."""

@@ -17,6 +17,7 @@ import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -35,11 +36,32 @@ def add_parser(sub, add_config_args) -> None:
     animate.add_argument(
         "--driving", type=Path, required=True, metavar="VIDEO", help="video of the face that drives it"
     )
-    swap = kinds.add_parser("swap", help="put the face of an image on every face in a video")
-    swap.add_argument("--face", type=Path, required=True, metavar="IMG", help="the face to put in")
-    swap.add_argument("--target", type=Path, required=True, metavar="VIDEO", help="the video whose faces are replaced")
+    swap = kinds.add_parser("swap", help="put the face of an image on every face in a video, an image or a folder")
+    swap.add_argument(
+        "--face",
+        type=Path,
+        required=True,
+        metavar="IMG|DIR",
+        help="the face to put in: an image, or a folder of photos of one person (inswapper averages their "
+        "identity; mesh uses the photo whose head pose is closest to each target face)",
+    )
+    swap.add_argument(
+        "--target",
+        type=Path,
+        required=True,
+        metavar="VIDEO|IMG|DIR",
+        help="the video, image or folder of images whose faces are replaced",
+    )
     for p in (animate, swap):
-        p.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="output video (.mp4)")
+        p.add_argument(
+            "-o",
+            "--output",
+            type=Path,
+            required=True,
+            metavar="OUT",
+            help="output video (.mp4); for swap: an image file for an image target, a folder for a folder "
+            "(each output keeps its input's name)",
+        )
         p.add_argument(
             "--backend",
             default=None,
@@ -61,21 +83,59 @@ def run_render(args: argparse.Namespace, cfg) -> int:
 
     image = args.character if args.render_kind == "animate" else args.face
     video = args.driving if args.render_kind == "animate" else args.target
-    ((_, character, reason),) = check_files([image], cfg.characters)
-    if character is None:
-        print(f"{image}: cannot use this image: {reason}", file=sys.stderr)
-        return 2
+    if args.render_kind == "swap" and image.is_dir():
+        try:
+            person = load_person(image, cfg.characters)
+        except RenderError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    else:
+        ((_, character, reason),) = check_files([image], cfg.characters)
+        if character is None:
+            print(f"{image}: cannot use this image: {reason}", file=sys.stderr)
+            return 2
+        person = Person([character])
     if args.backend is not None:
         use_backend(cfg, args.render_kind, args.backend)
     try:
+        if args.render_kind == "swap" and is_still_target(video):
+            done, failed = render_stills(person, video, args.output, cfg)
+            print(f"wrote {done} image(s) to {args.output}" + (f"; {failed} failed" if failed else ""), file=sys.stderr)
+            return 1 if failed else 0
         frames = render_video(
-            args.render_kind, character, video, args.output, cfg, progress=None if args.quiet else Progress()
+            args.render_kind, person, video, args.output, cfg, progress=None if args.quiet else Progress()
         )
     except RenderError as exc:
         print(exc, file=sys.stderr)
         return 2
     print(f"wrote {args.output} ({frames} frames)", file=sys.stderr)
     return 0
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def is_still_target(path: Path) -> bool:
+    """A folder (of images) or one image file, rather than a video."""
+    return path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def load_person(folder: Path, cfg) -> Person:
+    """Every usable photo in `folder` (one person); refused ones are named on stderr."""
+    from facecast.characters.library import check_files
+
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise RenderError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    photos = []
+    for path, character, reason in check_files(files, cfg):
+        if character is None:
+            print(f"{path}: not used: {reason}", file=sys.stderr)
+        else:
+            photos.append(character)
+    if not photos:
+        raise RenderError(f"{folder}: none of its {len(files)} images can be used as the face")
+    return Person(photos)
 
 
 def use_backend(cfg, kind: str, backend: str) -> None:
@@ -102,19 +162,22 @@ def run_character_check(paths: list[Path], cfg) -> int:
     return 1 if bad else 0
 
 
-class _One:
-    """A one-character library for the effects."""
+class Person:
+    """The character library the effects see in a render: one person, from one photo or several
+    (`photos`: the swap backends use them all: inswapper averages their identity, mesh picks the
+    photo whose head pose is closest to each target face)."""
 
-    def __init__(self, character) -> None:
-        self.active = character
+    def __init__(self, photos: list) -> None:
+        self.photos = photos
+        self.active = photos[0]
 
     def characters(self) -> list:
-        return [self.active]
+        return list(self.photos)
 
 
 def render_video(
     kind: str,
-    character,
+    person,
     src: Path,
     dst: Path,
     cfg,
@@ -128,8 +191,6 @@ def render_video(
     `in_place`: write `dst` directly (a job's own temporary file) instead of a temp renamed into place."""
     import av
 
-    from facecast.effects.stage import make_effect
-    from facecast.engines.onnxruntime import EngineError
     from facecast.engines.pool import EnginePool
     from facecast.media.video import add_video_stream, container_format, publish
     from facecast.outputs.base import flatten_alpha
@@ -156,13 +217,7 @@ def render_video(
         background = tuple(cfg.effect.animate.background_color) if kind == "animate" else (0, 0, 0)
         if engines is None:
             engines = lambda: EnginePool(cfg.models.resolved_dir(), cfg.engine)  # noqa: E731
-        try:
-            effect = make_effect(kind, section, _One(character), engines)
-            if hasattr(effect, "priority"):
-                effect.priority = priority  # a batch job's engine calls yield to live frames
-            effect.start()
-        except EngineError as exc:
-            raise RenderError(f"{kind} ({section.backend}): {exc}") from exc
+        effect = _start_effect(kind, section, person, engines, priority)
         tracker = FaceTracker(cfg.tracking)
 
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +287,93 @@ def render_video(
         return count
     finally:
         inp.close()
+
+
+def _start_effect(kind: str, section, person, engines, priority: str):
+    """The effect for an offline render, started: its enhancer (if any) runs on every frame."""
+    from facecast.effects.base import Effect
+    from facecast.effects.stage import make_effect
+    from facecast.effects.swap_mesh import SwapMesh
+    from facecast.engines.onnxruntime import EngineError
+
+    if not isinstance(person, Person):
+        person = Person([person])  # one character (jobs pass theirs)
+    effect: Effect
+    try:
+        if kind == "swap" and section.backend == "mesh":
+            effect = SwapMesh(section, person, engines)  # the pool only if its enhancer is configured
+        else:
+            effect = make_effect(kind, section, person, engines)
+        if hasattr(effect, "priority"):
+            effect.priority = priority  # a batch job's engine calls yield to live frames
+        if hasattr(effect, "offline"):
+            effect.offline = True
+        effect.start()
+    except EngineError as exc:
+        raise RenderError(f"{kind} ({section.backend}): {exc}") from exc
+    return effect
+
+
+def render_stills(person, src: Path, dst: Path, cfg, engines=None) -> tuple[int, int]:
+    """Swap the faces of one image (`dst`: an image file) or of every image in a folder (`dst`: a
+    folder; each output keeps its input's name). Each image is written under a temporary name and
+    renamed when complete. Returns (written, failed); an image without a face is written unchanged."""
+    import cv2
+
+    from facecast.engines.pool import EnginePool
+    from facecast.outputs.base import flatten_alpha
+    from facecast.tracking.face_mesh import FaceTracker
+    from facecast.types import FramePacket, Image
+
+    if src.is_dir():
+        inputs = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not inputs:
+            raise RenderError(f"{src}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        if dst.suffix.lower() in IMAGE_SUFFIXES or (dst.exists() and not dst.is_dir()):
+            raise RenderError(f"{src} is a folder: -o must be a folder too (each output keeps its name), not {dst}")
+        if dst.resolve() == src.resolve():
+            raise RenderError(f"-o {dst} is the input folder: the originals would be overwritten")
+        pairs = [(p, dst / p.name) for p in inputs]
+    else:
+        if not src.is_file():
+            raise RenderError(f"{src}: no such image")
+        if dst.suffix.lower() not in IMAGE_SUFFIXES:
+            raise RenderError(f"{src} is an image: -o must be an image file ({', '.join(IMAGE_SUFFIXES)}), not {dst}")
+        pairs = [(src, dst)]
+    if engines is None:
+        engines = lambda: EnginePool(cfg.models.resolved_dir(), cfg.engine)  # noqa: E731
+    effect = _start_effect("swap", cfg.effect.swap, person, engines, "live")
+    tracker = FaceTracker(cfg.tracking, static_images=True)
+    written = failed = 0
+    try:
+        for i, (path, out_path) in enumerate(pairs):
+            # None for an unreadable file (OpenCV's stubs do not say so).
+            image = cast("Image | None", cv2.imread(str(path), cv2.IMREAD_COLOR))
+            if image is None:
+                print(f"{path}: cannot read this image; skipped", file=sys.stderr)
+                failed += 1
+                continue
+            faces = tracker.detect(image)
+            if not faces:
+                print(f"{path}: no face found; written unchanged", file=sys.stderr)
+            if hasattr(effect, "reset"):
+                effect.reset()  # an unrelated picture: nothing is smoothed across images
+            result = flatten_alpha(
+                effect.apply(FramePacket(seq=i, image=image, t_capture_ns=0, faces=faces)), (0, 0, 0)
+            )
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out_path.with_name(f".{out_path.stem}-partial{out_path.suffix}")
+            if not cv2.imwrite(str(tmp), result):
+                tmp.unlink(missing_ok=True)
+                print(f"{out_path}: cannot write this image; skipped", file=sys.stderr)
+                failed += 1
+                continue
+            os.replace(tmp, out_path)
+            written += 1
+    finally:
+        tracker.close()
+        effect.close()
+    return written, failed
 
 
 def _decode(packet, src: Path):

@@ -27,6 +27,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _executors(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    bad = [n for n in names if n not in ("local", "ray")]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"executors are local and ray (comma separated), got {text!r}")
+    return names
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The bench options (the caller adds --config and --set)."""
     p.add_argument(
@@ -99,6 +107,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="measure the live pipeline alone and while the batch thread runs offline jobs"
         " (the live effect on a generated clip), alternately; report the fps ratio",
+    )
+    p.add_argument(
+        "--jobs",
+        metavar="N",
+        type=_positive,
+        help="batch throughput: N identical render jobs (the effect on a generated clip) per executor, from"
+        " submit to the last output; wall time and jobs/min (--executor)",
+    )
+    p.add_argument(
+        "--executor",
+        default="local",
+        type=_executors,
+        metavar="local,ray",
+        help="with --jobs: the executors to run the jobs on, in turn (default local; ray uses jobs.ray)",
     )
     p.add_argument(
         "--soak",

@@ -22,7 +22,7 @@ class BatchLoad:
         self._clip = self._dir / "clip.mp4"
         self._stop = threading.Event()
         self._feeder: threading.Thread | None = None
-        self.service = None
+        self.service: Any = None  # the JobService, made in start()
         self._t0 = 0.0
 
     def _make_clip(self) -> None:
@@ -102,3 +102,70 @@ class BatchLoad:
             "governor_pause_s": round(governor.slept_s, 2) if governor is not None else None,
             "errors": [j.error for j in self.service.store.list("failed")],
         }
+
+
+# -- `facecast bench --jobs N --executor local,ray` --------------------------------------------------
+
+
+def jobs_throughput(cfg, count: int, executors: list[str], kind: str = "animate") -> dict[str, Any]:
+    """The same `count` render jobs (the effect on a generated clip) run by each executor in turn,
+    from submit to the last output published: wall time and jobs per minute. The Ray executor uses
+    the config's jobs.ray (its cluster must be running)."""
+    from facecast.assets import bundled_characters_dir
+    from facecast.jobs.executors import make_executor
+    from facecast.jobs.service import JobService, default_kinds
+
+    work = Path(tempfile.mkdtemp(prefix="facecast-bench-jobs-"))
+    clip = work / "clip.mp4"
+    from facecast.capture.synthetic import synthetic_frames
+    from facecast.media.video import write_video
+
+    write_video(clip, (f.image for f in synthetic_frames(CLIP_FRAMES, *CLIP_SIZE, fps=30.0)), 30.0)
+    image = str(bundled_characters_dir() / "astronaut.png")
+    params = {"character": image, "driving": str(clip)} if kind == "animate" else {"face": image, "target": str(clip)}
+    runs = []
+    for name in executors:
+        folder = work / name
+        folder.mkdir()
+        jobs_cfg = cfg.jobs.model_copy(
+            update={"db": folder / "jobs.sqlite", "output_dirs": [folder], "input_dirs": [work], "executor": name}
+        )
+        run_cfg = cfg.model_copy(update={"jobs": jobs_cfg})
+        service = JobService(jobs_cfg, default_kinds(run_cfg), executor=make_executor(run_cfg))
+        try:
+            for i in range(count):
+                service.submit(kind, params, str(folder / f"out-{i}.mp4"))
+            t0 = time.monotonic()
+            service.runner.start()  # ExecutorUnavailable (no Ray, no cluster) says why
+            while True:
+                counts = service.store.counts()
+                if counts["done"] + counts["failed"] + counts["cancelled"] >= count:
+                    break
+                time.sleep(0.1)
+            wall = time.monotonic() - t0
+        finally:
+            service.close()
+        runs.append(
+            {
+                "executor": name,
+                "slots": service.runner.executor.slots,
+                "jobs": count,
+                "done": counts["done"],
+                "failed": counts["failed"],
+                "wall_s": round(wall, 2),
+                "jobs_per_min": round(counts["done"] / wall * 60, 2) if wall > 0 else None,
+                "errors": sorted({j.error or "" for j in service.store.list("failed")}) if counts["failed"] else [],
+            }
+        )
+    return {"kind": kind, "clip_frames": CLIP_FRAMES, "clip_size": list(CLIP_SIZE), "runs": runs}
+
+
+def format_jobs_throughput(data: dict[str, Any]) -> str:
+    w, h = data["clip_size"]
+    lines = [f"{data['kind']} jobs on a {data['clip_frames']}-frame {w}x{h} clip"]
+    lines.append(f"{'executor':<10}{'slots':>6}{'jobs':>6}{'done':>6}{'wall s':>9}{'jobs/min':>10}")
+    for r in data["runs"]:
+        rate = r["jobs_per_min"] or "-"
+        lines.append(f"{r['executor']:<10}{r['slots']:>6}{r['jobs']:>6}{r['done']:>6}{r['wall_s']:>9}{rate:>10}")
+        lines += [f"    failed: {e}" for e in r["errors"]]
+    return "\n".join(lines)

@@ -201,6 +201,18 @@ def run_command(args: argparse.Namespace, config_path: Path | None, setup_loggin
             data = with_batch(cfg, opts, args.rounds, system)
             _emit(format_with_batch(data), data, args.json)
             return 0
+        if args.jobs is not None:
+            from facecast.bench.batch import format_jobs_throughput, jobs_throughput
+            from facecast.jobs.executors import ExecutorUnavailable
+
+            kind = cfg.effect.active if cfg.effect.active in ("animate", "swap") else "animate"
+            try:
+                data = jobs_throughput(cfg, args.jobs, args.executor, kind)
+            except ExecutorUnavailable as exc:
+                log.error("cannot run the jobs: %s", exc)
+                return 3
+            _emit(format_jobs_throughput(data), data, args.json)
+            return 0
         if args.soak is not None:
             from facecast.bench.soak import SoakOptions, format_soak, run_soak
 

@@ -95,6 +95,13 @@ def format_result(r: dict[str, Any]) -> str:
         )
     tracked = "tracking off" if r["tracked_ratio"] is None else f"{_pct(r['tracked_ratio'])} of frames with a face"
     lines.append(f"tracked    {tracked}")
+    enhancer = r.get("enhancer")  # the swap's face enhancer (effects/enhancer.py), when one ran
+    if enhancer:
+        lines.append(
+            f"enhancer   {enhancer['model']} ({enhancer['mode']}): {enhancer['enhanced_frames']} frames enhanced,"
+            f" {enhancer['carried_frames']} got its detail carried, {enhancer['bad_outputs']} unusable outputs"
+            " (counts include the warm-up)"
+        )
     engines = r.get("engines") or {}
     if engines:
         lines.append("")

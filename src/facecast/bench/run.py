@@ -132,7 +132,9 @@ def distribution(values_ms: list[float]) -> dict[str, float | None]:
     if not values_ms:
         return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None}
     a = np.asarray(values_ms, dtype=np.float64)
-    out = {f"p{p}": round(float(v), 3) for p, v in zip(PERCENTILES, np.percentile(a, PERCENTILES), strict=True)}
+    out: dict[str, float | None] = {
+        f"p{p}": round(float(v), 3) for p, v in zip(PERCENTILES, np.percentile(a, PERCENTILES), strict=True)
+    }
     out["mean"] = round(float(a.mean()), 3)
     out["max"] = round(float(a.max()), 3)
     return out
@@ -304,7 +306,7 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
         outputs = {name: {**w.snapshot(), "type": cfg.outputs[name].type} for name, w in workers.items()}
         reader = daemon.capture.reader
         width, height = _input_size(reader, cfg)
-        source = {
+        source: dict[str, Any] = {  # the report's `source` record
             "kind": cfg.capture.source,
             "description": reader.describe(),
             "fps": round(float(reader.fps), 3),
@@ -349,7 +351,7 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
         note = f"cannot keep up: {figures['fps']:.1f} fps delivered of the source's {source['fps']:.1f}"
         captured = figures["capture_fps"]
         means = {name: s["mean"] for name, s in figures["stages"].items() if s["mean"] is not None}
-        slowest = max(means, key=means.get) if means else None
+        slowest = max(means, key=lambda name: means[name]) if means else None
         if daemon.pipeline.queues and daemon.pipeline.queues[0].policy == "block":
             note += "; the queues block, so the slowest stage holds the source back"
         elif captured is not None and captured < 0.95 * source["fps"]:

@@ -6,13 +6,14 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, cast
 
 import cv2
 from pydantic import Field
 
 from facecast.capture.reader import CapturedFrame, FrameReader
 from facecast.configbase import StrictModel
+from facecast.types import Image
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class CameraReader(FrameReader):
             cap.release()
             raise OSError(f"camera {self.cfg.index} did not open (is it in use by another program?)")
         if self.cfg.mjpg:
-            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
         cap.set(cv2.CAP_PROP_FPS, self.fps)
@@ -93,7 +94,8 @@ class CameraReader(FrameReader):
         if self._cap is None:
             return None
         ok, frame = self._cap.read()
-        return CapturedFrame(frame) if ok and frame is not None else None
+        # VideoCapture gives uint8 BGR frames; cv2's stubs type them as any numeric array
+        return CapturedFrame(cast(Image, frame)) if ok and frame is not None else None
 
     def close(self) -> None:
         if self._cap is not None:

@@ -9,12 +9,14 @@ status lines or errors: everything this reader says goes through `redact_url`.
 from __future__ import annotations
 
 import re
+from typing import cast
 
 import cv2
 from pydantic import Field
 
 from facecast.capture.reader import CapturedFrame, FrameReader
 from facecast.configbase import StrictModel
+from facecast.types import Image
 
 
 class UrlConfig(StrictModel):
@@ -70,7 +72,8 @@ class StreamReader(FrameReader):
         if self._cap is None:
             return None
         ok, frame = self._cap.read()
-        return CapturedFrame(frame) if ok and frame is not None else None
+        # VideoCapture gives uint8 BGR frames; cv2's stubs type them as any numeric array
+        return CapturedFrame(cast(Image, frame)) if ok and frame is not None else None
 
     def close(self) -> None:
         if self._cap is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import cv2
 from pydantic import Field
@@ -21,6 +22,9 @@ from facecast.assets import default_portrait
 from facecast.capture.reader import CapturedFrame, FrameReader
 from facecast.configbase import StrictModel
 from facecast.types import Image, SyntheticTruth
+
+if TYPE_CHECKING:
+    from facecast.effects.animate_mesh import MeshRig
 
 
 class SyntheticConfig(StrictModel):
@@ -70,13 +74,14 @@ class SyntheticReader(FrameReader):
         self._portrait: Image | None = None
         self._face_center = (0.0, 0.0)
         self._face_height = 1.0
-        self._rig = None  # MeshRig of the portrait: scripted yaw, pitch, blinks and mouth
+        self._rig: MeshRig | None = None  # the portrait's rig: scripted yaw, pitch, blinks and mouth
 
     def open(self) -> None:
         path = self.cfg.image or default_portrait()
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
+        loaded = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if loaded is None:
             raise OSError(f"capture.synthetic.image: cannot read {path} as an image")
+        image = cast(Image, loaded)  # IMREAD_COLOR gives uint8 BGR; cv2's stubs say any numeric array
         from facecast.tracking.face_mesh import track_image
 
         faces = track_image(image)
@@ -132,7 +137,7 @@ class SyntheticReader(FrameReader):
             eye_open=motion.eye_open,
             mouth_open=motion.mouth_open,
         )
-        return CapturedFrame(frame, truth)
+        return CapturedFrame(cast(Image, frame), truth)  # warpAffine keeps the uint8 input's dtype
 
     def read(self) -> CapturedFrame | None:
         frame = self.render(self.index)

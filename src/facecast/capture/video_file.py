@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import cv2
 from pydantic import Field
 
 from facecast.capture.reader import CapturedFrame, FrameReader
 from facecast.configbase import StrictModel
+from facecast.types import Image
 
 
 class FileConfig(StrictModel):
@@ -50,7 +52,8 @@ class VideoFileReader(FrameReader):
         if not ok and self.cfg.loop:
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, frame = self._cap.read()
-        return CapturedFrame(frame) if ok and frame is not None else None
+        # VideoCapture gives uint8 BGR frames; cv2's stubs type them as any numeric array
+        return CapturedFrame(cast(Image, frame)) if ok and frame is not None else None
 
     def close(self) -> None:
         if self._cap is not None:

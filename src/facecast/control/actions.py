@@ -367,14 +367,14 @@ class Controls:
 
     def check(self, command: Command) -> None:
         """Names that only this daemon knows (effects, outputs): for start-up checks of hotkey bindings."""
-        args = command.args
-        if command.spec.name == "effect" and args.name not in self.daemon.effect.effects:
+        args = command.args  # each action's own arguments model (ActionSpec.args)
+        if isinstance(args, EffectArgs) and args.name not in self.daemon.effect.effects:
             raise ActionError(f"unknown effect {args.name!r}; known: {', '.join(self.daemon.effect.effects)}", 404)
-        if command.spec.name == "output" and args.name not in self.daemon.output.status():
+        if isinstance(args, OutputArgs) and args.name not in self.daemon.output.status():
             raise ActionError(
                 f"unknown output {args.name!r}; configured: {', '.join(self.daemon.output.status())}", 404
             )
-        if command.spec.name == "set":  # a live setting bound to a key: its key and value are checked now
+        if isinstance(args, settings.SetArgs):  # a live setting bound to a key: its key and value are checked now
             settings.find(self.daemon.effect, args.key).check(args.value)
 
     def run(self, command: Command | str | Sequence[str], source: str) -> str:

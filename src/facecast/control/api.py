@@ -303,7 +303,7 @@ def _add_action_route(app: FastAPI, spec: ActionSpec, run) -> None:
     default = Body(...) if needs_body else Body(None)
     body_model = _strict_body(spec.args)
 
-    def endpoint(args: body_model = default) -> ActionResult:  # type: ignore[valid-type]
+    def endpoint(args: body_model = default) -> ActionResult:  # type: ignore[valid-type]  # FastAPI reads the model at run time
         return run(Command(spec, args if args is not None else spec.validate({})))
 
     endpoint.__name__ = f"action_{spec.name}"
@@ -464,7 +464,7 @@ def _add_security_scheme(app: FastAPI, cfg: ControlConfig) -> None:
             app.openapi_schema = schema
         return app.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to customise the schema
 
 
 def _allowed_methods(request: Request) -> list[str]:

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from facecast.control.actions import ActionError, Command
 
@@ -25,13 +26,23 @@ REPEAT_S = 0.25  # a held key auto-repeats; presses of one binding closer than t
 PENDING_MAX = 8  # presses waiting for their action; more than this and new ones are dropped
 
 
+class _KeyListener(Protocol):
+    """What we use of pynput's listener (a threading.Thread with a stop())."""
+
+    def is_alive(self) -> bool: ...
+
+    def stop(self) -> None: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+
 class HotkeyListener:
     """Maps key combinations to commands and runs them through `run(command, source)`."""
 
     def __init__(self, bindings: dict[str, Command], run: Callable[[Command, str], object]) -> None:
         self.bindings = bindings
         self._run = run
-        self._listener = None
+        self._listener: _KeyListener | None = None
         self._pending: queue.Queue[tuple[str, Command]] = queue.Queue(PENDING_MAX)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None

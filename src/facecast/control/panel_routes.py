@@ -250,7 +250,9 @@ def mount_panel(app: FastAPI, controls: Controls) -> None:
         _, found = character(name)
         if size != THUMBNAIL_PX:  # other sizes are made each time: the cache holds one per character
             data = thumbnail_png(found.image, found.matte, found.face.box, size)
-        elif (data := thumbnails.get(found)) is None:  # per Character object: a replaced file is a new one
+        elif (cached := thumbnails.get(found)) is not None:  # per Character object: a replaced file is a new one
+            data = cached
+        else:
             data = thumbnails[found] = thumbnail_png(found.image, found.matte, found.face.box, size)
         return Response(data, media_type="image/png", headers={"Cache-Control": "no-cache"})
 

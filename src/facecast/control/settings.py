@@ -59,12 +59,17 @@ LIVE_KEYS: dict[tuple[str, str | None], tuple[str, ...]] = {
         "blend",
         "feather",
         "color_match",
+        "shading_scale",
         "color_smoothing_s",
+        "steady",
+        "occlusion",
+        "occlusion_threshold",
+        "enhance.blend",
         "keep_eyes",
         "keep_mouth",
         "max_faces",
     ),
-    ("swap", "inswapper"): ("keep_mouth", "max_faces"),
+    ("swap", "inswapper"): ("keep_mouth", "max_faces", "enhance.blend"),
     ("debug", None): ("landmarks", "pose", "fps"),
 }
 APPLY_WAIT_S = 1.0  # how long `set` waits for the effect thread to take the value (one frame, normally)

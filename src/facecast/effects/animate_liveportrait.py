@@ -13,6 +13,7 @@ from pydantic import Field
 from facecast.configbase import StrictModel
 from facecast.effects.animate_mesh import BackgroundMode, compose_background
 from facecast.effects.base import Effect
+from facecast.engines.gate import Priority
 from facecast.engines.pool import EnginePool
 from facecast.neural import liveportrait as lp
 from facecast.types import FramePacket, Image
@@ -63,7 +64,7 @@ class AnimateLivePortrait(Effect):
         self._neutral: lp.Motion | None = None
         self._last_xd: np.ndarray | None = None
         self._last_t: float | None = None
-        self.priority = "live"  # "batch" when a job renders with it: live frames go first on the engines
+        self.priority: Priority = "live"  # "batch" when a job renders with it: live frames go first on the engines
 
     def start(self) -> None:
         self.model = lp.LivePortrait(self.pool, stitching=self.cfg.stitching, lip_zero=self.cfg.lip_zero)
@@ -71,12 +72,12 @@ class AnimateLivePortrait(Effect):
     def recalibrate(self) -> None:
         self._neutral = None  # the next tracked frame becomes the neutral pose
 
-    def _source(self, character) -> lp.PreparedSource:
+    def _source(self, model: lp.LivePortrait, character) -> lp.PreparedSource:
         key = id(character)
         if key not in self._sources:
             face = character.face
             self._sources = {
-                key: self.model.prepare_source(
+                key: model.prepare_source(
                     character.image, face.landmarks, face.eye_openness, face.mouth_openness, self.priority
                 )
             }
@@ -86,7 +87,7 @@ class AnimateLivePortrait(Effect):
         character = self.characters.active
         if character is None or self.model is None:
             return np.zeros((self.cfg.height, self.cfg.width, 4), np.uint8)
-        src = self._source(character)
+        src = self._source(self.model, character)
         t = packet.t_capture_ns / 1e9
         faces = packet.faces or []
         if faces:
@@ -112,5 +113,5 @@ class AnimateLivePortrait(Effect):
         pasted = self.model.paste_back(src, self.model.generate(src, x_d, self.priority))
         bgra = np.dstack([pasted, character.matte])
         return compose_background(
-            frame_into(bgra, self.cfg.width, self.cfg.height), None, self.cfg.background, self.cfg.background_color
+            frame_into(bgra, self.cfg.width, self.cfg.height), self.cfg.background, self.cfg.background_color
         )

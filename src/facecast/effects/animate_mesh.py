@@ -23,7 +23,7 @@ import threading
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import cv2
 import numpy as np
@@ -225,31 +225,32 @@ class MeshRig:
         centre = oval[:, :2].mean(0)
         # The ring turns with the skull at the top (hair) and stays put at the neck, smoothly between.
         y_eyes, y_chin = L[[33, 263], 1].mean(), L[152, 1]
-        ring, ring_w = [], []
+        ring_points: list[tuple[float, float, float]] = []
+        ring_w: list[float] = []
         for p in oval:
             w_rigid = _smoothstep(0.0, 1.0, float((y_chin - p[1]) / max(y_chin - y_eyes, 1.0)))
-            for k, w in ((1.3, w_rigid), (1.65, 0.85 * w_rigid)):
+            for k, weight in ((1.3, w_rigid), (1.65, 0.85 * w_rigid)):
                 if k == 1.3 and w_rigid < 0.5:
                     continue  # near the jaw a close fixed point would fold the skin
                 q = centre + k * (p[:2] - centre)
-                ring.append((q[0], q[1], p[2]))
-                ring_w.append(w)
-        border = []
+                ring_points.append((q[0], q[1], p[2]))
+                ring_w.append(weight)
+        border_points: list[tuple[float, float]] = []
         for t in np.linspace(0, 1, 6):
-            border += [
+            border_points += [
                 (t * (width - 1), 0),
                 (t * (width - 1), height - 1),
                 (0, t * (height - 1)),
                 (width - 1, t * (height - 1)),
             ]
-        border = np.unique(np.round(np.array(border), 3), axis=0)
+        border = np.unique(np.round(np.array(border_points), 3), axis=0)
         margin = 0.08 * min(width, height)
         keep = [
             i
-            for i, r in enumerate(ring)
+            for i, r in enumerate(ring_points)
             if margin <= r[0] <= width - 1 - margin and margin <= r[1] <= height - 1 - margin
         ]
-        ring = np.array([ring[i] for i in keep]).reshape(-1, 3)
+        ring = np.array([ring_points[i] for i in keep]).reshape(-1, 3)
         self.ring_weight = np.array([ring_w[i] for i in keep])[:, None]
         self.ring = ring
         centres = np.vstack([face_xy, ring[:, :2], border])
@@ -274,21 +275,21 @@ class MeshRig:
         hole = np.zeros(bgr.shape[:2], np.uint8)
         for poly in (warp.EYE_LEFT, warp.EYE_RIGHT):
             m = np.zeros_like(hole)
-            cv2.fillPoly(m, [L[poly, :2].round().astype(np.int32)], 255)
+            cv2.fillPoly(m, [L[poly, :2].round().astype(np.int32)], (255,))
             eye_w = float(np.linalg.norm(L[poly[0], :2] - L[poly[8], :2]))
             k = max(3, int(eye_w * 0.2) | 1)  # the lash line above the upper lid's landmarks too
-            hole |= cv2.dilate(m, np.ones((k, k), np.uint8))
+            hole |= cast(Image, cv2.dilate(m, np.ones((k, k), np.uint8)))  # cv2 keeps the uint8 input's dtype
         skin = cv2.inpaint(bgr, hole, 5, cv2.INPAINT_TELEA)
-        lash = tuple(int(v) for v in np.median(bgr[hole > 0], axis=0) * 0.25)
-        return skin, lash
+        b, g, r = (int(v) for v in np.median(bgr[hole > 0], axis=0) * 0.25)
+        return skin, (b, g, r)
 
     def _mouth_colours(self) -> tuple[np.ndarray, tuple[int, int, int] | None]:
         L = self.landmarks
         bgr = self.source[:, :, :3]
         lips = np.zeros(bgr.shape[:2], np.uint8)
-        cv2.fillPoly(lips, [L[warp.LIPS_OUTER, :2].round().astype(np.int32)], 255)
+        cv2.fillPoly(lips, [L[warp.LIPS_OUTER, :2].round().astype(np.int32)], (255,))
         inner = np.zeros_like(lips)
-        cv2.fillPoly(inner, [L[warp.MOUTH_INNER, :2].round().astype(np.int32)], 255)
+        cv2.fillPoly(inner, [L[warp.MOUTH_INNER, :2].round().astype(np.int32)], (255,))
         lip_colour = (
             np.median(bgr[(lips > 0) & (inner == 0)], axis=0)
             if np.any((lips > 0) & (inner == 0))
@@ -296,12 +297,13 @@ class MeshRig:
         )
         cavity = lip_colour * 0.22
         tongue = lip_colour * 0.6
-        teeth = None
+        teeth: tuple[int, int, int] | None = None
         if self.rest_gap > 2.0 and np.count_nonzero(inner) > 10:
             px = bgr[inner > 0].astype(np.float32)
             bright = px[px.mean(1) > np.percentile(px.mean(1), 60)]
             if bright.mean() > 110:
-                teeth = tuple(int(v) for v in np.median(bright, axis=0))
+                b, g, r = (int(v) for v in np.median(bright, axis=0))
+                teeth = (b, g, r)
         # A vertical gradient: dark throat at the top, the tongue's colour toward the lower lip.
         t = np.linspace(0.0, 1.0, 64)[:, None] ** 2
         ramp = (cavity * (1 - t) + tongue * t).astype(np.float32)
@@ -359,8 +361,10 @@ class MeshRig:
         fmap, lm_t = self.backward_map(params)
         # The whole frame through a fixed-point copy of the map (1/32 pixel): converting and remapping
         # costs less than remapping with the float map. The lids sample the float map in their boxes.
-        fixed_xy, fixed_frac = cv2.convertMaps(fmap, None, cv2.CV_16SC2)
-        out = cv2.remap(self.source, fixed_xy, fixed_frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        fixed_xy, fixed_frac = cv2.convertMaps(fmap, None, cv2.CV_16SC2)  # type: ignore[call-overload]  # cv2 stubs: map2 may be None
+        out = cast(
+            Image, cv2.remap(self.source, fixed_xy, fixed_frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        )
         for eye, (upper, lower) in zip(params.eyes, LIDS, strict=True):
             closure = float(np.clip(1.0 - eye, 0.0, 1.0))
             if closure > 0.01:  # below that the lid would be painted at under 2 % (tracker noise)
@@ -404,12 +408,12 @@ class MeshRig:
                 np.round((np.vstack([above, edge_up[::-1]]) - o) * q).astype(np.int32),
                 np.round((np.vstack([lower, edge_lo[::-1]]) - o) * q).astype(np.int32),
             ],
-            255,
+            (255,),
             cv2.LINE_AA,
             shift=2,
         )
         region = out[y0:y1, x0:x1, :3]
-        skin = cv2.remap(self.lid_skin, fmap[y0:y1, x0:x1], None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        skin = cv2.remap(self.lid_skin, fmap[y0:y1, x0:x1], None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # type: ignore[call-overload]  # cv2 stubs: map2 may be None
         a = mask.astype(np.float32)[:, :, None] * (fade / 255.0)
         lid = (region * (1.0 - a) + skin * a).astype(np.uint8)
         lash = np.zeros_like(mask)
@@ -417,7 +421,7 @@ class MeshRig:
             lash,
             [np.round((edge_up - o) * q).astype(np.int32)],
             False,
-            255,
+            (255,),
             max(1, round(lash_w)),
             cv2.LINE_AA,
             shift=2,
@@ -438,7 +442,7 @@ class MeshRig:
         region = out[y0:y1, x0:x1, :3]
         local = np.round((poly - (x0, y0)) * 4).astype(np.int32)
         mask = np.zeros(region.shape[:2], np.uint8)
-        cv2.fillPoly(mask, [local], 255, cv2.LINE_AA, shift=2)
+        cv2.fillPoly(mask, [local], (255,), cv2.LINE_AA, shift=2)
         top, bottom = poly[:, 1].min() - y0, poly[:, 1].max() - y0
         rows = np.clip((np.arange(y1 - y0) - top) / max(bottom - top, 1.0) * 63, 0, 63).astype(int)
         paint = np.empty_like(region)
@@ -449,7 +453,7 @@ class MeshRig:
             height = min(max(self.rest_gap, 0.12 * self.mouth_width), 0.6 * gap)
             band = np.vstack([upper, (upper + np.array([0.0, height]))[::-1]])
             teeth = np.zeros(region.shape[:2], np.uint8)
-            cv2.fillPoly(teeth, [np.round(band * 4).astype(np.int32)], 255, cv2.LINE_AA, shift=2)
+            cv2.fillPoly(teeth, [np.round(band * 4).astype(np.int32)], (255,), cv2.LINE_AA, shift=2)
             ta = cv2.GaussianBlur(teeth, (0, 0), 0.8).astype(np.float32)[:, :, None] / 255.0
             paint = (paint * (1 - ta) + np.array(self.teeth, np.float32) * ta).astype(np.uint8)
         # Fade in over the first pixels of opening so the mouth does not pop.
@@ -649,7 +653,7 @@ class AnimateMesh(Effect):
         faces = packet.faces or []
         face = max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None
         params = self._retarget.update(face, packet.t_capture_ns / 1e9, rig)
-        return compose_background(rig.render(params), rig, self.cfg.background, self.cfg.background_color)
+        return compose_background(rig.render(params), self.cfg.background, self.cfg.background_color)
 
     def _no_character(self) -> Image:
         if self._blank is None:
@@ -667,7 +671,7 @@ class AnimateMesh(Effect):
         return self._blank
 
 
-def compose_background(bgra: Image, rig: MeshRig, mode: BackgroundMode, color: tuple[int, int, int]) -> Image:
+def compose_background(bgra: Image, mode: BackgroundMode, color: tuple[int, int, int]) -> Image:
     if mode == "transparent":
         return bgra
     if mode == "original":

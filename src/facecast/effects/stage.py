@@ -44,7 +44,8 @@ EffectName = Literal["passthrough", "debug", "animate", "swap"]
 # and its class in BACKENDS.
 AnimateConfig = Annotated[AnimateMeshConfig | AnimateLivePortraitConfig, Field(discriminator="backend")]
 SwapConfig = Annotated[SwapMeshConfig | SwapInswapperConfig, Field(discriminator="backend")]
-BACKENDS: dict[tuple[str, str], type[Effect]] = {
+# Each class is called as cls(cfg, characters), or cls(cfg, characters, engine_pool) when neural.
+BACKENDS: dict[tuple[str, str], Callable[..., Effect]] = {
     ("animate", "mesh"): AnimateMesh,
     ("animate", "liveportrait"): AnimateLivePortrait,
     ("swap", "mesh"): SwapMesh,
@@ -231,7 +232,9 @@ class EffectStage(Stage):
                 self._start_failed(name, exc)
                 continue
             with self._lock:
-                closing = self._closing
+                # close() may have run on another thread while start() ran: annotated, so the type
+                # checker does not carry over the loop's narrowing of self._closing to False
+                closing: bool = self._closing
                 if not closing:
                     self._started.add(name)
             log.info("effect %s ready (started in %.1f s)", name, time.perf_counter() - t0)
@@ -282,8 +285,9 @@ class EffectStage(Stage):
         if active != previous:
             log.info("effect: %s -> %s", previous, active)
         effect = self.effects[active]
-        if recalibrate and callable(getattr(effect, "recalibrate", None)):
-            effect.recalibrate()
+        recalibrate_effect = getattr(effect, "recalibrate", None)
+        if recalibrate and callable(recalibrate_effect):
+            recalibrate_effect()
         if frozen and self._last is not None:
             if self._held is None:  # copied once: an effect may reuse its output buffer
                 self._held = self._last.copy()
@@ -297,7 +301,9 @@ class EffectStage(Stage):
                 with gate.live_frame():  # batch work waits for the whole frame, not just each call
                     packet.image = self._last = effect.apply(packet)
         if overlay and active != "debug":
-            packet.image = self.effects["debug"].draw_over(packet.image, packet)
+            debug = self.effects["debug"]
+            assert isinstance(debug, DebugOverlay)  # set_overlay() checked it
+            packet.image = debug.draw_over(packet.image, packet)
         return packet
 
     def close(self) -> None:

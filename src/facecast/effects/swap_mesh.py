@@ -6,14 +6,19 @@ No neural network and no downloaded weights. Per target face and frame:
    precomputed per character) carries the source face onto the target's landmarks, after a
    similarity that takes out position, size and roll. The backward map is found on a coarse grid
    over the target's face box (Newton inversion, see warp.py), upsampled, applied with one remap.
-2. Colour: the warped face's Lab mean and spread are moved to the target's skin (measured inside
-   the target's face each frame, smoothed over time so lighting changes do not flicker).
-3. Blend: a feathered mask of the target's face oval, with the target's own eyes (gaze, blinks)
-   and mouth interior (teeth, tongue) cut out so they show through; or Poisson blending
-   (`blend: seamless`, slower).
+2. Colour and light (neural/blend.py): the warped face keeps its own detail but takes the
+   target's low-frequency light and colour, measured over the target's visible skin (so the
+   source's own shadows are not pasted in as dark patches); the correction is smoothed over time.
+3. Occlusion: pixels of the target's face far from its own skin colour (a microphone, hair) stay
+   in front of the swapped face.
+4. Blend: a mask of the target's face oval, with the target's own eyes (gaze, blinks) and mouth
+   interior (teeth, tongue) cut out so they show through: hard, feathered, or Poisson
+   (`blend: seamless`, on the face's box only). The landmarks are steadied first (jitter held
+   back, motion followed) so the pasted face does not shimmer.
+5. Enhancer (optional, effects/enhancer.py): a face restoration model over the pasted face.
 
-Faces entering and leaving the frame need no state beyond the colour smoothing, which restarts
-whenever the number of faces changes.
+Faces entering and leaving the frame need no state beyond the colour and landmark smoothing, which
+restart whenever the number of faces changes.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import logging
 import weakref
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import cv2
 import numpy as np
@@ -31,6 +36,10 @@ from facecast.configbase import StrictModel
 from facecast.effects import warp
 from facecast.effects.base import Effect
 from facecast.effects.debug import own_frame
+from facecast.effects.enhancer import EnhanceConfig, FaceEnhancerStep
+from facecast.engines.gate import Priority
+from facecast.neural import blend
+from facecast.neural.blend import BlendMode
 from facecast.types import Face, FramePacket, Image, Landmarks
 
 log = logging.getLogger(__name__)
@@ -52,6 +61,7 @@ _CONTROL = sorted(
     )
 )
 GRID_CELLS = 40  # coarse grid points across a face box
+POSE_HYSTERESIS_DEG = 5.0  # another source photo is taken only when its pose is this much closer
 
 
 class SwapMeshConfig(StrictModel):
@@ -59,27 +69,40 @@ class SwapMeshConfig(StrictModel):
     max_faces: int = Field(
         4, ge=1, le=8, description="faces swapped per frame (tracking.max_faces limits how many are tracked)"
     )
-    blend: Literal["feather", "seamless"] = Field(
-        "feather", description="feather = soft edge (fast); seamless = Poisson blending (slower)"
+    blend: BlendMode = Field(
+        "feather",
+        description="hard = binary mask (fastest) | feather = soft edge | seamless = Poisson blending (slower)",
     )
     feather: float = Field(0.08, ge=0.0, le=0.3, description="width of the soft edge, fraction of the face size")
-    color_match: bool = Field(True, description="match the source face's colours to the target's skin")
+    color_match: bool = Field(True, description="give the character's face the person's light and skin colour")
+    shading_scale: float = Field(
+        0.06,
+        ge=0.0,
+        le=0.5,
+        description="size of the light taken from the person, fraction of the face size (0 = one colour shift)",
+    )
     color_smoothing_s: float = Field(0.3, ge=0, le=5, description="time constant of the colour match (no flicker)")
+    steady: float = Field(
+        0.01, ge=0.0, le=0.05, description="landmark moves below this fraction of the face size are held back (0 = off)"
+    )
+    occlusion: bool = Field(True, description="things in front of the face that are not skin-coloured stay in front")
+    occlusion_threshold: float = Field(
+        3.0, ge=1.0, le=10.0, description="how unlike the skin a pixel must be to count as in front (lower = more)"
+    )
     keep_mouth: bool = Field(True, description="show the target's own mouth interior when it speaks")
     keep_eyes: bool = Field(True, description="show the target's own eyes (gaze and blinks follow the person)")
     opacity: float = Field(1.0, ge=0, le=1, description="1 = the source face fully, lower = mixed with the target")
+    enhance: EnhanceConfig = EnhanceConfig()
 
 
 @dataclass(frozen=True)
 class SwapSource:
-    """A character prepared as a swap source: the TPS basis over its face box, its colour statistics."""
+    """A character prepared as a swap source: its image, landmarks and the TPS basis over its face box."""
 
     image: Image
     landmarks: np.ndarray  # (478, 2)
     control: np.ndarray  # the landmark indices the TPS passes through
     tps: warp.TpsField
-    bgr_mean: np.ndarray
-    bgr_std: np.ndarray
 
     @classmethod
     def build(cls, image: Image, landmarks: Landmarks) -> SwapSource:
@@ -96,42 +119,34 @@ class SwapSource:
             # lips would put two centres on one spot and make the spline tear.)
             control = sorted(set(control + warp.INNER_LIP_UPPER + warp.INNER_LIP_LOWER))
         tps = warp.TpsField(lm[control], grid, smoothing=1e-5)
-        mean, std = _skin_stats(image, lm)
-        return cls(
-            image=image, landmarks=lm.astype(np.float32), control=np.array(control), tps=tps, bgr_mean=mean, bgr_std=std
-        )
+        return cls(image=image, landmarks=lm.astype(np.float32), control=np.array(control), tps=tps)
 
 
-def _skin_mask(shape: tuple[int, int], lm: np.ndarray, offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
-    """The face oval minus eyes, brows and mouth: where skin colour is measured."""
+_NOSTRILS = [98, 97, 2, 326, 327, 294, 278, 344, 440, 275, 4, 45, 220, 115, 48, 64]
+
+
+def _feature_mask(shape: tuple[int, int], lm: np.ndarray, offset: tuple[float, float]) -> np.ndarray:
+    """Eyes, brows, lips and nostrils: parts of a face that are not skin-coloured by nature."""
     mask = np.zeros(shape, np.uint8)
     o = np.array(offset)
-    cv2.fillPoly(mask, [np.round(lm[warp.FACE_OVAL] - o).astype(np.int32)], 255)
-    for poly in (warp.EYE_LEFT, warp.EYE_RIGHT, warp.LIPS_OUTER):
-        pts = np.round(lm[poly] - o).astype(np.int32)
-        cv2.fillPoly(mask, [cv2.convexHull(pts)], 0)
+    for poly in (warp.EYE_LEFT, warp.EYE_RIGHT, warp.BROW_LEFT, warp.BROW_RIGHT, warp.LIPS_OUTER, _NOSTRILS):
+        cv2.fillPoly(mask, [cv2.convexHull(np.round(lm[poly] - o).astype(np.int32))], (255,))
+    size = float(np.ptp(lm[warp.FACE_OVAL, 1]))
+    k = max(3, int(0.03 * size) | 1)  # their edges (lashes, lip line) too
+    return cv2.dilate(mask, np.ones((k, k), np.uint8))
+
+
+def _oval_mask(shape: tuple[int, int], lm: np.ndarray, offset: tuple[float, float]) -> np.ndarray:
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round((lm[warp.FACE_OVAL] - np.array(offset)) * 16).astype(np.int32)], (255,), shift=4)
     return mask
 
 
-def _skin_stats(
-    image: Image, lm: np.ndarray, offset: tuple[float, float] = (0.0, 0.0)
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel BGR mean and spread of the skin, measured on a small copy (statistics need no detail)."""
-    h, w = image.shape[:2]
-    f = min(1.0, 96.0 / max(h, w))
-    small = cv2.resize(image[:, :, :3], (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    mask = _skin_mask(small.shape[:2], (lm - np.array(offset)) * f)
-    if cv2.countNonZero(mask) < 20:
-        mask = None
-    mean, std = cv2.meanStdDev(small, mask=mask)
-    return mean.ravel().astype(np.float32), np.maximum(std.ravel(), 1.0).astype(np.float32)
-
-
-def _face_region(face: Face, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+def _face_region(landmarks: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
     """The box (x0, y0, x1, y1) the swap of one face works in: its oval and a margin, inside the
     frame; None when the face is too small or off the frame."""
     fh, fw = shape[:2]
-    oval = face.landmarks[warp.FACE_OVAL, :2].astype(np.float64)
+    oval = landmarks[warp.FACE_OVAL, :2].astype(np.float64)
     size = float(max(np.ptp(oval[:, 0]), np.ptp(oval[:, 1])))
     if size < 8:
         return None
@@ -145,24 +160,35 @@ def _face_region(face: Face, shape: tuple[int, ...]) -> tuple[int, int, int, int
 
 
 @dataclass
-class _ColourState:
-    mean: np.ndarray
-    std: np.ndarray
-    t: float
+class _FaceState:
+    """What is smoothed over time for one face: its landmarks and its lighting correction."""
+
+    steadier: blend.LandmarkSteadier
+    correction: np.ndarray | None = None
+    t: float = 0.0
+    photo: object | None = None  # with several photos of the source: the one this face uses now
 
 
 class SwapMesh(Effect):
     name = "swap"
 
-    def __init__(self, cfg: SwapMeshConfig, characters) -> None:
+    def __init__(self, cfg: SwapMeshConfig, characters, engines=None) -> None:
+        """`engines`: () -> the shared EnginePool, called only when `enhance.model` is set."""
         self.cfg = cfg
         self.characters = characters  # CharacterLibrary, or anything with .active
         self._sources: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._colours: list[_ColourState] = []
+        self._states: list[_FaceState] = []
+        self.enhancer = FaceEnhancerStep(cfg.enhance, engines)
+        self.priority: Priority = "live"  # "batch" when a job runs it: its model calls step aside for live frames
+        self.offline = False  # render and jobs: the enhancer runs on every frame, synchronously
 
     def start(self) -> None:
         for character in getattr(self.characters, "characters", lambda: [])():
             self.source_for(character)
+        self.enhancer.start(self.offline, self.priority)
+
+    def close(self) -> None:
+        self.enhancer.close()
 
     def source_for(self, character) -> SwapSource:
         src = self._sources.get(character)
@@ -171,28 +197,69 @@ class SwapMesh(Effect):
             self._sources[character] = src
         return src
 
+    def reset(self) -> None:
+        """Forget what is smoothed over time: the next frame is an unrelated picture."""
+        self._states = []
+
+    def _photo_for(self, index: int, face: Face, default):
+        """With several photos of the source person (`characters.photos`, from `render swap --face DIR`):
+        the one whose head pose is closest to the target face's. The choice only changes when another
+        photo is closer by POSE_HYSTERESIS_DEG, so a face near the middle does not flip between two."""
+        photos = getattr(self.characters, "photos", None)
+        if not photos or len(photos) < 2:
+            return default
+
+        def gap(photo) -> float:
+            p, q = photo.face.pose, face.pose
+            return (
+                abs(p.yaw - q.yaw) + abs(p.pitch - q.pitch) + 0.25 * abs(p.roll - q.roll)
+            )  # roll: the warp takes it out
+
+        state = self._states[index]
+        best = min(photos, key=gap)
+        if state.photo in photos and gap(state.photo) <= gap(best) + POSE_HYSTERESIS_DEG:
+            return state.photo
+        state.photo = best
+        return best
+
     def apply(self, packet: FramePacket) -> Image:
         character = self.characters.active
         faces = packet.faces or []
         if character is None or not faces:
-            self._colours = []
+            self._states = []
             return packet.image
-        src = self.source_for(character)
         faces = sorted(faces, key=lambda f: f.box[2] * f.box[3], reverse=True)[: self.cfg.max_faces]
-        faces.sort(key=lambda f: f.box[0])  # a stable order left to right for the colour smoothing
-        if len(faces) != len(self._colours):
-            self._colours = []
+        faces.sort(key=lambda f: f.box[0])  # a stable order left to right for the smoothing
+        if len(faces) != len(self._states):
+            self._states = []
         out = own_frame(packet)  # swapped in place: no full-frame copy per frame
         t = packet.t_capture_ns / 1e9
+        steadied = [self._steady(i, face) for i, face in enumerate(faces)]
         # Each face reads the frame as the camera gave it (a neighbour's swap may overlap its box).
-        targets = [(i, face, box) for i, face in enumerate(faces) if (box := _face_region(face, out.shape)) is not None]
-        originals = [np.ascontiguousarray(out[y0:y1, x0:x1, :3]) for _, _, (x0, y0, x1, y1) in targets]
-        for (i, face, box), region in zip(targets, originals, strict=True):
+        targets = [
+            (i, face, T, box)
+            for i, (face, T) in enumerate(zip(faces, steadied, strict=True))
+            if (box := _face_region(T, out.shape)) is not None
+        ]
+        originals = [np.ascontiguousarray(out[y0:y1, x0:x1, :3]) for *_, (x0, y0, x1, y1) in targets]
+        for (i, face, T, box), region in zip(targets, originals, strict=True):
+            src = self.source_for(self._photo_for(i, face, character))
             try:
-                self._swap_one(out, region, box, src, face, i, t)
+                self._swap_one(out, region, box, src, face, T, i, t)
             except cv2.error as exc:  # a degenerate face box at the frame edge: leave that face as is
                 log.debug("swap: face %d skipped: %s", i, exc)
+        if self.cfg.enhance.model != "none":
+            out = self.enhancer.apply(out, [T for _, _, T, _ in targets], packet.seq)
         return out
+
+    def _steady(self, index: int, face: Face) -> np.ndarray:
+        T = face.landmarks[:, :2].astype(np.float64)
+        size = float(np.ptp(T[warp.FACE_OVAL, 1]))
+        if index >= len(self._states):
+            self._states.append(_FaceState(blend.LandmarkSteadier(0.0)))
+        steadier = self._states[index].steadier
+        steadier.reach = self.cfg.steady * size  # read per frame: `steady` is a live setting
+        return steadier(T)
 
     def _swap_one(
         self,
@@ -201,12 +268,12 @@ class SwapMesh(Effect):
         box: tuple[int, int, int, int],
         src: SwapSource,
         face: Face,
+        T: np.ndarray,
         index: int,
         t: float,
     ) -> None:
         cfg = self.cfg
         x0, y0, x1, y1 = box
-        T = face.landmarks[:, :2].astype(np.float64)
         oval = T[warp.FACE_OVAL]
         size = float(max(np.ptp(oval[:, 0]), np.ptp(oval[:, 1])))
         rw, rh = x1 - x0, y1 - y0
@@ -223,27 +290,55 @@ class SwapMesh(Effect):
         # Through a fixed-point copy of the map: OpenCV remaps in fixed point anyway, and converting
         # first costs less than remapping with the float map (the same pixels come out).
         fixed_xy, fixed_frac = cv2.convertMaps(fmap, None, cv2.CV_16SC2)
-        patch = cv2.remap(src.image, fixed_xy, fixed_frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        patch = cast(
+            Image, cv2.remap(src.image, fixed_xy, fixed_frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        )
 
+        origin = (x0, y0)
+        # Light, colour and occlusion are measured on a small copy of the box (no detail needed).
+        f, small_size = blend.small_scale((rh, rw))
+        small_shape = (small_size[1], small_size[0])
+        T_small = (T - np.array(origin, np.float64)) * f
+        face_small = _oval_mask(small_shape, T_small, (0.0, 0.0))
+        features_small = _feature_mask(small_shape, T_small, (0.0, 0.0))
+        skin = (face_small > 0) & (features_small == 0)
+        region_small = blend.small(region, small_size)
+        in_front = None
+        if cfg.occlusion:
+            region_lab = blend.lab(region_small)
+            model = blend.skin_model(region_lab, skin)
+            if model is not None:
+                in_front = blend.not_skin(region_lab, face_small, features_small, model, cfg.occlusion_threshold)
+                skin &= in_front == 0  # the light is measured on the skin that is really seen
         if cfg.color_match:
-            patch = self._match_colour(patch, region, src, T, (x0, y0), index, t)
+            # The patch's marks that are not skin-coloured (tattoos, paint, make-up) are its identity:
+            # left out of its light estimate so the correction does not wash them out.
+            patch_small = blend.small(patch, small_size)
+            patch_lab = blend.lab(patch_small)
+            patch_skin = (face_small > 0) & (features_small == 0)
+            own = blend.skin_model(patch_lab, patch_skin)
+            if own is not None:
+                patch_skin &= blend.not_skin(patch_lab, face_small, features_small, own, cfg.occlusion_threshold) == 0
+            correction = self._correction(patch_small, region_small, skin, patch_skin, index, t)
+            patch = blend.apply_correction(patch, correction)
 
-        mask = self._mask(T, (x0, y0), (rh, rw), size, face)
-        if cfg.blend == "seamless":
-            hard = (mask > 0.5).astype(np.uint8) * 255
-            if np.count_nonzero(hard) > 16:
-                full = np.ascontiguousarray(out[:, :, :3])
-                canvas = np.zeros_like(full)
-                canvas[y0:y1, x0:x1] = patch
-                full_mask = np.zeros(full.shape[:2], np.uint8)
-                full_mask[y0:y1, x0:x1] = hard
-                bx, by, bw, bh = cv2.boundingRect(full_mask)
-                centre = (bx + bw // 2, by + bh // 2)
-                cloned = cv2.seamlessClone(canvas, full, full_mask, centre, cv2.NORMAL_CLONE)
-                patch = cloned[y0:y1, x0:x1]
-                mask = np.minimum(mask, cv2.GaussianBlur(hard, (0, 0), 2).astype(np.float32) / 255.0)
-        a = mask * cfg.opacity if cfg.opacity < 1 else mask
-        out[y0:y1, x0:x1, :3] = cv2.blendLinear(patch, region, a, 1.0 - a)
+        mask = self._mask(T, origin, (rh, rw), size, face)
+        if in_front is not None:
+            mask *= 1.0 - blend.soft_full_size(in_front, (rh, rw))
+        out[y0:y1, x0:x1, :3] = blend.composite(region, patch, mask, cfg.blend, cfg.opacity)
+
+    def _correction(
+        self, patch_small: Image, region_small: Image, skin: np.ndarray, patch_skin: np.ndarray, index: int, t: float
+    ) -> np.ndarray:
+        """The lighting correction for this face, smoothed over time with `color_smoothing_s`."""
+        now = blend.shading_correction(patch_small, region_small, skin, self.cfg.shading_scale, patch_skin)
+        state = self._states[index]
+        if state.correction is not None:
+            tau = self.cfg.color_smoothing_s
+            keep = float(np.exp(-max(0.0, t - state.t) / tau)) if tau > 0 else 0.0
+            now = keep * state.correction + (1 - keep) * now
+        state.correction, state.t = now, t
+        return now
 
     def _mask(
         self, T: np.ndarray, origin: tuple[int, int], shape: tuple[int, int], size: float, face: Face
@@ -253,8 +348,8 @@ class SwapMesh(Effect):
         o = np.array(origin, dtype=np.float64)
         rh, rw = shape
         q = 0.25
-        small = np.zeros((max(2, round(rh * q)), max(2, round(rw * q))), np.uint8)
-        cv2.fillPoly(small, [np.round((T[warp.FACE_OVAL] - o) * q * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+        small: np.ndarray = np.zeros((max(2, round(rh * q)), max(2, round(rw * q))), np.uint8)
+        cv2.fillPoly(small, [np.round((T[warp.FACE_OVAL] - o) * q * 16).astype(np.int32)], (255,), cv2.LINE_AA, shift=4)
         feather = cfg.feather * size * q
         if feather >= 1:
             # Erode by the blur's reach so the soft edge fades out inside the face oval.
@@ -266,7 +361,7 @@ class SwapMesh(Effect):
         m = cv2.resize(small, (rw, rh), interpolation=cv2.INTER_LINEAR).astype(np.float32) * (1.0 / 255.0)
         # Nothing outside the target's face oval ever changes.
         oval = np.zeros(shape, np.uint8)
-        cv2.fillPoly(oval, [np.round((T[warp.FACE_OVAL] - o) * 16).astype(np.int32)], 1, shift=4)
+        cv2.fillPoly(oval, [np.round((T[warp.FACE_OVAL] - o) * 16).astype(np.int32)], (1,), shift=4)
         m *= oval
         polys = []
         if cfg.keep_eyes:
@@ -284,28 +379,7 @@ class SwapMesh(Effect):
             if x1 <= x0 or y1 <= y0:
                 continue
             hole = np.zeros((y1 - y0, x1 - x0), np.uint8)
-            cv2.fillPoly(hole, [np.round((pts - (x0, y0)) * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+            cv2.fillPoly(hole, [np.round((pts - (x0, y0)) * 16).astype(np.int32)], (255,), cv2.LINE_AA, shift=4)
             h = cv2.GaussianBlur(hole, (0, 0), sigma).astype(np.float32) * (1.5 / 255.0)
             m[y0:y1, x0:x1] *= 1.0 - np.minimum(h, 1.0)
         return m
-
-    def _match_colour(
-        self, patch: Image, region: Image, src: SwapSource, T: np.ndarray, origin: tuple[int, int], index: int, t: float
-    ) -> Image:
-        mean, std = _skin_stats(region, T, origin)
-        if index < len(self._colours):
-            state = self._colours[index]
-            tau = self.cfg.color_smoothing_s
-            keep = float(np.exp(-max(0.0, t - state.t) / tau)) if tau > 0 else 0.0
-            state.mean = keep * state.mean + (1 - keep) * mean
-            state.std = keep * state.std + (1 - keep) * std
-            state.t = t
-        else:
-            state = _ColourState(mean, std, t)
-            self._colours.append(state)
-        # out = (in - source mean) * gain + target mean, per channel: one saturating cv2.transform.
-        gain = np.clip(state.std / src.bgr_std, 0.5, 2.0)
-        matrix = np.zeros((3, 4), np.float32)
-        matrix[[0, 1, 2], [0, 1, 2]] = gain
-        matrix[:, 3] = state.mean - src.bgr_mean * gain
-        return cv2.transform(patch, matrix)

@@ -16,6 +16,7 @@ Everything here is pure numpy/OpenCV: no model, no state between frames.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import cv2
 import numpy as np
@@ -164,7 +165,8 @@ class Grid:
         """Bilinear sample of a (rows, cols, 2) field at image points `at` (..., 2); edges replicate."""
         u = ((at[..., 0] - self.x0) / self.sx).astype(np.float32)
         v = ((at[..., 1] - self.y0) / self.sy).astype(np.float32)
-        return cv2.remap(field, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        # cv2 returns the input's dtype (float32), which its stubs cannot express
+        return cast(FloatArray, cv2.remap(field, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
 
 
 class TpsField:
@@ -252,7 +254,7 @@ def invert_displacement(grid: Grid, disp: FloatArray, targets: FloatArray, itera
 
 def upsample(coarse: FloatArray, width: int, height: int) -> FloatArray:
     """A (rows, cols, 2) coarse field to (height, width, 2), bilinear, matching Grid.covering."""
-    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR)
+    return cast(FloatArray, cv2.resize(coarse, (width, height), interpolation=cv2.INTER_LINEAR))  # float32 in, out
 
 
 def identity_map(width: int, height: int, x: float = 0.0, y: float = 0.0) -> FloatArray:

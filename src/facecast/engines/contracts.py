@@ -73,10 +73,57 @@ CONTRACTS: dict[str, ModelContract] = {
             (T("output", (1, 3, 128, 128)),),
         ),
         ModelContract("w600k_r50", "w600k_r50.onnx", (T("input.1", (None, 3, 112, 112)),), (T("683", (None, 512)),)),
+        # A RIFE-style frame interpolator exported by the user: two RGB frames in 0..1 stacked on the
+        # channels (sides multiples of 32) -> the frame midway (facecast.postprocess.interpolate).
+        ModelContract(
+            "interpolation/rife",
+            "interpolation/rife.onnx",
+            (T("img", (1, 6, None, None)),),
+            (T("output", (1, 3, None, None)),),
+            precision="fp32",
+        ),
+        # Face enhancers (restoration after a swap): RGB in [-1, 1] in and out. They stay FP32: GFPGAN
+        # built in FP16 returns a solid colour (GFPGAN issue #483).
+        ModelContract(
+            "gfpgan_1.4", "gfpgan_1.4.onnx", (T("input", (1, 3, 512, 512)),), (T("output", (1, 3, 512, 512)),), "fp32"
+        ),
+        ModelContract(
+            "codeformer",
+            "codeformer.onnx",
+            (T("x", (1, 3, 512, 512)), T("w", (1,), "float64")),  # w: the fidelity weight
+            (T("y", (1, 3, 512, 512)),),
+            "fp32",
+        ),
+        ModelContract(
+            "gpen_bfr_256",
+            "gpen_bfr_256.onnx",
+            (T("input", (1, 3, 256, 256)),),
+            (T("output", (1, 3, 256, 256)),),
+            "fp32",
+        ),
+        ModelContract(
+            "gpen_bfr_512",
+            "gpen_bfr_512.onnx",
+            (T("input", (1, 3, 512, 512)),),
+            (T("output", (1, 3, 512, 512)),),
+            "fp32",
+        ),
+        ModelContract(
+            "restoreformer_pp",
+            "restoreformer_plus_plus.onnx",
+            (T("input", (1, 3, 512, 512)),),
+            (T("output", (1, 3, 512, 512)),),
+            "fp32",
+        ),
     )
 }
 
-_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64"}
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(double)": "float64",
+}
 
 
 def _dims(shape) -> tuple[int | None, ...]:

@@ -322,14 +322,16 @@ def rewrite_gridsample_5d(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list
             continue
         volume_shape, volume_type = shapes.get(node.input[0], (None, 0))
         grid_shape, grid_type = shapes.get(node.input[1], (None, 0))
-        rank = (
-            len(volume_shape) if volume_shape is not None else len(grid_shape) - 1 if grid_shape is not None else None
-        )
+        # The grid has the input's rank: (N, D, H, W, 3) for an (N, C, D, H, W) input.
+        rank = len(volume_shape) if volume_shape is not None else len(grid_shape) if grid_shape is not None else None
         if rank is None:
             raise RewriteError(f"GridSample node {node.name!r}: shape inference cannot tell its input rank")
         if rank != 5:
             new_nodes.append(node)
             continue
+        if volume_shape is None or grid_shape is None:  # the rank came from the other one
+            unknown = "input" if volume_shape is None else "grid"
+            raise RewriteError(f"GridSample node {node.name!r}: shape inference cannot tell its {unknown}'s shape")
         if opset < 13:
             raise RewriteError(f"the model's opset {opset} is older than 13")
         attrs = _attributes(node)

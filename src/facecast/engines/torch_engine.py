@@ -17,6 +17,7 @@ load, so norms, softmax, exp and reductions keep FP32 while convolutions run in 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import threading
@@ -118,13 +119,21 @@ class _NodeView:
 
     def const(self, i: int) -> np.ndarray | None:
         """Input i's value when it is constant at plan time, else None."""
-        if not self.has(i) or self._fetchers[i] is None:
+        fetch = self._fetchers[i] if self.has(i) else None
+        if fetch is None:
             return None
-        return self._fetchers[i]().numpy()
+        return fetch().numpy()
 
     def static(self, i: int) -> np.ndarray | None:
         """A static input (shape, axes, pads, ...): its value, or None when the input is absent."""
         return self.const(i)
+
+    def required(self, i: int) -> np.ndarray:
+        """A static input the op cannot do without (a Reshape's shape, a Range's bounds, ...)."""
+        value = self.static(i)
+        if value is None:
+            raise self.refuse(f"input {i} is required but absent")
+        return value
 
     def shape(self, i: int) -> tuple[int, ...]:
         shape = self._shapes[i]
@@ -231,7 +240,13 @@ def _mod(n: _NodeView):
 
 @_op("Max", "Min", "Sum", "Mean")
 def _variadic(n: _NodeView):
-    pair = {"Max": torch.maximum, "Min": torch.minimum, "Sum": torch.add, "Mean": torch.add}[n.node.op_type]
+    pairs: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+        "Max": torch.maximum,
+        "Min": torch.minimum,
+        "Sum": torch.add,
+        "Mean": torch.add,
+    }
+    pair = pairs[n.node.op_type]
     count = len(n.node.input)
 
     def reduce(*xs):
@@ -299,9 +314,10 @@ def _gelu(n: _NodeView):
 
 @_op("Clip", static=(1, 2))
 def _clip(n: _NodeView):
-    low, high = n.static(1), n.static(2)
-    low = float(low) if low is not None else n.attr("min")  # opset < 11 keeps them as attributes
-    high = float(high) if high is not None else n.attr("max")
+    low_input, high_input = n.static(1), n.static(2)
+    # opset < 11 keeps the bounds as attributes
+    low: float | None = float(low_input) if low_input is not None else n.attr("min")
+    high: float | None = float(high_input) if high_input is not None else n.attr("max")
     return lambda x: torch.clamp(x, low, high)
 
 
@@ -332,7 +348,7 @@ def _size(n: _NodeView):
 
 @_op("ConstantOfShape", static=(0,))
 def _constant_of_shape(n: _NodeView):
-    shape = [int(d) for d in n.static(0)]
+    shape = [int(d) for d in n.required(0)]
     value = n.attr("value")
     fill = np.zeros(1, np.float32) if value is None else value.reshape(-1)
     dtype = _torch_dtype_of_np(fill.dtype)
@@ -341,7 +357,7 @@ def _constant_of_shape(n: _NodeView):
 
 @_op("Range", static=(0, 1, 2))
 def _range(n: _NodeView):
-    start, limit, delta = (n.static(i) for i in range(3))
+    start, limit, delta = (n.required(i) for i in range(3))
     dtype = _torch_dtype_of_np(np.asarray(start).dtype)
     return lambda: torch.arange(start.item(), limit.item(), delta.item(), dtype=dtype)
 
@@ -349,7 +365,7 @@ def _range(n: _NodeView):
 @_op("Reshape", static=(1,))
 def _reshape(n: _NodeView):
     source = n.shape(0)
-    target = [int(d) for d in n.static(1)]
+    target = [int(d) for d in n.required(1)]
     if not n.attr("allowzero", 0):
         target = [source[i] if d == 0 else d for i, d in enumerate(target)]
     return lambda x: x.reshape(target)
@@ -393,13 +409,13 @@ def _transpose(n: _NodeView):
 
 @_op("Expand", static=(1,))
 def _expand(n: _NodeView):
-    out = tuple(np.broadcast_shapes(n.shape(0), tuple(int(d) for d in n.static(1))))
+    out = tuple(np.broadcast_shapes(n.shape(0), tuple(int(d) for d in n.required(1))))
     return lambda x: x.expand(out)
 
 
 @_op("Tile", static=(1,))
 def _tile(n: _NodeView):
-    repeats = [int(r) for r in n.static(1)]
+    repeats = [int(r) for r in n.required(1)]
     return lambda x: x.repeat(repeats)
 
 
@@ -413,8 +429,8 @@ def _concat(n: _NodeView):
 def _split(n: _NodeView):
     shape = n.shape(0)
     axis = _norm_axis(int(n.attr("axis", 0)), len(shape))
-    sizes = n.static(1)
-    sizes = [int(s) for s in sizes] if sizes is not None else n.attr("split")
+    given = n.static(1)
+    sizes: list[int] | None = [int(s) for s in given] if given is not None else n.attr("split")
     if sizes is None:  # equal parts; the last one smaller when the axis does not divide
         parts = len(n.node.output)
         step = -(-shape[axis] // parts)
@@ -427,11 +443,12 @@ def _split(n: _NodeView):
 def _slice(n: _NodeView):
     shape = n.shape(0)
     if n.opset < 10:
-        starts, ends, axes, steps = n.attr("starts"), n.attr("ends"), n.attr("axes"), None
+        starts, ends, given_axes, given_steps = n.attr("starts"), n.attr("ends"), n.attr("axes"), None
     else:
-        starts, ends, axes, steps = (n.static(i) for i in (1, 2, 3, 4))
-    axes = list(range(len(starts))) if axes is None else [_norm_axis(int(a), len(shape)) for a in axes]
-    steps = [1] * len(axes) if steps is None else [int(s) for s in steps]
+        starts, ends = n.required(1), n.required(2)
+        given_axes, given_steps = n.static(3), n.static(4)
+    axes = list(range(len(starts))) if given_axes is None else [_norm_axis(int(a), len(shape)) for a in given_axes]
+    steps = [1] * len(axes) if given_steps is None else [int(s) for s in given_steps]
     index: list[slice] = [slice(None)] * len(shape)
     for axis, start, end, step in zip(axes, starts, ends, steps, strict=False):
         if step <= 0:
@@ -500,9 +517,9 @@ def _pad(n: _NodeView):
     if n.opset < 11:
         pads, value, axes = list(n.attr("pads")), float(n.attr("value", 0.0)), None
     else:
-        pads = [int(p) for p in n.static(1)]
-        value = n.static(2)
-        value = 0.0 if value is None or value.size == 0 else value.reshape(-1)[0].item()
+        pads = [int(p) for p in n.required(1)]
+        given_value = n.static(2)
+        value = 0.0 if given_value is None or given_value.size == 0 else given_value.reshape(-1)[0].item()
         axes = _axes(n, 3) if n.has(3) else None
     axes = list(range(rank)) if axes is None else [_norm_axis(a, rank) for a in axes]
     begin, end = [0] * rank, [0] * rank
@@ -1161,7 +1178,7 @@ class OnnxModule(torch.nn.Module):
                 node,
                 self.opset,
                 attrs,
-                [(lambda n=name: value(n)) if name and is_const(name) else None for name in names],
+                [functools.partial(value, name) if name and is_const(name) else None for name in names],
                 [tuple(meta_of(name).shape) if name else None for name in names],
             )
             for i in entry.static:
@@ -1198,10 +1215,11 @@ class OnnxModule(torch.nn.Module):
             for out, tensor in zip(node.output, _as_tuple(result), strict=False):
                 if out:
                     meta[out] = tensor
-            extra_names = []
+            extra_names: list[str | None] = []
             for tensor in extra:
-                extra_names.append(f"extra:{len(extras)}")
-                extras[extra_names[-1]] = tensor
+                extra_name = f"extra:{len(extras)}"
+                extras[extra_name] = tensor
+                extra_names.append(extra_name)
             planned.append(
                 _PlannedNode(fn, [names[i] or None for i in data] + extra_names, list(node.output), view.label)
             )
@@ -1228,8 +1246,9 @@ class OnnxModule(torch.nn.Module):
         consts: dict[int, str] = {}
 
         def read(name: str | None) -> int | None:
-            if name is None:
-                return None
+            return None if name is None else slot_of(name)
+
+        def slot_of(name: str) -> int:
             if name not in slot:
                 if name in extras or name in folded:
                     key = self._new_buffer(extras.get(name) if name in extras else folded[name])
@@ -1250,7 +1269,7 @@ class OnnxModule(torch.nn.Module):
                     slot[name] = len(slot)
                 outs.append(slot[name] if name else -1)
             steps.append(_Step(node.fn, args, tuple(outs), (), node.label))
-        output_slots = {name: read(source) for name, source in outputs.items()}
+        output_slots = {name: slot_of(source) for name, source in outputs.items()}
         keep = set(range(len(self.input_names))) | set(consts) | set(output_slots.values())
         last: dict[int, int] = {}
         for index, step in enumerate(steps):
@@ -1262,7 +1281,7 @@ class OnnxModule(torch.nn.Module):
             frees.setdefault(index, []).append(s)
         for index, step in enumerate(steps):
             step.free = tuple(frees.get(index, ()))
-        return _Program({name: i for i, name in enumerate(self.input_names)}, consts, steps, output_slots, len(slot))  # type: ignore[arg-type]
+        return _Program({name: i for i, name in enumerate(self.input_names)}, consts, steps, output_slots, len(slot))
 
     # -- running --
     def forward(self, inputs: dict[str, Any]) -> dict[str, Any]:

@@ -22,10 +22,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from facecast.jobs.kinds.generate import GenerateParams
+from facecast.jobs.kinds.replace import ReplaceParams
 from facecast.jobs.kinds.video_effect import AnimateParams, SwapParams
 from facecast.jobs.runner import JobRejected
 from facecast.jobs.service import JobService
 from facecast.jobs.store import JobNotFound, JobStateError, JobStoreBusy, Status
+from facecast.postprocess.hook import PostParams
 
 MAX_LIST = 1000
 STORE_READERS = 8  # job-store reads at once
@@ -46,22 +48,44 @@ class _Request(BaseModel):
     )
 
 
+# Each kind's own params plus the post steps every kind accepts (postprocess/hook.py).
+class AnimateJobParams(AnimateParams, PostParams):
+    pass
+
+
+class SwapJobParams(SwapParams, PostParams):
+    pass
+
+
+class GenerateJobParams(GenerateParams, PostParams):
+    pass
+
+
+class ReplaceJobParams(ReplaceParams, PostParams):
+    pass
+
+
 class AnimateJob(_Request):
     kind: Literal["animate"]
-    params: AnimateParams
+    params: AnimateJobParams
 
 
 class SwapJob(_Request):
     kind: Literal["swap"]
-    params: SwapParams
+    params: SwapJobParams
 
 
 class GenerateJob(_Request):
     kind: Literal["generate"]
-    params: GenerateParams
+    params: GenerateJobParams
 
 
-JobRequest = Annotated[AnimateJob | SwapJob | GenerateJob, Body(discriminator="kind")]
+class ReplaceJob(_Request):
+    kind: Literal["replace"]
+    params: ReplaceJobParams
+
+
+JobRequest = Annotated[AnimateJob | SwapJob | GenerateJob | ReplaceJob, Body(discriminator="kind")]
 
 
 class JobOut(BaseModel):
@@ -77,12 +101,14 @@ class JobOut(BaseModel):
     created: float
     updated: float
     finished: float | None
+    detail: str = Field("", description="where a running job is, in words (e.g. shot 2/3, step 5/30)")
 
 
 class CurrentJob(BaseModel):
     id: str
     kind: str
     progress: float
+    detail: str = Field("", description="where the job is, in words")
     output: str
 
 
@@ -174,7 +200,13 @@ def add_job_routes(app: FastAPI, service: Callable[[], JobService | None]) -> No
         summary="One job: status, progress, output, error",
     )
     async def show(job_id: JobId) -> dict[str, Any]:
-        return await threads.run("read", lambda: _get(svc(), job_id).as_dict())
+        def work() -> dict[str, Any]:
+            s = svc()
+            job = _get(s, job_id).as_dict()
+            running = {r["id"]: r for r in s.snapshot().get("running", [])}
+            return {**job, "detail": running[job_id]["detail"]} if job_id in running else job
+
+        return await threads.run("read", work)
 
     @app.post(
         "/jobs/{job_id}/cancel",
@@ -184,6 +216,22 @@ def add_job_routes(app: FastAPI, service: Callable[[], JobService | None]) -> No
     )
     async def cancel(job_id: JobId) -> dict[str, Any]:
         return await threads.run("write", lambda: _change(svc(), job_id, "cancel"))
+
+    @app.get(
+        "/job-workers",
+        responses=_errors(409, 503),
+        summary="The machines that run jobs (Ray nodes with jobs.executor: ray), their resources and jobs",
+    )
+    async def workers() -> dict[str, Any]:
+        def work() -> dict[str, Any]:
+            from facecast.jobs.executors import ExecutorUnavailable
+
+            try:
+                return svc().runner.workers()
+            except ExecutorUnavailable as exc:
+                raise _Problem(503, str(exc)) from None
+
+        return await threads.run("read", work)
 
     @app.post(
         "/jobs/{job_id}/retry",

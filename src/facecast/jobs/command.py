@@ -24,15 +24,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     swap.add_argument("--face", required=True, metavar="IMG")
     swap.add_argument("--target", required=True, metavar="VIDEO")
     swap.add_argument("--backend", choices=["mesh", "inswapper"])
-    generate = kinds.add_parser("generate", help="image-to-video of a character with a diffusion model")
-    generate.add_argument("--character", required=True, metavar="IMG")
-    generate.add_argument("--prompt", required=True)
-    generate.add_argument("--model", metavar="DIR", help="diffusers pipeline folder (default: jobs.generate_model)")
-    for name, default in (("frames", 49), ("steps", 30), ("width", 512), ("height", 512), ("seed", 0)):
-        generate.add_argument(f"--{name}", type=int, default=default)
-    generate.add_argument("--fps", type=float)
+    generate = kinds.add_parser("generate", help="text- or image-to-video with a diffusion model, in shots")
+    from facecast.jobs.kinds.generate import add_cli_arguments as add_generate_arguments
+
+    add_generate_arguments(generate)
+    replace = kinds.add_parser("replace", help="a character in the performer's place in a video (Wan-Animate/VACE)")
+    replace.add_argument("--character", required=True, metavar="IMG")
+    replace.add_argument("--driving", required=True, metavar="VIDEO")
+    replace.add_argument("--mode", choices=["animate", "replace"], default="animate")
+    replace.add_argument("--model", metavar="DIR", help="Wan-Animate or Wan VACE pipeline folder")
+    replace.add_argument("--prompt")
+    for name in ("steps", "width", "height", "segment-frames", "seed"):
+        replace.add_argument(f"--{name}", type=int)
+    replace.add_argument("--guidance", type=float)
+    replace.add_argument("--camera-from", metavar="VIDEO", help="add this video's camera movement to the prompt")
+    replace.add_argument(
+        "--preview-controls", metavar="DIR", help="only write the control videos (pose, face, mask) to DIR"
+    )
     for p in (animate, swap, generate):
         p.add_argument("-o", "--output", required=True, metavar="OUT", help="output video, inside jobs.output_dirs")
+    replace.add_argument("-o", "--output", metavar="OUT", help="output video, inside jobs.output_dirs")
+    for p in (animate, swap, generate, replace):  # post steps (facecast.postprocess), for every kind
+        p.add_argument("--interpolate-fps", type=float, metavar="FPS", help="interpolate the output to FPS")
+        p.add_argument("--interpolate-method", choices=["flow", "onnx"])
+        p.add_argument("--quality-report", action="store_true", help="flicker and identity, in `jobs show`")
     listing = sub.add_parser("list", help="recent jobs")
     listing.add_argument("--status", choices=["queued", "running", "done", "failed", "cancelled"])
     for name, text in (
@@ -42,6 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ):
         sub.add_parser(name, help=text).add_argument("id")
     sub.add_parser("run", help="process the queue here, without the live pipeline, until it is empty")
+    sub.add_parser("workers", help="the machines that run jobs (Ray nodes), their resources and their jobs")
+    loras = sub.add_parser("loras", help="the LoRAs in jobs.lora_dirs, with their trigger words and tags")
+    loras.add_argument("--prompt", metavar="TEXT", help="only those whose trigger words or tags occur in TEXT")
+    loras.add_argument("--json", action="store_true", help="one JSON object per LoRA")
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
@@ -50,35 +69,80 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
         p = {"character": absolute(args.character), "driving": absolute(args.driving)}
     elif args.kind == "swap":
         p = {"face": absolute(args.face), "target": absolute(args.target)}
+    elif args.kind == "replace":
+        from facecast.jobs.kinds.replace import cli_params
+
+        p = cli_params(args, absolute)
     else:
-        p = {
-            "character": absolute(args.character),
-            "prompt": args.prompt,
-            "frames": args.frames,
-            "steps": args.steps,
-            "width": args.width,
-            "height": args.height,
-            "seed": args.seed,
-        }
-        if args.model:
-            p["model"] = absolute(args.model)
-        if args.fps:
-            p["fps"] = args.fps
+        from facecast.jobs.kinds.generate import cli_params as generate_params
+
+        p = generate_params(args, absolute)
     if getattr(args, "backend", None):
         p["backend"] = args.backend
+    for key in ("interpolate_fps", "interpolate_method"):
+        if getattr(args, key, None) is not None:
+            p[key] = getattr(args, key)
+    if getattr(args, "quality_report", False):
+        p["quality_report"] = True
     return p
 
 
 def format_job(job: dict[str, Any]) -> str:
     line = f"{job['id']}  {job['status']:<9}  {job['kind']:<8}  {job['progress'] * 100:5.1f}%  {job['output']}"
+    if job.get("detail") and job["status"] == "running":
+        line += f"\n    now: {job['detail']}"
     if job.get("error"):
         line += f"\n    error: {job['error']}"
+    report = (job.get("params") or {}).get("report")
+    if report:
+        line += "\n    quality: " + ", ".join(f"{k} {v}" for k, v in report.items())
     return line
+
+
+def format_workers(found: dict[str, Any]) -> str:
+    where = f" at {found['address']}" if found.get("address") else ""
+    lines = [f"executor {found['executor']}{where}: {len(found['nodes'])} node(s)"]
+    for node in found["nodes"]:
+        res = node.get("resources", {})
+        shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(res.items()))
+        head = " (head)" if node.get("head") else ""
+        lines.append(f"{node['node'][:12]}  {node.get('address', '')}{head}  {shown or '-'}")
+        lines.append(f"    jobs: {', '.join(node.get('jobs', [])) or '-'}")
+    return "\n".join(lines)
+
+
+def _workers_here(cfg) -> int:
+    """No daemon: ask the configured executor directly (no job is known to run then)."""
+    from facecast.jobs.executors import ExecutorUnavailable, make_executor
+
+    executor = make_executor(cfg)
+    try:
+        executor.start()
+        print(format_workers(executor.workers()))
+        return 0
+    except ExecutorUnavailable as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    finally:
+        executor.close()
 
 
 def run_jobs(args: argparse.Namespace, cfg) -> int:
     if args.jobs_command == "run":
         return _run_here(cfg)
+    if args.jobs_command == "workers" and args.offline:
+        return _workers_here(cfg)
+    if args.jobs_command == "loras":
+        from facecast.jobs.loras import print_loras
+        from facecast.jobs.service import lora_dirs
+
+        return print_loras(lora_dirs(cfg), args.prompt, args.json)
+    if args.jobs_command == "submit" and args.kind == "replace":
+        from facecast.jobs.kinds.replace import preview_or_require_output
+
+        done = preview_or_require_output(args, cfg)
+        if done is not None:
+            return done
     if not args.offline:
         from facecast.control.client import ControlClient, Refused, Unreachable, base_url
 
@@ -87,6 +151,8 @@ def run_jobs(args: argparse.Namespace, cfg) -> int:
             return _through_daemon(client, args)
         except Unreachable:
             print("no daemon running: using the job queue directly", file=sys.stderr)
+            if args.jobs_command == "workers":
+                return _workers_here(cfg)
         except Refused as exc:
             print(exc.message, file=sys.stderr)
             return 2
@@ -100,6 +166,8 @@ def _through_daemon(client, args: argparse.Namespace) -> int:
         output = str(Path(args.output).expanduser().resolve())
         job = client.request("POST", "/jobs", json={"kind": args.kind, "params": _params(args), "output": output})
         print(job["id"])
+    elif args.jobs_command == "workers":
+        print(format_workers(client.request("GET", "/job-workers")))
     elif args.jobs_command == "list":
         body = client.request("GET", "/jobs", params={"status": args.status} if args.status else None)
         for job in body["jobs"]:

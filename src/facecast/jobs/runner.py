@@ -8,6 +8,12 @@ while the job ran (another program, a user) is left untouched, the job fails say
 result is kept next to it as `NAME.job-JOBID.EXT`. Between jobs (and beside a running one) the
 runner sweeps the queue: jobs whose lease ran out, or whose process died, are queued again and
 their temporary files removed.
+
+What turns a claimed job into its temporary file is the executor (`executors/`): the batch thread
+itself (`local`), or a Ray cluster (`ray`), where `slots` batch threads each hold one job's lease
+while a Ray worker renders it; the output comes back here and is published like a local one. A job
+whose worker died (`WorkerLost`) is queued again and runs as a new attempt, up to the executor's
+`max_attempts`; while the executor cannot take jobs (the cluster is gone) they wait queued.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any, Protocol
 
 import psutil
 
+from facecast.jobs.executors import Executor, WorkerLost
 from facecast.jobs.publish import is_same_file, publish_new
 from facecast.jobs.store import Job, JobStore, JobStoreBusy
 
@@ -64,6 +71,9 @@ class JobContext:
     governor: LiveGovernor | None = None
     cancelled: threading.Event = field(default_factory=threading.Event)
     lease_lost: bool = False  # set with `cancelled` when another worker took the job over
+    should_stop: Callable[[], bool] | None = None  # another way to be told to stop (a Ray worker: ray.cancel)
+    detail: str = ""  # where the job is, in words ("shot 2/3, step 5/30"), shown with its progress
+    report: dict[str, Any] | None = None  # the job's quality report, stored with it by the lease holder
     _progress: float = 0.0
     _step_started: float = field(default_factory=time.perf_counter)
 
@@ -71,12 +81,14 @@ class JobContext:
     def params(self) -> dict[str, Any]:
         return self.job.params
 
-    def progress(self, fraction: float) -> None:
+    def progress(self, fraction: float, detail: str | None = None) -> None:
         """Record progress, give the live pipeline its share of the machine, stop if cancelled."""
         self._progress = max(0.0, min(1.0, fraction))
+        if detail is not None:
+            self.detail = detail
         if self.governor is not None:
             self.governor.after_step(time.perf_counter() - self._step_started)
-        if self.cancelled.is_set():
+        if self.cancelled.is_set() or (self.should_stop is not None and self.should_stop()):
             raise JobCancelled()
         self._step_started = time.perf_counter()
 
@@ -204,17 +216,22 @@ class BatchRunner:
         governor: LiveGovernor | None = None,
         lease_s: float = 30.0,
         poll_s: float = 0.5,
+        executor: Executor | None = None,
     ) -> None:
+        from facecast.jobs.executors.local import LocalExecutor
+
         self.store = store
+        self.executor: Executor = executor if executor is not None else LocalExecutor()
         self.kinds = kinds
         self.governor = governor
         self.lease_s = lease_s
         self.poll_s = poll_s
         self.sweep_s = min(5.0, lease_s / 2)  # how often expired leases are looked for
         self.owner = owner_id()
-        self.current: JobContext | None = None
+        self._running: dict[str, JobContext] = {}  # job id -> its context, one per busy batch thread
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self.waiting_for: str | None = None  # why queued jobs are not claimed now (the executor's reason)
         self._sweep_lock = threading.Lock()
         self._next_sweep = 0.0
         self._busy_logged = False
@@ -246,19 +263,30 @@ class BatchRunner:
             self.recover()
 
     # -- running -----------------------------------------------------------------------------------
+    @property
+    def current(self) -> JobContext | None:
+        """The oldest of the jobs running now (the only one with the local executor)."""
+        running = list(self._running.values())
+        return min(running, key=lambda c: c.job.updated) if running else None
+
     def run_one(self) -> Job | None:
-        """Claim and run the oldest queued job; return it in its final state (None: queue empty)."""
+        """Claim and run the oldest queued job; return it in its final state (None: queue empty, or
+        the executor cannot take jobs now: `waiting_for` says why)."""
+        self.waiting_for = self.executor.unavailable()
+        if self.waiting_for is not None:
+            return None
         job = self.store.claim(self.owner, self.lease_s)
         if job is None:
             return None
         output = Path(job.output)
-        ctx = JobContext(job, temp_output_for(output, job.id, job.attempts), self.governor)
-        self.current = ctx
+        remote = self.executor.name != "local"  # the live pipeline does not share a remote worker's machine
+        ctx = JobContext(job, temp_output_for(output, job.id, job.attempts), None if remote else self.governor)
+        self._running[job.id] = ctx
         beat_stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(ctx, beat_stop), name=f"job-{job.id}-lease", daemon=True)
         beat.start()
-        if self.governor is not None:
-            self.governor.start_job()
+        if ctx.governor is not None:
+            ctx.governor.start_job()
         log.info("job %s (%s) started -> %s", job.id, job.kind, output)
         status, error, lost, published = "failed", None, False, None
         try:
@@ -270,9 +298,11 @@ class BatchRunner:
                     f"{output} appeared after the job was queued; it was left untouched "
                     "(retry the job after moving it away)"
                 )
-            kind.run(ctx)
+            self.executor.run(kind, ctx)
             if not ctx.temp_output.is_file():
                 raise JobFailed("the job produced no output")
+            if ctx.report is not None:  # stored while we hold the lease, before the output appears
+                self.store.record_report(job.id, self.owner, ctx.report)
             published = self._publish(ctx, output)
             status = "done"
         except JobCancelled:
@@ -280,14 +310,21 @@ class BatchRunner:
             status = "queued" if self._stop.is_set() else "cancelled"  # shutdown: run it again next start
         except LeaseLost:
             lost = True
+        except WorkerLost as exc:
+            limit = self.executor.max_attempts
+            if self._stop.is_set() or exc.cluster_gone or limit is None or job.attempts < limit:
+                log.warning("job %s: %s; it is queued again (attempt %d)", job.id, exc, job.attempts)
+                status = "queued"
+            else:
+                error = f"its worker died {job.attempts} times (last: {exc})"
         except JobFailed as exc:
             error = str(exc)
         except Exception as exc:  # a broken input must fail the job, never the daemon
             log.exception("job %s failed", job.id)
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            if self.governor is not None:
-                self.governor.end_job()
+            if ctx.governor is not None:
+                ctx.governor.end_job()
             beat_stop.set()
             beat.join(5)
             ctx.temp_output.unlink(missing_ok=True)
@@ -304,7 +341,7 @@ class BatchRunner:
                 if published is not None and is_same_file(output, published):
                     output.unlink(missing_ok=True)
                 log.warning("job %s: another worker took it over before it was recorded as %s", job.id, status)
-            self.current = None
+            self._running.pop(job.id, None)
         final = self.store.get(job.id)
         log.info("job %s %s%s", job.id, final.status, f": {final.error}" if final.error else "")
         return final
@@ -361,9 +398,14 @@ class BatchRunner:
 
     # -- the batch thread ----------------------------------------------------------------------------
     def start(self) -> None:
+        """Start the executor's batch threads (ExecutorUnavailable when it cannot start)."""
+        self.executor.start()
         self.recover()
-        self._thread = threading.Thread(target=self._loop, name="batch", daemon=True)
-        self._thread.start()
+        for slot in range(self.executor.slots):
+            name = "batch" if self.executor.slots == 1 else f"batch-{slot}"
+            thread = threading.Thread(target=self._loop, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def _loop(self) -> None:
         _lower_thread_priority()
@@ -386,28 +428,42 @@ class BatchRunner:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
-        if self.current is not None:
-            self.current.cancelled.set()  # stop at the next step; the job is re-queued on restart
-        if self._thread is not None:
-            self._thread.join(timeout)
+        for ctx in list(self._running.values()):
+            ctx.cancelled.set()  # stop at the next step; the job is re-queued on restart
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self.executor.close()
 
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
 
     def snapshot(self) -> dict[str, Any]:
-        ctx = self.current
+        running = [
+            {
+                "id": c.job.id,
+                "kind": c.job.kind,
+                "progress": round(c._progress, 4),
+                "detail": c.detail,
+                "output": c.job.output,
+            }
+            for c in sorted(self._running.values(), key=lambda c: c.job.updated)
+        ]
         return {
             "queue": self.store.counts(),
-            "current": None
-            if ctx is None
-            else {
-                "id": ctx.job.id,
-                "kind": ctx.job.kind,
-                "progress": round(ctx._progress, 4),
-                "output": ctx.job.output,
-            },
+            "current": running[0] if running else None,
+            "running": running,
+            "executor": {**self.executor.snapshot(), "waiting_for": self.waiting_for},
         }
+
+    def workers(self) -> dict[str, Any]:
+        """The executor's machines, their resources and the jobs each runs."""
+        found = self.executor.workers()
+        if self.executor.name == "local":
+            for node in found["nodes"]:
+                node["jobs"] = sorted(self._running)
+        return found
 
 
 def _legacy_temp_output_for(output: Path, job_id: str) -> Path:

@@ -38,7 +38,9 @@ def check_output(output: str | Path, allowed: list[Path]) -> Path:
 
 
 class JobService:
-    def __init__(self, cfg: JobsConfig, kinds: dict[str, JobKind], live_fps=None, live_latency_ms=None) -> None:
+    def __init__(
+        self, cfg: JobsConfig, kinds: dict[str, JobKind], live_fps=None, live_latency_ms=None, executor=None
+    ) -> None:
         self.cfg = cfg
         self.kinds = kinds
         self.store = JobStore(cfg.db_path())
@@ -50,7 +52,8 @@ class JobService:
                 live_latency_ms=live_latency_ms,
                 max_latency_ratio=cfg.max_live_latency_ratio,
             )
-        self.runner = BatchRunner(self.store, kinds, governor=governor, lease_s=cfg.lease_s)
+        # executor: where claimed jobs run (jobs/executors/; None = the batch thread itself)
+        self.runner = BatchRunner(self.store, kinds, governor=governor, lease_s=cfg.lease_s, executor=executor)
 
     def submit(self, kind: str, params: dict[str, Any], output: str) -> Job:
         if kind not in self.kinds:
@@ -70,11 +73,17 @@ class JobService:
         self.store.close()
 
 
+def lora_dirs(cfg) -> list[Path]:
+    """jobs.lora_dirs, or the loras folder inside models.dir when none is set."""
+    return list(cfg.jobs.lora_dirs) or [cfg.models.resolved_dir() / "loras"]
+
+
 def default_kinds(cfg, engines=None) -> dict[str, JobKind]:
     """Every job kind, on the daemon's config (same effect settings) and engine pool."""
     from facecast.assets import bundled_characters_dir
     from facecast.jobs.folders import AllowedFolders
     from facecast.jobs.kinds.generate import GenerateKind
+    from facecast.jobs.kinds.replace import ReplaceKind
     from facecast.jobs.kinds.video_effect import VideoEffectKind
     from facecast.paths import user_characters_dir
 
@@ -85,8 +94,15 @@ def default_kinds(cfg, engines=None) -> dict[str, JobKind]:
     if cfg.jobs.generate_model is not None:
         models.append(cfg.jobs.generate_model)  # the config's own default is trusted
     model_folders = AllowedFolders(models, "models.dir, jobs.generate_model_dirs")
-    return {
+    kinds: dict[str, JobKind] = {
         "animate": VideoEffectKind("animate", cfg, inputs, engines),
         "swap": VideoEffectKind("swap", cfg, inputs, engines),
-        "generate": GenerateKind(inputs, model_folders, cfg.jobs.generate_model, cfg.jobs.generate_device),
+        "generate": GenerateKind(
+            inputs, model_folders, cfg.jobs.generate_model, cfg.jobs.generate_device, lora_dirs(cfg)
+        ),
+        "replace": ReplaceKind(inputs, model_folders, cfg.jobs.generate_model, cfg.jobs.generate_device),
     }
+    # Post steps (interpolation, quality report) for every kind, in this one place.
+    from facecast.postprocess.hook import PostSteps
+
+    return {name: PostSteps(kind, cfg.models.resolved_dir(), engines) for name, kind in kinds.items()}

@@ -307,6 +307,16 @@ class JobStore:
             return "lost"
         return "cancelled" if rows[0]["cancel_requested"] else "ours"
 
+    def record_report(self, job_id: str, owner: str, report: dict[str, Any]) -> bool:
+        """Keep a post step's report with a running job we hold, in its params as "report" (shown by
+        `facecast jobs show`); False, and nothing changed, when the job is no longer ours."""
+        rows = self._tx(
+            """UPDATE jobs SET params = json_set(params, '$.report', json(?)), updated = ?
+               WHERE id = ? AND status = 'running' AND lease_owner = ? RETURNING id""",
+            (json.dumps(report), time.time(), job_id, owner),
+        )
+        return bool(rows)
+
     def finish(
         self, job_id: str, owner: str, status: Status, error: str | None = None, progress: float | None = None
     ) -> bool:

@@ -108,6 +108,7 @@ class VideoFileWriter:
         self.options = crash_safe_options(self.fmt, fragment_s) if crash_safe else {}
         self.crash_safe = crash_safe
         self.frames = 0
+        self._next_pts = 0  # in 1/rate units: the slot after the last frame written
         self._container: Any = None  # av.container.OutputContainer once the first frame arrived
         self._stream: Any = None
 
@@ -118,9 +119,12 @@ class VideoFileWriter:
 
     @property
     def duration_s(self) -> float:
-        return self.frames / float(self.rate)
+        return self._next_pts / float(self.rate)
 
-    def write(self, image: np.ndarray) -> None:
+    def write(self, image: np.ndarray, slot: int | None = None) -> None:
+        """Append a frame. `slot`: where it is shown, in frames of `rate` from the start (None = right
+        after the previous one). A later slot leaves a gap the previous frame is held through; an
+        earlier one (two frames in one slot) is moved to the next free slot."""
         import av
 
         if self._container is None:
@@ -128,9 +132,10 @@ class VideoFileWriter:
         stream = self._stream
         bgr = np.ascontiguousarray(image[: stream.height, : stream.width, :3])
         frame = av.VideoFrame.from_ndarray(bgr, format="bgr24")
-        frame.pts = self.frames
+        frame.pts = self._next_pts if slot is None else max(slot, self._next_pts)
         self._container.mux(stream.encode(frame))
         self.frames += 1
+        self._next_pts = frame.pts + 1
 
     def _open(self, width: int, height: int) -> None:
         import av

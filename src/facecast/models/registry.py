@@ -105,3 +105,64 @@ def find(name: str) -> list[tuple[ModelSet, ModelFile]]:
                 return [(s, f)]
     known = ", ".join([*MODEL_SETS, *(Path(f.path).stem for s in MODEL_SETS.values() for f in s.files)])
     raise KeyError(f"unknown model {name!r}; known: {known}")
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedByHand:
+    """A model facecast can run but does not download: no published checksum it could verify is
+    known to it, so the user places the file in models.dir and answers for its origin."""
+
+    key: str  # the contract key (facecast.engines.contracts)
+    path: str  # relative to models.dir
+    used_by: str
+    source: str  # where the published weights are
+    licence: str
+    non_commercial: bool
+
+
+_ENHANCER = "effect swap, enhance.model"
+PLACED_BY_HAND: dict[str, PlacedByHand] = {
+    m.key: m
+    for m in (
+        PlacedByHand(
+            "gfpgan_1.4",
+            "gfpgan_1.4.onnx",
+            _ENHANCER,
+            "GFPGAN v1.4 (TencentARC), an ONNX export such as facefusion/models-3.0.0 on the Hugging Face hub",
+            "GFPGAN, Apache-2.0 licence. https://github.com/TencentARC/GFPGAN/blob/master/LICENSE",
+            False,
+        ),
+        PlacedByHand(
+            "codeformer",
+            "codeformer.onnx",
+            _ENHANCER,
+            "CodeFormer (sczhou), an ONNX export with inputs x and w",
+            "CodeFormer, S-Lab License 1.0: NON-COMMERCIAL use only. https://github.com/sczhou/CodeFormer",
+            True,
+        ),
+        PlacedByHand(
+            "gpen_bfr_256",
+            "gpen_bfr_256.onnx",
+            _ENHANCER,
+            "GPEN-BFR-256 (yangxy/GPEN), an ONNX export",
+            "GPEN: NON-COMMERCIAL use only (its authors' terms). https://github.com/yangxy/GPEN",
+            True,
+        ),
+        PlacedByHand(
+            "gpen_bfr_512",
+            "gpen_bfr_512.onnx",
+            _ENHANCER,
+            "GPEN-BFR-512 (yangxy/GPEN), an ONNX export",
+            "GPEN: NON-COMMERCIAL use only (its authors' terms). https://github.com/yangxy/GPEN",
+            True,
+        ),
+        PlacedByHand(
+            "restoreformer_pp",
+            "restoreformer_plus_plus.onnx",
+            _ENHANCER,
+            "RestoreFormer++ (wzhouxiff/RestoreFormerPlusPlus), an ONNX export",
+            "RestoreFormer++, Apache-2.0 licence. https://github.com/wzhouxiff/RestoreFormerPlusPlus",
+            False,
+        ),
+    )
+}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import cv2
 import numpy as np
 
@@ -72,16 +74,17 @@ def invert(m: np.ndarray) -> np.ndarray:
 
 
 def warp_crop(image: Image, m: np.ndarray, size: int) -> Image:
-    return cv2.warpAffine(
+    crop = cv2.warpAffine(
         image,
         m,
         (size, size),
         flags=cv2.INTER_AREA if m[0, 0] < 1 else cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
+    return cast(Image, crop)  # cv2 keeps the uint8 input's dtype, which its stubs cannot express
 
 
-def paste_region(m_c2o: np.ndarray, size: int, shape: tuple[int, int]) -> tuple[int, int, int, int] | None:
+def paste_region(m_c2o: np.ndarray, size: int, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
     """The box (x0, y0, x1, y1) in the image that a `size` crop covers: only it is touched on paste."""
     corners = np.array([[0, 0, 1], [size, 0, 1], [0, size, 1], [size, size, 1]], dtype=np.float64) @ m_c2o.T
     h, w = shape
@@ -102,7 +105,7 @@ def paste_into(base: Image, patch: Image, mask: np.ndarray, m_c2o: np.ndarray) -
     local[:, 2] -= (x0, y0)  # same transform, into the box's own coordinates
     w, h = x1 - x0, y1 - y0
     warped = cv2.warpAffine(patch, local, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    alpha = cv2.warpAffine(mask, local, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)[..., None]
+    alpha = cv2.warpAffine(mask, local, (w, h), flags=cv2.INTER_LINEAR, borderValue=(0,))[..., None]
     region = base[y0:y1, x0:x1, :3].astype(np.float32)
     blended = alpha * warped[..., :3].astype(np.float32) + (1 - alpha) * region
     base[y0:y1, x0:x1, :3] = (blended + 0.5).astype(np.uint8)  # rounded, not truncated (no -0.5 level bias)
@@ -113,6 +116,6 @@ def feathered_mask(size: int, inner: float = 0.82, blur: float = 0.08) -> np.nda
     """A soft rounded-square mask for a face crop: 1 in the middle, fading to 0 at the edges."""
     mask = np.zeros((size, size), np.float32)
     margin = int(size * (1 - inner) / 2)
-    cv2.rectangle(mask, (margin, margin), (size - margin, size - margin), 1.0, -1)
+    cv2.rectangle(mask, (margin, margin), (size - margin, size - margin), (1.0,), -1)
     k = int(size * blur) | 1
     return cv2.GaussianBlur(mask, (k * 2 + 1, k * 2 + 1), 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import Future
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -71,7 +72,7 @@ def align_crop(image: Image, landmarks: Landmarks, template: np.ndarray, size: i
     """
     m = alignment(five_points(landmarks), template)
     crop = cv2.warpAffine(image[:, :, :3], m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return crop, m
+    return cast(Image, crop), m
 
 
 def read_emap(path: Path) -> np.ndarray:
@@ -113,8 +114,8 @@ def output_is_valid(out: np.ndarray) -> bool:
 def face_mask(size: int = 128) -> np.ndarray:
     """Soft ellipse over the aligned face, feathered so no box edge shows after paste-back."""
     mask = np.zeros((size, size), np.float32)
-    cv2.ellipse(mask, (size // 2, int(size * 0.54)), (int(size * 0.36), int(size * 0.44)), 0, 0, 360, 1.0, -1)
-    return cv2.GaussianBlur(mask, (0, 0), size * 0.05)
+    cv2.ellipse(mask, (size // 2, int(size * 0.54)), (int(size * 0.36), int(size * 0.44)), 0, 0, 360, (1.0,), -1)
+    return np.asarray(cv2.GaussianBlur(mask, (0, 0), size * 0.05), np.float32)
 
 
 def mouth_mask(landmarks: Landmarks, m: np.ndarray, size: int = 128) -> np.ndarray:
@@ -122,9 +123,9 @@ def mouth_mask(landmarks: Landmarks, m: np.ndarray, size: int = 128) -> np.ndarr
     pts = landmarks[INNER_LIPS, :2].astype(np.float64)
     crop_pts = np.hstack([pts, np.ones((len(pts), 1))]) @ m.T
     mask = np.zeros((size, size), np.float32)
-    cv2.fillPoly(mask, [np.round(crop_pts).astype(np.int32)], 1.0)
-    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=2)
-    return cv2.GaussianBlur(mask, (0, 0), 2.0)
+    cv2.fillPoly(mask, [np.round(crop_pts).astype(np.int32)], (1.0,))
+    dilated = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=2)
+    return np.asarray(cv2.GaussianBlur(dilated, (0, 0), 2.0), np.float32)
 
 
 class InSwapper:
@@ -147,10 +148,22 @@ class InSwapper:
         """The identity latent of the face in `image` (compute once per character and cache it)."""
         return source_latent(self.embedding_for(image, landmarks, priority), self.emap)
 
+    def averaged_latent(self, faces: list[tuple[Image, Landmarks]], priority: Priority = "live") -> np.ndarray:
+        """The latent of one person from several photos: the mean of their L2-normalised ArcFace
+        embeddings (the identity they share; pose, light and expression average out)."""
+        if not faces:
+            raise ValueError("no photos to average")
+        embeddings = [self.embedding_for(image, landmarks, priority).reshape(-1) for image, landmarks in faces]
+        unit = [e / max(float(np.linalg.norm(e)), 1e-12) for e in embeddings]
+        return source_latent(np.mean(unit, axis=0), self.emap)
+
+    def upload_latent(self, latent: np.ndarray):
+        return self.swapper.upload(latent)
+
     def resident_latent(self, image: Image, landmarks: Landmarks, priority: Priority = "live"):
         """The latent uploaded once to where the swapper runs: each frame then sends only the target
         face (196 KB) and takes back the swapped one."""
-        return self.swapper.upload(self.latent_for(image, landmarks, priority))
+        return self.upload_latent(self.latent_for(image, landmarks, priority))
 
     def _swap(self, target: np.ndarray, latent, priority: Priority) -> np.ndarray | None:
         out = self.swapper.run({"target": target, "source": latent}, priority)["output"]

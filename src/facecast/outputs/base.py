@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import cv2
 import numpy as np
@@ -29,6 +29,8 @@ class Output(ABC):
     def __init__(self, name: str) -> None:
         self.name = name  # the key under `outputs:` in the config
         self.fps = 0.0  # paced outputs: the rate frames leave at
+        # Set by the output stage: frames come from a file (every one arrives, none dropped upstream).
+        self.source_lossless = False
 
     @property
     def kind(self) -> str:
@@ -64,5 +66,5 @@ def flatten_alpha(image: Image, background: tuple[int, int, int] = (0, 0, 0)) ->
         back[:] = background
         front = cv2.multiply(colour, alpha, scale=1.0 / 255.0)
         behind = cv2.multiply(back, cv2.bitwise_not(alpha), scale=1.0 / 255.0)
-        return cv2.add(front, behind)
+        return cast(Image, cv2.add(front, behind))  # uint8 in, uint8 out; cv2's stubs cannot say so
     return image

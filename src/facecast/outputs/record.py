@@ -1,4 +1,8 @@
-"""Records the output to an H.264 file with PyAV: one frame per delivered frame, constant fps.
+"""Records the output to an H.264 file with PyAV: every delivered frame, in a constant-rate time base.
+
+Frames from a live source are placed by their capture time (`timing: auto`), so a recording made
+while the pipeline dropped frames still plays at real speed (the previous frame is held through
+the gap); frames from a file follow one another.
 
 The file is crash-safe while it is written (fragmented MP4/MOV, or Matroska for .mkv): a crash, a
 power cut or a kill leaves a file that plays up to about `fragment_s` plus the encoder's delay
@@ -47,6 +51,12 @@ class RecordOutputConfig(StrictModel):
     fragment_s: float = Field(
         FRAGMENT_S, ge=0.1, le=10.0, description="crash safety: the file is written out this often while recording"
     )
+    timing: Literal["auto", "capture", "frames"] = Field(
+        "auto",
+        description="where each frame goes in the file: capture = at its capture time, so the file plays at real "
+        "speed even when the pipeline dropped frames; frames = one after another; auto = capture for live "
+        "sources (camera, URL, synthetic), frames for files (every frame arrives)",
+    )
     remux_to_mp4: bool = Field(True, description="at a clean stop, rewrite the recording as an ordinary MP4")
 
     @field_validator("path")
@@ -71,6 +81,7 @@ class RecordOutput(Output):
         self._writer: VideoFileWriter | None = None
         self._give_up = threading.Event()
         self._finished: list[WrittenVideo] = []
+        self._first_capture_ns: int | None = None
 
     def open(self) -> None:
         # Every start and every reopen after a failure gets a file of its own: never overwrite a recording.
@@ -92,7 +103,7 @@ class RecordOutput(Output):
                 fragment_s=self.cfg.fragment_s,
             )
         writer = self._writer
-        writer.write(flatten_alpha(packet.image, self.cfg.background))
+        writer.write(flatten_alpha(packet.image, self.cfg.background), self._slot(packet, float(writer.rate)))
         if writer.frames == 1:
             log.info(
                 "record: writing %s (%s, %s fps, %s, crash-safe)",
@@ -102,8 +113,18 @@ class RecordOutput(Output):
                 self.cfg.codec,
             )
 
+    def _slot(self, packet: FramePacket, rate: float) -> int | None:
+        """The frame's place in the file by its capture time (live sources), or None: the next one."""
+        timing = self.cfg.timing
+        if timing == "frames" or (timing == "auto" and self.source_lossless):
+            return None
+        if self._first_capture_ns is None:
+            self._first_capture_ns = packet.t_capture_ns
+        return round((packet.t_capture_ns - self._first_capture_ns) * rate / 1e9)
+
     def close(self) -> None:
         writer, self._writer = self._writer, None
+        self._first_capture_ns = None
         if writer is None:
             return
         try:

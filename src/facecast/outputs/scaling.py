@@ -7,7 +7,7 @@ effect or a file may produce any size. `fit_into` scales a frame into a buffer o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import cv2
 import numpy as np
@@ -83,7 +83,7 @@ def fit_into(dst: Image, image: Image, mode: Scaling, fill: tuple[int, ...]) -> 
     """
     dst_h, dst_w, dst_c = dst.shape
     if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        image = cast(Image, cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))  # uint8 in, uint8 out
     src_h, src_w = image.shape[:2]
     p = placement(src_w, src_h, dst_w, dst_h, mode)
     sx0, sy0, sx1, sy1 = p.src
@@ -95,7 +95,8 @@ def fit_into(dst: Image, image: Image, mode: Scaling, fill: tuple[int, ...]) -> 
                 cv2.rectangle(dst, (x0, y0), (x1 - 1, y1 - 1), bar, thickness=-1)
     region = image[sy0:sy1, sx0:sx1]
     if region.shape[2] == 4 and dst_c == 3:
-        region = flatten_alpha(region, tuple(fill[:3]))  # type: ignore[arg-type]
+        blue, green, red = fill[:3]
+        region = flatten_alpha(region, (blue, green, red))
     target = dst[dy0:dy1, dx0:dx1]
     size = (dx1 - dx0, dy1 - dy0)
     same_size = size == (sx1 - sx0, sy1 - sy0)
@@ -108,7 +109,7 @@ def fit_into(dst: Image, image: Image, mode: Scaling, fill: tuple[int, ...]) -> 
             _checked(cv2.resize(region, size, dst=target, interpolation=_interpolation(region, size)), target)
     else:  # BGR into BGRA: opaque
         if not same_size:
-            region = cv2.resize(region, size, interpolation=_interpolation(region, size))
+            region = cast(Image, cv2.resize(region, size, interpolation=_interpolation(region, size)))
         _checked(cv2.cvtColor(region, cv2.COLOR_BGR2BGRA, dst=target), target)
     return dst
 
@@ -118,7 +119,7 @@ def _interpolation(image: Image, size: tuple[int, int]) -> int:
     return cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
 
 
-def _checked(result: Image, target: Image) -> None:
+def _checked(result: np.ndarray, target: Image) -> None:
     """OpenCV quietly allocates a new array when `dst` does not fit: copy in that case."""
     if not np.shares_memory(result, target):
         np.copyto(target, result)

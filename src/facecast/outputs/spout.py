@@ -42,11 +42,12 @@ def load_spout() -> Any:
             f"Spout is Windows-only (it shares GPU textures between Windows programs) and this is {sys.platform}; "
             "use an output of type ndi or virtualcam instead"
         )
-    try:
-        import SpoutGL
-    except ImportError as exc:
-        raise RuntimeError(f"the Spout output needs SpoutGL: pip install SpoutGL ({exc})") from exc
-    return SpoutGL
+    else:  # an else, not a fall-through, so type checkers off Windows do not call it unreachable
+        try:
+            import SpoutGL
+        except ImportError as exc:
+            raise RuntimeError(f"the Spout output needs SpoutGL: pip install SpoutGL ({exc})") from exc
+        return SpoutGL
 
 
 class SpoutOutput(Output):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import Field
@@ -40,7 +41,8 @@ OutputConfig = Annotated[
     | VirtualCamOutputConfig,
     Field(discriminator="type"),
 ]
-OUTPUT_CLASSES: dict[str, type[Output]] = {
+# Each class is called as cls(name, its config).
+OUTPUT_CLASSES: dict[str, Callable[[str, Any], Output]] = {
     "preview": PreviewOutput,
     "record": RecordOutput,
     "null": NullOutput,
@@ -177,7 +179,7 @@ class OutputStage(Stage):
             worker = self.workers.get(name)
             if on == (worker is not None):
                 return
-            if not on:
+            if worker is not None:  # on is False: stop it
                 # A new dict, not a change in place: process() may be iterating the old one.
                 self.workers = {n: w for n, w in self.workers.items() if n != name}
                 worker.stop(time.monotonic() + self.close_timeout_s)

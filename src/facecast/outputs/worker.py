@@ -128,6 +128,7 @@ class OutputWorker:
         reopen_max_s: float = REOPEN_MAX_S,
     ) -> None:
         self.output = output
+        output.source_lossless = lossless
         self.name = output.name
         self.delivery = output.delivery
         self.stats = stats

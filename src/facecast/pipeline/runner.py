@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from facecast.pipeline.queues import Closed, FrameQueue, QueuePolicy
 from facecast.pipeline.stage import SourceStage, Stage, StartupError
@@ -28,7 +28,7 @@ _END = object()  # end of stream marker, forwarded down the chain
 @dataclass
 class _Worker:
     name: str
-    thread: threading.Thread
+    thread: threading.Thread = field(init=False)  # set right after: it is handed the worker
     ready: threading.Event
     startup_error: BaseException | None = None
     busy_since: float | None = None  # monotonic time the current packet entered process()
@@ -122,7 +122,7 @@ class Pipeline:
 
     # -- threads -----------------------------------------------------------------------------
     def _spawn(self, name: str, target, *args) -> _Worker:
-        worker = _Worker(name=name, thread=None, ready=threading.Event())  # type: ignore[arg-type]
+        worker = _Worker(name=name, ready=threading.Event())
         worker.thread = threading.Thread(target=target, args=(worker, *args), name=name, daemon=True)
         worker.thread.start()
         return worker

@@ -60,8 +60,8 @@ class PipelineStats:
         self.stage_names = tuple(stage_names)
         self.window = window
         self._lock = threading.Lock()
-        self._busy_ms = {s: deque(maxlen=window) for s in self.stage_names}
-        self._wait_ms = {s: deque(maxlen=window) for s in self.stage_names}
+        self._busy_ms: dict[str, deque[float]] = {s: deque(maxlen=window) for s in self.stage_names}
+        self._wait_ms: dict[str, deque[float]] = {s: deque(maxlen=window) for s in self.stage_names}
         self._latency_ms: deque[float] = deque(maxlen=window)
         self._output_times: deque[float] = deque(maxlen=max(window, 2))
         self.errors: Counter[str] = Counter()

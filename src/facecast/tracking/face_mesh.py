@@ -70,7 +70,7 @@ def landmarks_from_proto(landmark_list, width: int, height: int) -> Landmarks:
         records = raw.reshape(NUM_LANDMARKS, _RECORD)
         fields = records[:, 2:].reshape(NUM_LANDMARKS, 3, 5)
         if (records[:, :2] == _RECORD_HEAD).all() and (fields[:, :, 0] == _FIELD_TAGS).all():
-            xyz = np.ascontiguousarray(fields[:, :, 1:]).view("<f4").reshape(NUM_LANDMARKS, 3)
+            xyz = np.ascontiguousarray(fields[:, :, 1:]).view(np.dtype("<f4")).reshape(NUM_LANDMARKS, 3)
             return xyz * np.array([width, height, width], np.float32)
     lm = np.array([(p.x * width, p.y * height, p.z * width) for p in landmark_list.landmark], dtype=np.float32)
     if lm.shape[0] != NUM_LANDMARKS:

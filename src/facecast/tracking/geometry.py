@@ -43,7 +43,7 @@ def head_pose(landmarks: Landmarks, width: int, height: int) -> HeadPose:
     """Pitch, yaw, roll (degrees) from a pinhole camera with focal length = image width."""
     image_points = landmarks[_PNP_INDICES, :2].astype(np.float64)
     camera = np.array([[width, 0, width / 2], [0, width, height / 2], [0, 0, 1]], dtype=np.float64)
-    ok, rvec, _ = cv2.solvePnP(_PNP_MODEL, image_points, camera, None, flags=cv2.SOLVEPNP_SQPNP)
+    ok, rvec, _ = cv2.solvePnP(_PNP_MODEL, image_points, camera, None, flags=cv2.SOLVEPNP_SQPNP)  # type: ignore[call-overload]  # cv2 stubs: distCoeffs may be None
     if not ok:
         return HeadPose(0.0, 0.0, 0.0)
     r, _ = cv2.Rodrigues(rvec)

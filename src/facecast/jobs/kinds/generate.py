@@ -1,22 +1,30 @@
-"""`generate`: image-to-video of a character with a diffusion pipeline (LTX-Video or Wan 2.1/2.2).
+"""`generate`: text-to-video or image-to-video of a character with a diffusers video pipeline, in
+one or several shots, optionally with LoRAs.
 
-Needs the optional diffusion requirements (requirements-diffusion.txt) and a pipeline folder the
-user downloaded (e.g. `huggingface-cli download Lightricks/LTX-Video --local-dir ...`); a GPU is
-expected for real models. The loaded pipeline is kept for the next job.
+Every supported pipeline class is one row of `FAMILIES` (what it needs: size multiple, frame
+rule, default size/frames/fps, dtype, how the image and the fps are passed, whether it reports
+steps); the job itself has no per-family branch. Needs the optional diffusion requirements and a
+pipeline folder the user downloaded (e.g. `huggingface-cli download Lightricks/LTX-Video
+--local-dir ...`); a GPU is expected for real models. The loaded pipeline is kept for the next
+job; LoRAs are loaded per job and unloaded after it.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
 from pydantic import BeforeValidator, Field
 
+from facecast.jobs import loras as lora_files
 from facecast.jobs.folders import AllowedFolders
 from facecast.jobs.params import JsonInt, ParamsModel, json_integer, parse_params
 from facecast.jobs.runner import JobCancelled, JobContext, JobFailed, JobRejected
@@ -24,50 +32,172 @@ from facecast.media.video import write_video
 
 log = logging.getLogger(__name__)
 
-# pipeline class -> (spatial multiple, frames must be k*n+1, default fps)
-PIPELINES = {
-    "LTXImageToVideoPipeline": (32, 8, 25.0),
-    "LTXConditionPipeline": (32, 8, 25.0),
-    "WanImageToVideoPipeline": (16, 4, 16.0),
-}
+Mode = Literal["t2v", "i2v"]
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    """What one diffusers pipeline class needs. Defaults are the class's own `__call__` defaults
+    (diffusers 0.42); `multiple` and `frame_step` are its VAE's spatial and temporal compression."""
+
+    label: str
+    mode: Mode
+    multiple: int  # width and height divisible by this
+    frame_step: int  # frames = frame_step * k + 1
+    fps: float  # the rate the model was trained at
+    width: int
+    height: int
+    frames: int
+    dtype: str = "bfloat16"  # on a GPU; the CPU runs float32
+    fps_arg: str | None = None  # the __call__ argument that tells the model the frame rate
+    step_callback: bool = True  # __call__ takes callback_on_step_end (progress and cancel per step)
+    size_args: bool = True  # __call__ takes height/width (else the size follows the image)
+    other_mode: str | None = None  # the class with the same components for the other mode (from_pipe)
+
+
+FAMILIES: dict[str, Family] = {
+    "WanPipeline": Family("Wan 2.1/2.2", "t2v", 16, 4, 16.0, 832, 480, 81),
+    "WanImageToVideoPipeline": Family("Wan 2.1/2.2", "i2v", 16, 4, 16.0, 832, 480, 81),
+    "LTXPipeline": Family(
+        "LTX-Video", "t2v", 32, 8, 25.0, 704, 512, 161, fps_arg="frame_rate", other_mode="LTXImageToVideoPipeline"
+    ),
+    "LTXImageToVideoPipeline": Family(
+        "LTX-Video", "i2v", 32, 8, 25.0, 704, 512, 161, fps_arg="frame_rate", other_mode="LTXPipeline"
+    ),
+    "LTXConditionPipeline": Family(
+        "LTX-Video 0.9.5+", "i2v", 32, 8, 25.0, 704, 512, 161, fps_arg="frame_rate", other_mode="LTXPipeline"
+    ),
+    "LTX2Pipeline": Family(
+        "LTX-2", "t2v", 32, 8, 24.0, 768, 512, 121, fps_arg="frame_rate", other_mode="LTX2ImageToVideoPipeline"
+    ),
+    "LTX2ImageToVideoPipeline": Family(
+        "LTX-2", "i2v", 32, 8, 24.0, 768, 512, 121, fps_arg="frame_rate", other_mode="LTX2Pipeline"
+    ),
+    "HunyuanVideoPipeline": Family("HunyuanVideo", "t2v", 16, 4, 24.0, 1280, 720, 129),
+    "HunyuanVideoImageToVideoPipeline": Family("HunyuanVideo I2V", "i2v", 16, 4, 24.0, 1280, 720, 129),
+    # HunyuanVideo 1.5's __call__ takes no step callback: progress and cancel come between shots only.
+    "HunyuanVideo15Pipeline": Family("HunyuanVideo 1.5", "t2v", 16, 4, 24.0, 848, 480, 121, step_callback=False),
+    "HunyuanVideo15ImageToVideoPipeline": Family(
+        "HunyuanVideo 1.5", "i2v", 16, 4, 24.0, 848, 480, 121, step_callback=False, size_args=False
+    ),
+    "SkyReelsV2Pipeline": Family("SkyReels-V2", "t2v", 16, 4, 24.0, 960, 544, 97),
+    "SkyReelsV2ImageToVideoPipeline": Family("SkyReels-V2", "i2v", 16, 4, 24.0, 960, 544, 97),
+    "SkyReelsV2DiffusionForcingPipeline": Family(
+        "SkyReels-V2 DF", "t2v", 16, 4, 24.0, 960, 544, 97, fps_arg="fps",
+        other_mode="SkyReelsV2DiffusionForcingImageToVideoPipeline",
+    ),
+    "SkyReelsV2DiffusionForcingImageToVideoPipeline": Family(
+        "SkyReels-V2 DF", "i2v", 16, 4, 24.0, 960, 544, 97, fps_arg="fps",
+        other_mode="SkyReelsV2DiffusionForcingPipeline",
+    ),
+}  # fmt: skip
+MODE_WORDS = {"t2v": "text-to-video", "i2v": "image-to-video"}
+MAX_SHOTS = 32
+Prompt = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"\S")]
+Frames = Annotated[int, Field(ge=1, le=1000), BeforeValidator(json_integer)]
+
+
+class LoraParams(ParamsModel):
+    name: str = Field(min_length=1, description="LoRA file name (without .safetensors) in jobs.lora_dirs")
+    weight: float = Field(1.0, ge=lora_files.WEIGHT_RANGE[0], le=lora_files.WEIGHT_RANGE[1])
+
+
+class ShotParams(ParamsModel):
+    prompt: Prompt
+    frames: Frames | None = Field(None, description="this shot's frames; null = the job's frames")
 
 
 class GenerateParams(ParamsModel):
-    character: str = Field(min_length=1, description="portrait image, inside jobs.input_dirs")
-    prompt: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="what the character does")
+    character: str | None = Field(
+        None, min_length=1, description="portrait image, inside jobs.input_dirs: the reference of every shot (i2v)"
+    )
+    prompt: Prompt | None = Field(None, description="what happens (one shot); or give shots")
+    shots: list[ShotParams] | None = Field(
+        None, min_length=1, max_length=MAX_SHOTS, description="several shots, made one after the other and joined"
+    )
+    mode: Mode | None = Field(None, description="t2v | i2v; null = i2v with a character, t2v without")
+    shot_start: Literal["character", "previous"] = Field(
+        "character",
+        description="what each shot after the first starts from: the character image (same look in every shot) "
+        "or the previous shot's last frame (continuous motion; the look may drift)",
+    )
+    loras: list[LoraParams] = Field(default_factory=list, max_length=8, description="LoRAs applied for this job")
+    camera_from: str | None = Field(
+        None, min_length=1, description="a video whose camera movement is added to every prompt (facecast analyze)"
+    )
     model: str | None = Field(
         None,
         min_length=1,
         description="diffusers pipeline folder inside models.dir or jobs.generate_model_dirs; "
         "null = jobs.generate_model",
     )
-    frames: Annotated[int, Field(ge=1, le=1000), BeforeValidator(json_integer)] | None = Field(
-        None, description="LTX-Video: 8k+1, Wan: 4k+1; null = 2 steps of k"
-    )
+    frames: Frames | None = Field(None, description="frames per shot, frame_step*k+1 (see FAMILIES); null = 2k+1")
     steps: JsonInt = Field(30, ge=1, le=500, description="denoising steps")
-    width: JsonInt = Field(512, ge=16, le=4096, description="divisible by 32 (LTX-Video) or 16 (Wan)")
-    height: JsonInt = Field(512, ge=16, le=4096, description="divisible by 32 (LTX-Video) or 16 (Wan)")
+    width: Annotated[int, Field(ge=16, le=4096), BeforeValidator(json_integer)] | None = Field(
+        None, description="divisible by the family's multiple; null = the model's own size"
+    )
+    height: Annotated[int, Field(ge=16, le=4096), BeforeValidator(json_integer)] | None = Field(
+        None, description="divisible by the family's multiple; null = the model's own size"
+    )
     fps: Annotated[float, Field(gt=0, le=240)] | None = Field(None, description="null = the model's own rate")
-    seed: JsonInt = Field(0, ge=0, le=2**32 - 1, description="random seed (same seed, same video)")
+    seed: JsonInt = Field(0, ge=0, le=2**32 - 1, description="random seed (same seed, same video); shot n uses seed+n")
 
 
-def _pipeline_class(model_dir: Path) -> str:
+def pipeline_class(model_dir: Path) -> str:
     try:
         return json.loads((model_dir / "model_index.json").read_text())["_class_name"]
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise JobRejected(f"model {model_dir}: not a diffusers pipeline folder (no readable model_index.json)") from exc
+
+
+def class_for(folder_class: str, mode: Mode, model_dir: Path) -> str:
+    """The pipeline class that runs `mode` on this folder, or JobRejected saying which folder is needed."""
+    if folder_class not in FAMILIES:
+        raise JobRejected(
+            f"model {model_dir} is a {folder_class}; generate runs one of {', '.join(FAMILIES)} (docs/JOBS.md)"
+        )
+    family = FAMILIES[folder_class]
+    if family.mode == mode:
+        return folder_class
+    if family.other_mode is not None:
+        return family.other_mode
+    wanted = [name for name, f in FAMILIES.items() if f.label == family.label and f.mode == mode]
+    need = f"a {' or '.join(wanted)} folder" if wanted else f"another {family.label} model"
+    raise JobRejected(
+        f"model {model_dir} is a {folder_class} ({MODE_WORDS[family.mode]}); {MODE_WORDS[mode]} needs {need}"
+    )
+
+
+def check_shape(cls: str, width: int, height: int, frames: int, where: str = "frames") -> None:
+    family = FAMILIES[cls]
+    k = family.frame_step
+    if (frames - 1) % k:
+        lower = (frames - 1) // k * k + 1
+        raise JobRejected(
+            f"{cls} ({family.label}) needs {where} = {k}k+1 (e.g. {k * 2 + 1}, {k * 6 + 1}); "
+            f"got {frames}, nearest {lower} or {lower + k}"
+        )
+    for key, value in (("width", width), ("height", height)):
+        if value % family.multiple:
+            raise JobRejected(f"{cls} ({family.label}) needs {key} divisible by {family.multiple}, got {value}")
 
 
 class GenerateKind:
     name = "generate"
 
     def __init__(
-        self, inputs: AllowedFolders, models: AllowedFolders, default_model: Path | None = None, device: str = "auto"
+        self,
+        inputs: AllowedFolders,
+        models: AllowedFolders,
+        default_model: Path | None = None,
+        device: str = "auto",
+        lora_dirs: list[Path] | None = None,
     ) -> None:
         self.inputs = inputs  # jobs.input_dirs: where the character image may be
         self.models = models  # models.dir, jobs.generate_model_dirs: where a pipeline folder may be
         self.default_model = default_model
         self.device = device
+        self.lora_dirs = list(lora_dirs or [])  # jobs.lora_dirs (default: models.dir/loras)
         self._loaded: tuple[Path, Any] | None = None
         self._lock = threading.Lock()
 
@@ -79,42 +209,62 @@ class GenerateKind:
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         checked = parse_params(GenerateParams, params, "generate").model_dump(exclude_none=True)
+        if ("prompt" in checked) == ("shots" in checked):
+            raise JobRejected("generate: give either prompt (one shot) or shots (several), not both or neither")
+        mode = checked.setdefault("mode", "i2v" if "character" in checked else "t2v")
+        if mode == "i2v" and "character" not in checked:
+            raise JobRejected("generate: image-to-video (mode i2v) needs a character image")
+        if mode == "t2v" and "character" in checked:
+            raise JobRejected("generate: text-to-video (mode t2v) takes no character; drop it or use mode i2v")
         model_dir = self._model_dir(checked)  # inside the allowed folders before anything reads it
-        image = self.inputs.file(checked["character"], "character")
+        if "character" in checked:
+            image = self.inputs.file(checked["character"], "character")
+            if cv2.imread(str(image)) is None:
+                raise JobRejected(f"character image cannot be read: {image}")
+            checked["character"] = str(image)
+        if "camera_from" in checked:
+            from facecast.jobs.kinds.video_effect import probe_video
+
+            camera = self.inputs.file(checked["camera_from"], "camera_from")
+            probe_video(camera)
+            checked["camera_from"] = str(camera)
         try:
-            import diffusers  # noqa: F401
+            import diffusers
         except ImportError as exc:
             raise JobRejected(
-                f"generate needs the diffusion extras: pip install -r requirements-diffusion.txt ({exc})"
+                f'generate needs the diffusion extras: pip install "facecast[diffusion]" ({exc})'
             ) from None
-        cls = _pipeline_class(model_dir)
-        if cls not in PIPELINES:
-            raise JobRejected(f"model {model_dir} is a {cls}; generate needs one of {', '.join(PIPELINES)}")
-        multiple, frame_step, _ = PIPELINES[cls]
-        if cv2.imread(str(image)) is None:
-            raise JobRejected(f"character image cannot be read: {image}")
-        frames = checked.setdefault("frames", frame_step * 2 + 1)
-        if (frames - 1) % frame_step:
-            examples = f"e.g. {frame_step * 2 + 1}, {frame_step * 6 + 1}"
-            raise JobRejected(f"{cls} needs frames = {frame_step}k+1 ({examples}), got {frames}")
-        for key in ("width", "height"):
-            if checked[key] % multiple:
-                raise JobRejected(f"{cls} needs {key} divisible by {multiple}, got {checked[key]}")
+        cls = class_for(pipeline_class(model_dir), mode, model_dir)
+        family = FAMILIES[cls]
+        if not hasattr(diffusers, cls):
+            raise JobRejected(f"model {model_dir} needs {cls}, which this diffusers ({diffusers.__version__}) lacks")
+        checked.setdefault("frames", family.frame_step * 2 + 1)
+        checked.setdefault("width", family.width)
+        checked.setdefault("height", family.height)
+        check_shape(cls, checked["width"], checked["height"], checked["frames"])
+        for n, shot in enumerate(checked.get("shots", []), 1):
+            if "frames" in shot:
+                check_shape(cls, checked["width"], checked["height"], shot["frames"], f"shots.{n}.frames")
+        if checked["loras"] and not hasattr(getattr(diffusers, cls), "load_lora_weights"):
+            raise JobRejected(f"{cls} ({family.label}) has no LoRA loader in diffusers: drop --lora")
+        for lora in checked["loras"]:
+            lora_files.resolve(lora["name"], self.lora_dirs)
         if "model" in checked:
             checked["model"] = str(model_dir)
-        return {**checked, "character": str(image)}
+        return checked
 
-    def _pipeline(self, model_dir: Path):
+    def _pipeline(self, model_dir: Path, cls: str) -> Any:
+        import diffusers
         import torch
-        from diffusers import DiffusionPipeline
 
         with self._lock:
             if self._loaded is None or self._loaded[0] != model_dir:
+                self._loaded = None  # the previous pipeline goes before the next one is read
                 device = self.device
                 if device == "auto":
                     device = "cuda" if torch.cuda.is_available() else "cpu"
-                dtype = torch.bfloat16 if device == "cuda" else torch.float32
-                pipe = DiffusionPipeline.from_pretrained(str(model_dir), torch_dtype=dtype)
+                dtype = getattr(torch, FAMILIES[cls].dtype) if device == "cuda" else torch.float32
+                pipe = diffusers.DiffusionPipeline.from_pretrained(str(model_dir), torch_dtype=dtype)
                 pipe.set_progress_bar_config(disable=True)
                 if device == "cuda":
                     pipe.enable_model_cpu_offload()  # keeps VRAM for the live engines
@@ -126,52 +276,178 @@ class GenerateKind:
                         "generate runs on the CPU: real diffusion models need a GPU to finish in reasonable time"
                     )
                 self._loaded = (model_dir, pipe)
-            return self._loaded[1]
+            pipe = self._loaded[1]
+        if type(pipe).__name__ != cls:  # the other mode of the same components: shares the loaded modules
+            pipe = getattr(diffusers, cls).from_pipe(pipe)
+            pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     def run(self, ctx: JobContext) -> None:
+        params = ctx.params
+        try:  # again: the folders may have changed since the submit
+            model_dir = self._model_dir(params)
+            image_path = self.inputs.file(params["character"], "character") if params.get("character") else None
+            cls = class_for(pipeline_class(model_dir), params.get("mode", "i2v"), model_dir)
+            lora_paths = [
+                (lora_files.resolve(lora["name"], self.lora_dirs), float(lora.get("weight", 1.0)))
+                for lora in params.get("loras", [])
+            ]
+        except JobRejected as exc:
+            raise JobFailed(str(exc)) from None
+        family = FAMILIES[cls]
+        width, height = int(params.get("width", family.width)), int(params.get("height", family.height))
+        character = None
+        if image_path is not None:
+            bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise JobFailed(f"character image cannot be read: {image_path}")
+            character = cv2.cvtColor(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+        pipe = self._pipeline(model_dir, cls)
+        adapters = self._load_loras(pipe, lora_paths)
+        try:
+            shots = self._render_shots(ctx, pipe, cls, character, width, height)
+        finally:
+            if adapters:
+                pipe.unload_lora_weights()  # the kept pipeline goes back to the plain model
+        fps = float(params.get("fps", family.fps))
+        write_video(ctx.temp_output, (cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in shots), fps)
+        ctx.progress(1.0)
+
+    @staticmethod
+    def _load_loras(pipe: Any, lora_paths: list[tuple[Path, float]]) -> list[str]:
+        """Load each LoRA as its own adapter and weight them; a file that does not fit this
+        pipeline fails the job by name (and what was loaded is unloaded again)."""
+        names: list[str] = []
+        for n, (path, _) in enumerate(lora_paths):
+            try:
+                pipe.load_lora_weights(str(path), adapter_name=f"facecast_{n}")
+            except (ValueError, KeyError, RuntimeError) as exc:
+                if names:
+                    pipe.unload_lora_weights()
+                raise JobFailed(f"LoRA {path.name} does not fit {type(pipe).__name__}: {exc}") from None
+            names.append(f"facecast_{n}")
+        if names:
+            pipe.set_adapters(names, adapter_weights=[weight for _, weight in lora_paths])
+        return names
+
+    def _render_shots(
+        self, ctx: JobContext, pipe: Any, cls: str, character: np.ndarray | None, width: int, height: int
+    ) -> np.ndarray:
+        """Every shot in order, joined: uint8 RGB frames (N, H, W, 3)."""
         import torch
         from PIL import Image
 
         params = ctx.params
-        try:  # again: the folders may have changed since the submit
-            model_dir = self._model_dir(params)
-            image_path = self.inputs.file(params["character"], "character")
-        except JobRejected as exc:
-            raise JobFailed(str(exc)) from None
-        cls = _pipeline_class(model_dir)
-        _, _, default_fps = PIPELINES[cls]
-        pipe = self._pipeline(model_dir)
-        bgr = cv2.imread(str(image_path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise JobFailed(f"character image cannot be read: {image_path}")
-        width, height = int(params.get("width", 512)), int(params.get("height", 512))
-        resized = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
-        image = Image.fromarray(cv2.cvtColor(resized, cv2.COLOR_BGR2RGB))
+        family = FAMILIES[cls]
+        shots = params.get("shots") or [{"prompt": params["prompt"]}]
+        if params.get("camera_from"):  # the same camera movement in every shot
+            from facecast.analyze.camera import camera_prompt
+
+            camera = camera_prompt(Path(params["camera_from"]))
+            shots = [{**shot, "prompt": f"{shot['prompt']}. {camera}"} for shot in shots]
         steps = int(params.get("steps", 30))
+        total = len(shots) * steps
+        done: list[np.ndarray] = []
+        start = character
+        for index, shot in enumerate(shots):
+            base = index * steps
 
-        def on_step(pipeline, step: int, timestep, kwargs):
-            ctx.progress(0.95 * (step + 1) / steps)  # raises JobCancelled to stop the pipeline
-            return kwargs
+            def on_step(pipeline, step: int, timestep, kwargs, base=base):
+                where = f"shot {base // steps + 1}/{len(shots)}, step {step + 1}/{steps}"
+                ctx.progress(0.95 * min(total, base + step + 1) / total, where)  # raises JobCancelled to stop
+                return kwargs
 
-        generator = torch.Generator().manual_seed(int(params.get("seed", 0)))
-        try:
-            result = pipe(
-                image=image,
-                prompt=str(params["prompt"]),
-                num_frames=int(params.get("frames", 17)),
-                width=width,
-                height=height,
-                num_inference_steps=steps,
-                generator=generator,
-                output_type="np",
-                callback_on_step_end=on_step,
-            )
-        except JobCancelled:
-            if hasattr(pipe, "maybe_free_model_hooks"):
-                pipe.maybe_free_model_hooks()  # an aborted call leaves its offload hooks attached
-            raise
-        frames = np.asarray(result.frames[0])
-        rgb = (np.clip(frames, 0, 1) * 255 + 0.5).astype(np.uint8)
-        fps = float(params.get("fps", default_fps))
-        write_video(ctx.temp_output, (cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in rgb), fps)
-        ctx.progress(1.0)
+            call: dict[str, Any] = {
+                "prompt": str(shot["prompt"]),
+                "num_frames": int(shot.get("frames", params.get("frames", family.frame_step * 2 + 1))),
+                "num_inference_steps": steps,
+                "generator": torch.Generator().manual_seed(int(params.get("seed", 0)) + index),
+                "output_type": "np",
+            }
+            if family.size_args:
+                call.update(width=width, height=height)
+            if family.fps_arg:
+                call[family.fps_arg] = float(params.get("fps", family.fps))
+            if family.mode == "i2v":
+                assert start is not None  # validate() requires a character for i2v
+                call["image"] = Image.fromarray(start)
+            if family.step_callback:
+                call["callback_on_step_end"] = on_step
+            try:
+                result = pipe(**call)
+            except JobCancelled:
+                if hasattr(pipe, "maybe_free_model_hooks"):
+                    pipe.maybe_free_model_hooks()  # an aborted call leaves its offload hooks attached
+                raise
+            frames = (np.clip(np.asarray(result.frames[0]), 0, 1) * 255 + 0.5).astype(np.uint8)
+            if index and params.get("shot_start") == "previous":
+                frames = frames[1:]  # its first frame repeats the last one of the shot before
+            done.append(frames)
+            if params.get("shot_start") == "previous":
+                start = cv2.resize(frames[-1], (width, height), interpolation=cv2.INTER_AREA)
+            ctx.progress(
+                0.95 * (index + 1) / len(shots), f"shot {index + 1}/{len(shots)} done"
+            )  # per shot: also where a step-less family can stop
+        return np.concatenate(done)
+
+
+def _lora_argument(spec: str) -> dict[str, Any]:
+    try:
+        name, weight = lora_files.parse_spec(spec)
+    except JobRejected as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return {"name": name, "weight": weight}
+
+
+def _shots_file(path: str) -> list[str]:
+    """One prompt per non-blank line, # starts a comment line; read here (the daemon may not see the file)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc}") from None
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def add_cli_arguments(generate: argparse.ArgumentParser) -> None:
+    """`facecast jobs submit generate ...`."""
+    generate.add_argument("--character", metavar="IMG", help="portrait: image-to-video reference of every shot")
+    generate.add_argument(
+        "--prompt", action="append", metavar="TEXT", help="what happens; repeat for several shots (joined in order)"
+    )
+    generate.add_argument("--shots", type=_shots_file, metavar="FILE", help="a text file, one shot's prompt per line")
+    generate.add_argument("--mode", choices=["t2v", "i2v"], help="default: i2v with --character, t2v without")
+    generate.add_argument(
+        "--shot-start", choices=["character", "previous"], help="what each shot after the first starts from"
+    )
+    generate.add_argument(
+        "--lora", type=_lora_argument, action="append", metavar="NAME[:WEIGHT]", help="a LoRA in jobs.lora_dirs"
+    )
+    generate.add_argument("--model", metavar="DIR", help="diffusers pipeline folder (default: jobs.generate_model)")
+    for name in ("frames", "width", "height"):
+        generate.add_argument(f"--{name}", type=int, help="default: the model's own")
+    generate.add_argument("--steps", type=int, default=30)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--fps", type=float)
+    generate.add_argument("--camera-from", metavar="VIDEO", help="add this video's camera movement to the prompt")
+
+
+def cli_params(args: argparse.Namespace, absolute: Callable[[str], str]) -> dict[str, Any]:
+    """The job's params from the command line (paths made absolute: the daemon has another cwd)."""
+    prompts = [*(args.prompt or []), *(args.shots or [])]
+    p: dict[str, Any] = {"steps": args.steps, "seed": args.seed}
+    if len(prompts) == 1:
+        p["prompt"] = prompts[0]
+    elif prompts:
+        p["shots"] = [{"prompt": text} for text in prompts]
+    if args.character:
+        p["character"] = absolute(args.character)
+    if args.model:
+        p["model"] = absolute(args.model)
+    for key in ("mode", "shot_start", "frames", "width", "height", "fps"):
+        if getattr(args, key) is not None:
+            p[key] = getattr(args, key)
+    if args.lora:
+        p["loras"] = args.lora
+    if args.camera_from:
+        p["camera_from"] = absolute(args.camera_from)
+    return p

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -142,22 +143,22 @@ def part_files(parts: tuple[str, ...] = PARTS) -> list[str]:
 
 
 def _lock(file) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows: msvcrt locks a byte range instead
+    if sys.platform == "win32":  # msvcrt locks a byte range instead
         import msvcrt
 
         msvcrt.locking(file.fileno(), msvcrt.LK_LOCK, 1)
-        return
-    fcntl.flock(file, fcntl.LOCK_EX)
+    else:
+        import fcntl
+
+        fcntl.flock(file, fcntl.LOCK_EX)
 
 
 def _unlock(file) -> None:
-    try:
-        import fcntl
-    except ImportError:
+    if sys.platform == "win32":
         import msvcrt
 
         msvcrt.locking(file.fileno(), msvcrt.LK_UNLCK, 1)
-        return
-    fcntl.flock(file, fcntl.LOCK_UN)
+    else:
+        import fcntl
+
+        fcntl.flock(file, fcntl.LOCK_UN)

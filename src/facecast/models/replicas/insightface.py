@@ -57,8 +57,10 @@ def _torch():
     return torch
 
 
-def _networks(torch):
+def _networks():
     """The two torch networks (defined here so importing this module does not import torch)."""
+    import torch  # present: the caller has been through _torch()
+
     nn, F = torch.nn, torch.nn.functional
 
     class IBasicBlock(nn.Module):
@@ -220,7 +222,7 @@ def _init_swapper(net, torch) -> None:
 def build_networks(seed: int = 0):
     """(ArcFace IResNet-50, inswapper stand-in) torch modules with the replicas' weights, eval mode."""
     torch = _torch()
-    IResNet, SwapGenerator = _networks(torch)
+    IResNet, SwapGenerator = _networks()
     torch.manual_seed(seed * 1000 + 100)
     arcface = IResNet()
     _init_arcface(arcface, torch)

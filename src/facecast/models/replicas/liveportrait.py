@@ -131,7 +131,9 @@ def _randomise_norm_statistics(module, torch) -> None:
                 m.running_var.uniform_(0.5, 1.5)
 
 
-def _wrappers(torch):
+def _wrappers():
+    import torch  # present: the caller has been through _torch()
+
     class Motion(torch.nn.Module):
         """The motion extractor with its dict output flattened in the export's named outputs."""
 
@@ -204,7 +206,7 @@ def build(out_dir: Path, seed: int = 0, log=print) -> list[ReplicaReport]:
     folder = Path(out_dir) / "liveportrait_onnx"
     folder.mkdir(parents=True, exist_ok=True)
     m = build_modules(seed)
-    Motion, WarpingSpade = _wrappers(torch)
+    Motion, WarpingSpade = _wrappers()
     img = torch.rand(1, 3, 256, 256)
     kp = torch.randn(1, 21, 3) * 0.1
     jobs = [

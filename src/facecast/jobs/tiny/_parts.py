@@ -1,0 +1,63 @@
+"""Pieces the tiny pipelines share: a small text encoder made from its config with a byte-level
+tokenizer made locally (nothing is fetched), the Wan VAE at diffusers' own test size, and the
+marker file that says a folder is a tiny random-weight pipeline, not a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+NOTE = "tiny random-weight pipeline for tests and plumbing checks: its output is noise, it is not a model"
+MARKER = "facecast_tiny.json"
+
+
+def umt5_text_encoder() -> tuple[Any, Any]:
+    """(UMT5 encoder with d_model 32, ByT5 tokenizer): Wan and SkyReels-V2 use UMT5."""
+    from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
+
+    config = UMT5Config(
+        vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8
+    )
+    return UMT5EncoderModel(config).eval(), ByT5Tokenizer()
+
+
+def t5_text_encoder() -> tuple[Any, Any]:
+    """(T5 encoder with d_model 32, ByT5 tokenizer): LTX-Video uses T5."""
+    from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8
+    )
+    return T5EncoderModel(config).eval(), ByT5Tokenizer()
+
+
+def wan_vae() -> Any:
+    from diffusers import AutoencoderKLWan
+
+    return AutoencoderKLWan(
+        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    )
+
+
+def clip_image_encoder() -> tuple[Any, Any]:
+    """(CLIP vision encoder, its image processor) at diffusers' Wan image-to-video test size."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(
+        hidden_size=4,
+        projection_dim=4,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        intermediate_size=16,
+        patch_size=1,
+    )
+    return CLIPVisionModelWithProjection(config).eval(), CLIPImageProcessor(crop_size=32, size=32)
+
+
+def save(pipe: Any, dest: Path, family: str) -> Path:
+    dest = Path(dest)
+    pipe.save_pretrained(str(dest))
+    (dest / MARKER).write_text(json.dumps({"family": family, "note": NOTE}) + "\n")
+    return dest

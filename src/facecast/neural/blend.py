@@ -1,0 +1,182 @@
+"""Putting a swapped face into the frame: lighting transfer, occlusion, blend modes, steadiness.
+
+Pure functions on one face's box (`region`: the frame's pixels there, `patch`: the swapped face
+drawn over the same box), shared by the swap backends. Statistics, low-pass and occlusion work on a
+small copy of the box (about SMALL pixels across): they need no detail, and the full-size work per
+frame stays one resize and one add per step.
+
+- Lighting: the swapped face keeps its own detail (features, texture) but takes the target's
+  low-frequency light and colour: both are low-passed over the skin only (normalised convolution,
+  so eyes, brows and lips do not darken the estimate) and the difference is added to the patch.
+  The source's own shadows (eye sockets, a lamp from one side) are low frequencies, so they
+  are replaced by the target's instead of pasted as dark blotches.
+- Occlusion: a robust model of the target's skin colour (median and spread in CIELAB chroma and
+  lightness); pixels inside the face that are far from it (a microphone, hair, a coloured object)
+  are not replaced. Eyes, brows, lips and nostrils are always face. Skin-coloured occluders (a
+  hand) are not detected by colour; MediaPipe's bundled selfie segmentation labels a microphone in
+  front of the face as person too (measured: 0.98 on a grey bar), so it cannot help here.
+- Blend modes: hard (a binary mask), feather (a soft mask), seamless (Poisson, `cv2.seamlessClone`
+  on the face's box only, never on the whole frame).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, cast
+
+import cv2
+import numpy as np
+
+from facecast.types import Image
+
+BlendMode = Literal["hard", "feather", "seamless"]
+SHADING_GRID = 48  # the lighting correction is kept at this size over the face box (smoothed over time there)
+SMALL = 96  # statistics, low-pass and occlusion work on the face box scaled to about this many pixels
+
+
+def small_scale(shape: tuple[int, ...]) -> tuple[float, tuple[int, int]]:
+    """(factor, (width, height)) of the small copy of a face box of `shape`."""
+    h, w = shape[:2]
+    f = min(1.0, SMALL / max(h, w))
+    return f, (max(2, round(w * f)), max(2, round(h * f)))
+
+
+def lab(image: Image) -> np.ndarray:
+    """float32 CIELAB: L 0..100, a and b about -127..127."""
+    return cv2.cvtColor(image[:, :, :3].astype(np.float32) * (1.0 / 255.0), cv2.COLOR_BGR2Lab)
+
+
+def small(image: Image, size: tuple[int, int]) -> Image:
+    return cast(Image, cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+
+
+def low_pass(values: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+    """The weighted Gaussian low-pass of `values` (H, W, C) where `weight` > 0 (normalised
+    convolution); where the weight is thin the mean over the weight fills in (no division by almost
+    nothing)."""
+    w = weight.astype(np.float32)
+    total = float(w.sum())
+    mean = (values * w[..., None]).sum((0, 1)) / total if total > 0 else values.reshape(-1, values.shape[-1]).mean(0)
+    num = cv2.GaussianBlur(values * w[..., None], (0, 0), sigma)
+    den = cv2.GaussianBlur(w, (0, 0), sigma)[..., None]
+    prior = 0.05  # weight of the mean: only decides where almost no skin is near
+    return ((num + prior * mean) / (den + prior)).astype(np.float32)
+
+
+def shading_correction(
+    patch_small: Image, region_small: Image, skin: np.ndarray, scale: float, patch_skin: np.ndarray | None = None
+) -> np.ndarray:
+    """BGR difference (SHADING_GRID square, 3 channels, float32) that gives the patch the
+    low-frequency light and colour of the region. Inputs are the small copies (`small_scale`):
+    `skin`: the target's visible skin there; `patch_skin`: the patch's own skin (default `skin`;
+    leave out marks that are not skin-coloured, such as tattoos or paint, so they are kept rather
+    than averaged into the light); `scale`: the low-pass's sigma as a fraction of the box size
+    (0 = one mean shift). Added in BGR (not CIELAB) so the full-size patch needs no colour
+    conversion: for the slow, smooth differences it carries the two agree closely."""
+    w_dst = (skin > 0).astype(np.float32)
+    w_src = w_dst if patch_skin is None else (patch_skin > 0).astype(np.float32)
+    src, dst = patch_small.astype(np.float32), region_small.astype(np.float32)
+    if scale <= 0 or w_dst.sum() < 4 or w_src.sum() < 4:
+        mean_dst = (dst * w_dst[..., None]).sum((0, 1)) / max(float(w_dst.sum()), 1e-6)
+        mean_src = (src * w_src[..., None]).sum((0, 1)) / max(float(w_src.sum()), 1e-6)
+        delta = (mean_dst - mean_src).astype(np.float32)
+        return np.broadcast_to(delta, (SHADING_GRID, SHADING_GRID, 3)).copy()
+    sigma = max(0.8, scale * max(dst.shape[:2]))
+    delta = low_pass(dst, w_dst, sigma) - low_pass(src, w_src, sigma)
+    return cast(np.ndarray, cv2.resize(delta, (SHADING_GRID, SHADING_GRID), interpolation=cv2.INTER_LINEAR))
+
+
+def apply_correction(patch: Image, correction: np.ndarray) -> Image:
+    """`patch` (BGR uint8) with a BGR correction field (any size, stretched over the patch) added."""
+    h, w = patch.shape[:2]
+    delta = cv2.resize(correction, (w, h), interpolation=cv2.INTER_LINEAR)
+    return cast(Image, cv2.add(patch, delta, dtype=cv2.CV_8U))
+
+
+def skin_model(lab_small: np.ndarray, skin: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Robust CIELAB median and spread (1.4826 x MAD) of the skin pixels; None when too few."""
+    pix = lab_small[skin > 0]
+    if len(pix) < 30:
+        return None
+    median = np.median(pix, axis=0)
+    spread = 1.4826 * np.median(np.abs(pix - median), axis=0)
+    return median.astype(np.float32), spread.astype(np.float32)
+
+
+def not_skin(
+    lab_small: np.ndarray, face: np.ndarray, protect: np.ndarray, model: tuple[np.ndarray, np.ndarray], threshold: float
+) -> np.ndarray:
+    """uint8 mask (1 = in front of the face: not the target's skin) over the small copy.
+
+    `face`: where the face is; `protect`: eyes, brows, lips, nostrils (never occluders: they are not
+    skin-coloured by nature). A pixel is an occluder when its distance to the skin model, in units
+    of the skin's own spread (at least 3 in chroma and 12 in lightness, so an even-toned face does
+    not make every shadow an occluder), exceeds `threshold`. Lightness counts half: shading
+    changes it on real skin."""
+    median, spread = model
+    floor = np.array([12.0, 3.0, 3.0], np.float32)
+    z = (lab_small - median) / np.maximum(spread, floor)
+    dist = np.sqrt((0.5 * z[..., 0]) ** 2 + z[..., 1] ** 2 + z[..., 2] ** 2)
+    hit = ((dist > threshold) & (face > 0) & ~(protect > 0)).astype(np.uint8)
+    hit = cv2.morphologyEx(hit, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))  # specks are noise, not objects
+    return cast(np.ndarray, cv2.dilate(hit, np.ones((3, 3), np.uint8)))  # cover the object's anti-aliased edge
+
+
+def soft_full_size(mask_small: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A small 0/1 mask as a soft float32 mask of the full box (blurred a little at the small size)."""
+    h, w = shape[:2]
+    soft = cv2.GaussianBlur(mask_small.astype(np.float32), (0, 0), 0.7)
+    return cast(np.ndarray, cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR))
+
+
+def composite(region: Image, patch: Image, mask: np.ndarray, mode: BlendMode, opacity: float = 1.0) -> Image:
+    """The box's pixels with `patch` put in through `mask` (float [0,1], 1 = patch)."""
+    if mode == "hard":
+        alpha = (mask > 0.5).astype(np.float32)
+    elif mode == "seamless":
+        hard = (mask > 0.5).astype(np.uint8) * 255
+        # seamlessClone needs the mask inside the destination with a border: the box has a margin.
+        hard[:1, :], hard[-1:, :], hard[:, :1], hard[:, -1:] = 0, 0, 0, 0
+        if cv2.countNonZero(hard) > 16:
+            bx, by, bw, bh = cv2.boundingRect(hard)
+            centre = (bx + bw // 2, by + bh // 2)
+            # A copy: OpenCV 4.11's seamlessClone writes into the mask it is given.
+            cloned = cv2.seamlessClone(patch, np.ascontiguousarray(region), hard.copy(), centre, cv2.NORMAL_CLONE)
+            patch = cast(Image, cloned)
+        # Outside the hard mask the clone changes nothing; its edge is softened by the feathered mask.
+        alpha = np.minimum(mask, cv2.GaussianBlur(hard, (0, 0), 2).astype(np.float32) / 255.0)
+    else:
+        alpha = mask
+    if opacity < 1:
+        alpha = alpha * opacity
+    return cast(Image, cv2.blendLinear(patch, region, alpha, 1.0 - alpha))
+
+
+class LandmarkSteadier:
+    """Holds still the landmark jitter of one face while following real motion at once.
+
+    Each point moves by `min(1, (distance / reach)²)` of the way towards its new position: moves
+    well under `reach` (tracker noise, a pixel or so) are mostly held back, moves of `reach` or more
+    (the head moving) pass untouched, so the pasted face neither shimmers nor lags."""
+
+    def __init__(self, reach_px: float) -> None:
+        self.reach = reach_px
+        self.points: np.ndarray | None = None
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        p = np.asarray(points, np.float64)
+        if self.points is None or self.points.shape != p.shape or self.reach <= 0:
+            self.points = p.copy()
+            return p
+        step = p - self.points
+        dist = np.linalg.norm(step, axis=1, keepdims=True)
+        self.points = self.points + step * np.minimum(1.0, (dist / self.reach) ** 2)
+        return self.points.copy()
+
+
+def delta_e(image: Image, inner: np.ndarray, outer: np.ndarray) -> float:
+    """CIELAB ΔE (CIE76) between the median colour of `image` over `inner` (the pasted skin along
+    the paste's edge) and over `outer` (the target's own skin around it). A patch of the wrong
+    colour or lightness shows as a step between the two."""
+    values = lab(image)
+    a, b = np.median(values[inner > 0], axis=0), np.median(values[outer > 0], axis=0)
+    return float(np.linalg.norm(a - b))

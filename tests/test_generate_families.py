@@ -1,0 +1,206 @@
+"""Every pipeline family of `generate` end to end on its tiny random-weight pipeline (built from
+configs by facecast.jobs.tiny, nothing downloaded): text- and image-to-video, multi-shot, per-step
+progress and cancel, and each family's size and frame rules. The table is also checked against the
+installed diffusers' own __call__ signatures."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+diffusers = pytest.importorskip("diffusers", reason="the diffusion extras (facecast[diffusion]) are not installed")
+
+import cv2  # noqa: E402
+
+from facecast.jobs.folders import AllowedFolders  # noqa: E402
+from facecast.jobs.kinds.generate import FAMILIES, GenerateKind  # noqa: E402
+from facecast.jobs.runner import BatchRunner, JobCancelled, JobContext, JobRejected  # noqa: E402
+from facecast.jobs.store import JobStore  # noqa: E402
+from facecast.jobs.tiny import TINY  # noqa: E402
+from tests.conftest import PORTRAIT, count_frames  # noqa: E402
+from tests.diffusion_fixtures import make_tiny  # noqa: E402
+
+# tiny pipeline -> the smallest size its VAE and patching accept
+SIZE = {"ltx": 32, "ltx-i2v": 32, "ltx-condition": 32}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Builds a tiny pipeline on first use, once per module."""
+    root = tmp_path_factory.mktemp("tiny")
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = make_tiny(name, root)
+        return built[name]
+
+    return get
+
+
+def _kind(model: Path, **kw) -> GenerateKind:
+    return GenerateKind(
+        AllowedFolders([PORTRAIT.parent], "jobs.input_dirs"),
+        AllowedFolders([model.parent], "models.dir, jobs.generate_model_dirs"),
+        **kw,
+    )
+
+
+def _params(model: Path, name: str, **kw):
+    size = SIZE.get(name, 16)
+    prompt = {} if "shots" in kw else {"prompt": "she smiles and nods"}
+    return {**prompt, "model": str(model), "width": size, "height": size, "steps": 2, **kw}
+
+
+def _run(kind: GenerateKind, params: dict, out: Path):
+    store = JobStore(out.with_suffix(".sqlite"))
+    store.submit("generate", kind.validate(params), str(out))
+    return BatchRunner(store, {"generate": kind}).run_one()
+
+
+@pytest.mark.parametrize(
+    "name, mode, frames",
+    [
+        ("wan", "t2v", 9),
+        ("wan-i2v", "i2v", 5),
+        ("ltx", "t2v", 9),
+        ("ltx", "i2v", 9),  # LTXImageToVideoPipeline from the same components (from_pipe)
+        ("ltx-i2v", "i2v", 9),
+        ("ltx-condition", "i2v", 9),
+        ("hunyuan", "t2v", 5),
+        ("skyreels", "t2v", 5),
+        ("skyreels-i2v", "i2v", 5),
+        ("skyreels-df", "i2v", 9),  # the diffusion-forcing image-to-video sibling
+    ],
+)
+def test_every_family_generates_end_to_end(tiny, tmp_path, name, mode, frames):
+    model = tiny(name)
+    extra = {"character": str(PORTRAIT)} if mode == "i2v" else {}
+    final = _run(_kind(model), _params(model, name, mode=mode, frames=frames, fps=10, **extra), tmp_path / "out.mp4")
+    assert final.status == "done", final.error
+    assert count_frames(tmp_path / "out.mp4") == frames
+    cap = cv2.VideoCapture(str(tmp_path / "out.mp4"))
+    size = SIZE.get(name, 16)
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (size, size)
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(10)
+    cap.release()
+
+
+@pytest.mark.parametrize("cls", list(FAMILIES))
+def test_the_family_table_matches_the_installed_pipelines(cls):
+    """What the table says about each class is what diffusers' __call__ really takes."""
+    family = FAMILIES[cls]
+    call = inspect.signature(getattr(diffusers, cls).__call__).parameters
+    assert "num_frames" in call and "prompt" in call
+    assert ("image" in call) == (family.mode == "i2v")
+    assert ("callback_on_step_end" in call) == family.step_callback
+    assert ("height" in call and "width" in call) == family.size_args
+    if family.fps_arg:
+        assert family.fps_arg in call
+    if family.other_mode:  # a sibling must be built from exactly the same components
+        mine = set(inspect.signature(getattr(diffusers, cls).__init__).parameters)
+        theirs = set(inspect.signature(getattr(diffusers, family.other_mode).__init__).parameters)
+        assert mine == theirs and FAMILIES[family.other_mode].mode != family.mode
+
+
+def test_the_tiny_registry_covers_every_family_with_a_builder():
+    classes = {cls for _, _, cls in TINY.values()}
+    missing = {c for c in FAMILIES if c not in classes and FAMILIES[c].other_mode not in classes}
+    # LTX-2 and HunyuanVideo I2V / 1.5 need multimodal text encoders (Gemma 3, LLaVA, Qwen2.5-VL)
+    # that have no tiny builder yet; everything else must have one.
+    assert missing == {
+        "LTX2Pipeline",
+        "LTX2ImageToVideoPipeline",
+        "HunyuanVideoImageToVideoPipeline",
+        "HunyuanVideo15Pipeline",
+        "HunyuanVideo15ImageToVideoPipeline",
+    }
+    assert {"WanAnimatePipeline", "WanVACEPipeline"} <= classes
+
+
+@pytest.mark.parametrize(
+    "name, change, reason",
+    [
+        ("wan", {"frames": 10}, r"WanPipeline \(Wan 2.1/2.2\) needs frames = 4k\+1 .*got 10, nearest 9 or 13"),
+        ("wan", {"width": 24}, r"WanPipeline \(Wan 2.1/2.2\) needs width divisible by 16, got 24"),
+        ("ltx", {"frames": 13}, r"LTXPipeline \(LTX-Video\) needs frames = 8k\+1"),
+        ("ltx", {"height": 48}, r"needs height divisible by 32, got 48"),
+        ("hunyuan", {"frames": 8}, r"HunyuanVideoPipeline \(HunyuanVideo\) needs frames = 4k\+1"),
+        ("skyreels", {"shots": [{"prompt": "a"}, {"prompt": "b", "frames": 7}]}, r"shots\.2\.frames = 4k\+1"),
+        ("wan", {"mode": "i2v", "character": str(PORTRAIT)}, r"image-to-video needs a WanImageToVideoPipeline"),
+        ("wan-i2v", {"mode": "i2v"}, "needs a character image"),
+        ("wan", {"character": str(PORTRAIT), "mode": "t2v"}, "takes no character"),
+        ("wan", {"shots": [{"prompt": "a"}], "prompt": "b"}, "either prompt .* or shots"),
+    ],
+)
+def test_wrong_sizes_frames_and_modes_are_refused_with_the_family_rule(tiny, name, change, reason):
+    model = tiny(name)
+    with pytest.raises(JobRejected, match=reason):
+        _kind(model).validate(_params(model, name, **change))
+
+
+def test_a_pipeline_class_generate_does_not_run_is_refused(tiny, tmp_path):
+    with pytest.raises(JobRejected, match=r"is a WanVACEPipeline; generate runs one of WanPipeline"):
+        _kind(tiny("wan-vace")).validate(_params(tiny("wan-vace"), "wan-vace"))
+
+
+class _Recorder(JobContext):
+    """A real JobContext that also keeps every progress value it is given."""
+
+    def __init__(self, *args, cancel_at: float | None = None, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.seen: list[float] = []
+        self.cancel_at = cancel_at
+
+    def progress(self, fraction: float) -> None:
+        self.seen.append(fraction)
+        if self.cancel_at is not None and fraction >= self.cancel_at:
+            self.cancelled.set()
+        super().progress(fraction)
+
+
+def _context(kind, params, tmp_path, **kw) -> _Recorder:
+    store = JobStore(tmp_path / "ctx.sqlite")
+    job = store.submit("generate", kind.validate(params), str(tmp_path / "x.mp4"))
+    return _Recorder(job, tmp_path / "part.mp4", **kw)
+
+
+def test_shots_are_joined_and_progress_is_reported_per_step_and_per_shot(tiny, tmp_path):
+    model = tiny("wan-i2v")
+    kind = _kind(model)
+    shots = [{"prompt": "she waves"}, {"prompt": "she turns", "frames": 9}]
+    params = _params(model, "wan-i2v", character=str(PORTRAIT), shots=shots, frames=5, steps=2)
+    ctx = _context(kind, params, tmp_path)
+    kind.run(ctx)
+    assert count_frames(ctx.temp_output) == 5 + 9  # every shot from the character image, joined in order
+    steps = [round(v, 4) for v in ctx.seen]
+    # 2 shots x 2 steps each, then the end of each shot, then done
+    assert steps == [0.2375, 0.475, 0.475, 0.7125, 0.95, 0.95, 1.0]
+
+
+def test_shots_can_continue_from_the_previous_last_frame(tiny, tmp_path):
+    model = tiny("wan-i2v")
+    kind = _kind(model)
+    params = _params(
+        model, "wan-i2v", character=str(PORTRAIT), shots=[{"prompt": "a"}, {"prompt": "b"}], frames=5,
+        shot_start="previous",
+    )  # fmt: skip
+    ctx = _context(kind, params, tmp_path)
+    kind.run(ctx)
+    assert count_frames(ctx.temp_output) == 5 + 4  # the second shot's first frame repeats the first's last
+
+
+def test_cancel_stops_between_denoising_steps_and_the_pipeline_runs_again(tiny, tmp_path):
+    model = tiny("wan")
+    kind = _kind(model)
+    params = _params(model, "wan", frames=5, steps=4)
+    ctx = _context(kind, params, tmp_path, cancel_at=0.2)
+    with pytest.raises(JobCancelled):
+        kind.run(ctx)
+    assert len(ctx.seen) == 1  # stopped inside the first shot, after its first step of 4
+    (tmp_path / "again").mkdir()
+    again = _context(kind, params, tmp_path / "again")
+    kind.run(again)  # the kept pipeline is usable after an aborted call
+    assert again.seen[-1] == 1.0
