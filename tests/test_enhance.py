@@ -91,8 +91,6 @@ def test_alignment_puts_the_five_points_on_the_ffhq_template(portrait):
 
 def test_every_enhancer_fixture_passes_its_contract_at_load(pool):
     for key in enhance.ENHANCERS:
-        if key == "codeformer":
-            continue  # loads once onnxruntime.py feeds float64 inputs: see the xfail test below
         engine = pool.get(key)
         assert engine.precision == "fp32"  # GFPGAN in FP16 gives a solid colour: enhancers stay FP32
 
@@ -135,11 +133,6 @@ def test_blend_mixes_the_enhanced_and_the_raw_face(pool, portrait):
     assert full > 1.6 * half > 1.6 * none
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CodeFormer's fidelity input is float64: engines/onnxruntime.py feeds every input as float32 "
-    "until tensor(double) is in its _NP_TYPES (a one-line change reported with this work)",
-)
 def test_codeformer_fidelity_weight_keeps_the_input_at_one(pool, portrait):
     image, face = portrait
     inside = face_mask(image.shape, face)

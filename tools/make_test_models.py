@@ -274,8 +274,13 @@ def main() -> int:
     parser.add_argument("--nan-swapper", action="store_true", help="an inswapper fixture that returns NaN")
     parser.add_argument("--rename", metavar="FILE:OLD:NEW", help="rename one tensor (to test the contract check)")
     args = parser.parse_args()
-    rename = tuple(args.rename.split(":")) if args.rename else None
-    make_models(args.out_dir, args.nan_swapper, rename)  # type: ignore[arg-type]
+    rename: tuple[str, str, str] | None = None
+    if args.rename:
+        parts = args.rename.split(":")
+        if len(parts) != 3:
+            parser.error("--rename takes FILE:OLD:NEW")
+        rename = (parts[0], parts[1], parts[2])
+    make_models(args.out_dir, args.nan_swapper, rename)
     print(f"test fixtures written to {args.out_dir} (not models: random weights, real contracts)")
     return 0
 

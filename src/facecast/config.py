@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -167,7 +168,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     node[parts[-1]] = parsed
 
 
-def format_error(error: dict[str, Any], origin: str) -> str:
+def format_error(error: Mapping[str, Any], origin: str) -> str:
     path, parent_model = _clean_path(Config, error["loc"])
     key = ".".join(path) or "(top level)"
     value = error.get("input")

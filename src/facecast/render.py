@@ -242,7 +242,7 @@ def render_video(
             try:
                 for packet in inp.demux(*streams):
                     if packet.stream is ain:
-                        if packet.dts is None:
+                        if packet.dts is None or aout is None:
                             continue  # the demuxer's flush packet
                         packet.stream = aout
                         out.mux(packet)

@@ -24,6 +24,9 @@ class BatchLoad:
         self._feeder: threading.Thread | None = None
         self.service: Any = None  # the JobService, made in start()
         self._t0 = 0.0
+        # Made now, before the daemon starts: in start() it would eat into the frames the
+        # measurement counts (the source's frame budget runs from the daemon's start).
+        self._make_clip()
 
     def _make_clip(self) -> None:
         from facecast.capture.synthetic import synthetic_frames
@@ -36,7 +39,6 @@ class BatchLoad:
         from facecast.jobs.config import JobsConfig
         from facecast.jobs.service import JobService, default_kinds
 
-        self._make_clip()
         cfg = daemon.cfg
         jobs_cfg = JobsConfig(
             db=self._dir / "jobs.sqlite",

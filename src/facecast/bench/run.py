@@ -302,6 +302,8 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
         if batch is not None:
             batch_figures = batch.stop()
         counters = stats.snapshot()
+        active_effect = daemon.effect.effects.get(cfg.effect.active)
+        enhancer = getattr(active_effect, "enhancer", None)  # the swap's face enhancer, when one runs
         engines = _engines_of(daemon)
         outputs = {name: {**w.snapshot(), "type": cfg.outputs[name].type} for name, w in workers.items()}
         reader = daemon.capture.reader
@@ -406,6 +408,8 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
     }
     if batch_figures is not None:
         result["batch"] = batch_figures
+    if enhancer is not None and enhancer.spec is not None:
+        result["enhancer"] = enhancer.stats()  # frames enhanced, carried, skipped (live: asynchronous)
     return BenchRun(result, measured, stats.stage_names)
 
 

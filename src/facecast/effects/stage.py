@@ -74,6 +74,8 @@ def make_effect(kind: str, cfg, characters, engines=None) -> Effect:
     """The `animate` or `swap` effect for its configured backend. `engines`: a callable returning the
     shared EnginePool (called only for a neural backend, so the CPU path never loads onnxruntime)."""
     cls = BACKENDS[(kind, cfg.backend)]
+    if kind == "swap" and cfg.backend == "mesh":  # CPU swap; the engines only for its optional face enhancer
+        return cls(cfg, characters, engines)
     if cfg.backend in NEURAL_BACKENDS:
         if engines is None:
             raise ValueError(f"{kind} backend {cfg.backend} needs the engine pool")

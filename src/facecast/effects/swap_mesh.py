@@ -289,7 +289,7 @@ class SwapMesh(Effect):
         fmap = warp.upsample(back, rw, rh)
         # Through a fixed-point copy of the map: OpenCV remaps in fixed point anyway, and converting
         # first costs less than remapping with the float map (the same pixels come out).
-        fixed_xy, fixed_frac = cv2.convertMaps(fmap, None, cv2.CV_16SC2)
+        fixed_xy, fixed_frac = cv2.convertMaps(fmap, None, cv2.CV_16SC2)  # type: ignore[call-overload]  # cv2 stubs: map2 may be None
         patch = cast(
             Image, cv2.remap(src.image, fixed_xy, fixed_frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         )
@@ -298,7 +298,7 @@ class SwapMesh(Effect):
         # Light, colour and occlusion are measured on a small copy of the box (no detail needed).
         f, small_size = blend.small_scale((rh, rw))
         small_shape = (small_size[1], small_size[0])
-        T_small = (T - np.array(origin, np.float64)) * f
+        T_small = cast(np.ndarray, (T - np.array(origin, np.float64)) * f)
         face_small = _oval_mask(small_shape, T_small, (0.0, 0.0))
         features_small = _feature_mask(small_shape, T_small, (0.0, 0.0))
         skin = (face_small > 0) & (features_small == 0)

@@ -188,7 +188,12 @@ def _tensorrt_file(path: Path) -> Path:
     return ready
 
 
-_NP_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64}
+_NP_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,  # CodeFormer's fidelity weight `w`
+    "tensor(int64)": np.int64,
+}
 
 
 class OnnxEngine:

@@ -1329,7 +1329,14 @@ class _Arg(NamedTuple):  # what check_contract reads of an input/output (like on
     type: str
 
 
-_ORT_TYPE = {1: "tensor(float)", 10: "tensor(float16)", 7: "tensor(int64)", 6: "tensor(int32)", 9: "tensor(bool)"}
+_ORT_TYPE = {
+    1: "tensor(float)",
+    10: "tensor(float16)",
+    11: "tensor(double)",
+    7: "tensor(int64)",
+    6: "tensor(int32)",
+    9: "tensor(bool)",
+}
 
 
 def _graph_args(values) -> list[_Arg]:

@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     absolute = lambda v: str(Path(v).expanduser().resolve())  # noqa: E731 - the daemon has another cwd
     if args.kind == "animate":
-        p = {"character": absolute(args.character), "driving": absolute(args.driving)}
+        p: dict[str, Any] = {"character": absolute(args.character), "driving": absolute(args.driving)}
     elif args.kind == "swap":
         p = {"face": absolute(args.face), "target": absolute(args.target)}
     elif args.kind == "replace":

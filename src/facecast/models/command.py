@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from facecast.models.download import DownloadError, download, status
-from facecast.models.registry import MODEL_SETS, ModelFile, ModelSet, find
+from facecast.models.registry import MODEL_SETS, PLACED_BY_HAND, ModelFile, ModelSet, find
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,6 +126,11 @@ def run_models(args: argparse.Namespace, models_dir: Path) -> int:
             for f in s.files:
                 print(f"  {f.path:45s} {_human(f.size):>9s}  {status(f, root)}")
         print("\ndownload with: facecast models download liveportrait | inswapper")
+        print("\nface enhancers (effect.swap.enhance.model): placed in the models folder by you, not downloaded")
+        for m in PLACED_BY_HAND.values():
+            here = "present" if (root / m.path).is_file() else "missing"
+            print(f"  {m.path:45s} {here:>9s}  {m.licence}")
+            print(f"  {'':45s} {'':>9s}  from: {m.source}")
         return 0
     if args.models_command == "verify":
         bad = 0
