@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from tests.conftest import PORTRAIT, count_frames  # noqa: E402
 from tests.diffusion_fixtures import make_tiny  # noqa: E402
 
 # tiny pipeline -> the smallest size its VAE and patching accept
-SIZE = {"ltx": 32, "ltx-i2v": 32, "ltx-condition": 32}
+SIZE = {"ltx": 32, "ltx-i2v": 32, "ltx-condition": 32, "ltx2": 32, "ltx2-i2v": 32}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,14 @@ def _run(kind: GenerateKind, params: dict, out: Path):
         ("ltx", "i2v", 9),  # LTXImageToVideoPipeline from the same components (from_pipe)
         ("ltx-i2v", "i2v", 9),
         ("ltx-condition", "i2v", 9),
+        ("ltx2", "t2v", 9),  # video and audio: the audio track is not written
+        ("ltx2", "i2v", 9),  # LTX2ImageToVideoPipeline from the same components
+        ("ltx2-i2v", "i2v", 9),
         ("hunyuan", "t2v", 5),
+        ("hunyuan-i2v", "i2v", 5),  # latent_concat: asks for 4 frames more, the pipeline drops them
+        ("hunyuan-i2v-token", "i2v", 5),  # token_replace: drops none
+        ("hunyuan15", "t2v", 5),
+        ("hunyuan15-i2v", "i2v", 5),  # the size is the model's bucket nearest the image's aspect: 16x16 here
         ("skyreels", "t2v", 5),
         ("skyreels-i2v", "i2v", 5),
         ("skyreels-df", "i2v", 9),  # the diffusion-forcing image-to-video sibling
@@ -107,17 +115,41 @@ def test_the_family_table_matches_the_installed_pipelines(cls):
 
 def test_the_tiny_registry_covers_every_family_with_a_builder():
     classes = {cls for _, _, cls in TINY.values()}
-    missing = {c for c in FAMILIES if c not in classes and FAMILIES[c].other_mode not in classes}
-    # LTX-2 and HunyuanVideo I2V / 1.5 need multimodal text encoders (Gemma 3, LLaVA, Qwen2.5-VL)
-    # that have no tiny builder yet; everything else must have one.
-    assert missing == {
-        "LTX2Pipeline",
-        "LTX2ImageToVideoPipeline",
-        "HunyuanVideoImageToVideoPipeline",
-        "HunyuanVideo15Pipeline",
-        "HunyuanVideo15ImageToVideoPipeline",
-    }
+    assert {c for c in FAMILIES if c not in classes and FAMILIES[c].other_mode not in classes} == set()
     assert {"WanAnimatePipeline", "WanVACEPipeline"} <= classes
+
+
+def _template(cls: str) -> dict:
+    return inspect.signature(getattr(diffusers, cls).__call__).parameters["prompt_template"].default
+
+
+@pytest.mark.parametrize("name", ["hunyuan", "hunyuan-i2v"])
+def test_tiny_llama_tokenizers_give_the_template_its_llama3_token_positions(tiny, name):
+    """HunyuanVideo (I2V) cut the prompt's and the image's embeddings out of the encoded template
+    at positions counted in Llama 3 tokens: the tiny folder's tokenizer must land on them."""
+    from transformers import AutoTokenizer
+
+    cls = TINY[name][2]
+    template = _template(cls)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny(name) / "tokenizer"))
+    ids = tokenizer(template["template"].split("{}")[0]).input_ids
+    assert len(ids) == template["crop_start"]  # the prompt starts where the pipeline crops
+    if "image_emb_start" in template:
+        assert ids.index(tokenizer.convert_tokens_to_ids("<image>")) == template["image_emb_start"]
+
+
+def test_tiny_qwen_tokenizer_puts_the_prompt_where_hunyuan_video_15_crops(tiny):
+    from diffusers.pipelines.hunyuan_video1_5.pipeline_hunyuan_video1_5 import format_text_input
+    from transformers import AutoTokenizer
+
+    encode = diffusers.HunyuanVideo15Pipeline._get_mllm_prompt_embeds
+    defaults = {k: p.default for k, p in inspect.signature(encode).parameters.items()}
+    tokenizer: Any = AutoTokenizer.from_pretrained(str(tiny("hunyuan15") / "tokenizer"))
+    chat = format_text_input(["XYZ"], defaults["system_message"])[0]
+    ids = tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=True, return_dict=True).input_ids
+    crop = defaults["crop_start"]  # what the pipeline cuts off the front: all of the template, none of the prompt
+    assert tokenizer.decode(ids[:crop]).endswith("<|im_start|>user\n")
+    assert tokenizer.decode(ids[crop:]).startswith("XYZ<|im_end|>")
 
 
 @pytest.mark.parametrize(
@@ -154,11 +186,11 @@ class _Recorder(JobContext):
         self.seen: list[float] = []
         self.cancel_at = cancel_at
 
-    def progress(self, fraction: float) -> None:
+    def progress(self, fraction: float, detail: str | None = None) -> None:
         self.seen.append(fraction)
         if self.cancel_at is not None and fraction >= self.cancel_at:
             self.cancelled.set()
-        super().progress(fraction)
+        super().progress(fraction, detail)
 
 
 def _context(kind, params, tmp_path, **kw) -> _Recorder:

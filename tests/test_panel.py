@@ -111,7 +111,7 @@ def test_set_changes_a_setting_in_the_effect_thread_before_the_next_frame() -> N
             400,
             ["effect.animate.mouth = 9", "less than or equal to 3", "allowed: a number from 0 to 3"],
         ),
-        ("set effect.swap.blend soft", 400, ["effect.swap.blend = 'soft'", "allowed: one of feather, seamless"]),
+        ("set effect.swap.blend soft", 400, ["effect.swap.blend = 'soft'", "allowed: one of hard, feather, seamless"]),
         ("set effect.swap.max_faces 2.5", 400, ["allowed: a whole number from 1 to 8"]),
         ("set effect.animate.eyes lots", 400, ["effect.animate.eyes = 'lots'", "a number from 0 to 2"]),
         ("set effect.animate.width 300", 409, ["read when the effect starts", "config.yaml", "pose.yaw"]),

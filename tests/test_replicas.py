@@ -28,12 +28,15 @@ def cli_output(tmp_path_factory):
     return out, result.stdout
 
 
+# Every model of the live animate and swap paths; the face enhancers and the frame interpolator
+# (optional steps after the swap or the job) have no replica yet.
+OPTIONAL = ("interpolation/", "gfpgan", "codeformer", "gpen", "restoreformer")
+REPLICATED = [key for key in CONTRACTS if not key.startswith(OPTIONAL)]
+
+
 def test_every_model_file_is_written_in_the_models_dir_layout(cli_output):
     out, _ = cli_output
-    # Every model of the live animate and swap paths; the face enhancers and the frame interpolator
-    # (optional post steps) have no replica yet.
-    optional = ("interpolation/", "gfpgan", "codeformer", "gpen", "restoreformer")
-    live = [c for name, c in CONTRACTS.items() if not name.startswith(optional)]
+    live = [CONTRACTS[key] for key in REPLICATED]
     assert len(live) == 8
     for contract in live:
         assert (out / contract.file).is_file(), contract.file
@@ -62,7 +65,8 @@ def test_sizes_match_the_published_models(cli_output):
 def test_replicas_are_marked_and_load_under_the_real_contracts(cli_output, tmp_path):
     out, _ = cli_output
     pool = EnginePool(out, EngineConfig(device="cpu", warmup=False, cache_dir=tmp_path))
-    for key, contract in CONTRACTS.items():
+    for key in REPLICATED:
+        contract = CONTRACTS[key]
         note = replica_note(out / contract.file)
         assert note and "random weights" in note, key
         if key != "liveportrait/warping_spade":  # 1.2 TFLOP per call: its contract is checked in the reference test

@@ -717,6 +717,8 @@ def test_full_size_warping_spade_equals_onnxruntime(replicas):
     # FP32 summation-order differences (1e-7 relative) show as up to ~1e-3 after the sigmoid.
     # LivePortrait's own PyTorch module differs from onnxruntime by the same (2e-3 measured on this
     # export), so the bound is on the mean and a high percentile, with a loose cap on the maximum.
+    # The mean depends on the CPU's kernels (summation order): 2.8e-5 measured on one 2-core machine,
+    # under 1e-5 on another; a wrong conversion gives errors of order 1e-1.
     contract = CONTRACTS["liveportrait/warping_spade"]
     path = replicas / contract.file
     appearance = CONTRACTS["liveportrait/appearance_feature_extractor"]
@@ -741,7 +743,7 @@ def test_full_size_warping_spade_equals_onnxruntime(replicas):
     expected = OnnxEngine(contract, path, CPU, PriorityGate()).run(feeds)["out"]
     diff = np.abs(got - expected)
     assert got.shape == expected.shape == (1, 3, 512, 512)
-    assert diff.mean() < 1e-5 and np.percentile(diff, 99.9) < 1e-3 and diff.max() < 5e-3, (
+    assert diff.mean() < 5e-5 and np.percentile(diff, 99.9) < 1e-3 and diff.max() < 5e-3, (
         diff.mean(),
         np.percentile(diff, 99.9),
         diff.max(),

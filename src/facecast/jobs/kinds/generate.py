@@ -53,6 +53,9 @@ class Family:
     step_callback: bool = True  # __call__ takes callback_on_step_end (progress and cancel per step)
     size_args: bool = True  # __call__ takes height/width (else the size follows the image)
     other_mode: str | None = None  # the class with the same components for the other mode (from_pipe)
+    # the transformer's image_condition_type with which __call__ decodes one latent frame (frame_step
+    # frames) more than it returns: that many more are asked for, so a job gets the frames it asked for
+    drops_first_latent_with: str | None = None
 
 
 FAMILIES: dict[str, Family] = {
@@ -74,7 +77,9 @@ FAMILIES: dict[str, Family] = {
         "LTX-2", "i2v", 32, 8, 24.0, 768, 512, 121, fps_arg="frame_rate", other_mode="LTX2Pipeline"
     ),
     "HunyuanVideoPipeline": Family("HunyuanVideo", "t2v", 16, 4, 24.0, 1280, 720, 129),
-    "HunyuanVideoImageToVideoPipeline": Family("HunyuanVideo I2V", "i2v", 16, 4, 24.0, 1280, 720, 129),
+    "HunyuanVideoImageToVideoPipeline": Family(
+        "HunyuanVideo I2V", "i2v", 16, 4, 24.0, 1280, 720, 129, drops_first_latent_with="latent_concat"
+    ),
     # HunyuanVideo 1.5's __call__ takes no step callback: progress and cancel come between shots only.
     "HunyuanVideo15Pipeline": Family("HunyuanVideo 1.5", "t2v", 16, 4, 24.0, 848, 480, 121, step_callback=False),
     "HunyuanVideo15ImageToVideoPipeline": Family(
@@ -347,6 +352,11 @@ class GenerateKind:
             shots = [{**shot, "prompt": f"{shot['prompt']}. {camera}"} for shot in shots]
         steps = int(params.get("steps", 30))
         total = len(shots) * steps
+        transformer_config = getattr(getattr(pipe, "transformer", None), "config", None) or {}
+        dropped = 0
+        if family.drops_first_latent_with is not None:
+            if transformer_config.get("image_condition_type") == family.drops_first_latent_with:
+                dropped = family.frame_step
         done: list[np.ndarray] = []
         start = character
         for index, shot in enumerate(shots):
@@ -359,7 +369,7 @@ class GenerateKind:
 
             call: dict[str, Any] = {
                 "prompt": str(shot["prompt"]),
-                "num_frames": int(shot.get("frames", params.get("frames", family.frame_step * 2 + 1))),
+                "num_frames": int(shot.get("frames", params.get("frames", family.frame_step * 2 + 1))) + dropped,
                 "num_inference_steps": steps,
                 "generator": torch.Generator().manual_seed(int(params.get("seed", 0)) + index),
                 "output_type": "np",

@@ -5,11 +5,55 @@ marker file that says a folder is a tiny random-weight pipeline, not a model."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 NOTE = "tiny random-weight pipeline for tests and plumbing checks: its output is noise, it is not a model"
 MARKER = "facecast_tiny.json"
+
+
+def byte_symbols() -> list[str]:
+    """GPT-2's byte-to-unicode table: the 256 symbols byte-level BPE tokenizers use for bytes."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    symbols, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            symbols[b] = chr(b)
+        else:
+            symbols[b] = chr(256 + extra)
+            extra += 1
+    return [symbols[b] for b in range(256)]
+
+
+def byte_level_split(pattern: str) -> Any:
+    """The pre-tokenizer of a GPT-2 style byte-level BPE tokenizer: split by `pattern`, then bytes to symbols."""
+    from tokenizers import Regex, pre_tokenizers
+
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+
+
+def word_merges(vocab: dict[str, int], split: Any, text: str, specials: list[str]) -> list[tuple[str, str]]:
+    """BPE merges that make every word of `text` (as `split` cuts it, special tokens aside) one
+    token, their results added to `vocab`. Pipelines that cut a prompt template's embeddings at
+    fixed token positions need the template to come out as many tokens as under the real tokenizer;
+    other text stays bytes. Each merge joins the first two pieces the merges so far leave of a word,
+    so byte-pair encoding itself rebuilds every word, repeated letters and space runs included."""
+    from tokenizers import models
+
+    merges: list[tuple[str, str]] = []
+    for piece in re.split("|".join(map(re.escape, specials)), text):
+        for word, _ in split.pre_tokenize_str(piece):
+            while len(parts := [t.value for t in models.BPE(vocab=vocab, merges=merges).tokenize(word)]) > 1:
+                merges.append((parts[0], parts[1]))
+                vocab[parts[0] + parts[1]] = len(vocab)
+    return merges
 
 
 def umt5_text_encoder() -> tuple[Any, Any]:

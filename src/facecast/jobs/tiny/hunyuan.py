@@ -1,49 +1,57 @@
 """A tiny HunyuanVideo text-to-video pipeline (`HunyuanVideoPipeline`) with random weights at
-diffusers' own test sizes. Its two tokenizers (Llama and CLIP) are byte-level ones written here
-with no merges, so nothing is fetched; a prompt is one token per byte."""
+diffusers' own test sizes. Its two tokenizers (Llama 3 and CLIP) are byte-level ones written here,
+so nothing is fetched: the Llama one knows only the words of the pipeline's prompt template (so the
+template's embeddings are cropped where the pipeline expects), any prompt is one token per byte."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from facecast.jobs.tiny._parts import save
+from facecast.jobs.tiny._parts import byte_level_split, byte_symbols, save, word_merges
+
+BOS, EOS = "<|begin_of_text|>", "<|end_of_text|>"
+SPECIALS = [BOS, EOS, "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<image>"]
+# Llama 3's pre-tokenizer split
+LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
-def _byte_symbols() -> list[str]:
-    """GPT-2's byte-to-unicode table: the 256 symbols byte-level BPE tokenizers use for bytes."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    symbols, extra = {}, 0
-    for b in range(256):
-        if b in printable:
-            symbols[b] = chr(b)
-        else:
-            symbols[b] = chr(256 + extra)
-            extra += 1
-    return [symbols[b] for b in range(256)]
+def default_template(pipeline_class: Any) -> dict[str, Any]:
+    """The prompt template a HunyuanVideo pipeline class uses when none is passed."""
+    return inspect.signature(pipeline_class.__call__).parameters["prompt_template"].default
 
 
-def llama_tokenizer() -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import LlamaTokenizerFast
+def llama3_tokenizer(pipeline_class: Any) -> Any:
+    """A byte-level BPE tokenizer with Llama 3's split, specials and BOS, whose only merges spell
+    out the words of the pipeline class's prompt template: the pipeline cuts the prompt's (and
+    the image's) embeddings out of the encoded template at fixed token positions, so the template
+    must come out as the same tokens as under Llama 3's tokenizer; every other text is bytes."""
+    from tokenizers import Tokenizer, decoders, models, processors
+    from transformers import PreTrainedTokenizerFast
 
-    specials = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0-2 match the tiny Llama's bos/pad/eos
-    vocab = {tok: i for i, tok in enumerate(specials + _byte_symbols())}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    split = byte_level_split(LLAMA3_SPLIT)
+    vocab = {tok: i for i, tok in enumerate([BOS, EOS, *byte_symbols()])}
+    merges = word_merges(vocab, split, default_template(pipeline_class)["template"], SPECIALS)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
+    backend.pre_tokenizer = split
     backend.decoder = decoders.ByteLevel()
-    return LlamaTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    backend.add_special_tokens(SPECIALS)
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, vocab[BOS])]
     )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=BOS, eos_token=EOS, pad_token=EOS)
 
 
 def clip_tokenizer() -> Any:
     from transformers import CLIPTokenizer
 
-    symbols = _byte_symbols()
+    symbols = byte_symbols()
     tokens = ["<|startoftext|>", "<|endoftext|>", *symbols, *(s + "</w>" for s in symbols)]
     with tempfile.TemporaryDirectory() as folder:
         vocab, merges = Path(folder) / "vocab.json", Path(folder) / "merges.txt"
@@ -52,7 +60,27 @@ def clip_tokenizer() -> Any:
         return CLIPTokenizer(str(vocab), str(merges), pad_token="<|endoftext|>")
 
 
-def _vae() -> Any:
+def clip_text_encoder() -> Any:
+    """HunyuanVideo's second text encoder (pooled prompt), CLIP's text model at hidden size 8."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+            hidden_size=8,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            vocab_size=1000,
+            hidden_act="gelu",
+            projection_dim=32,
+        )
+    ).eval()
+
+
+def hunyuan_vae() -> Any:
     from diffusers import AutoencoderKLHunyuanVideo
 
     return AutoencoderKLHunyuanVideo(
@@ -76,7 +104,7 @@ def build(dest: Path, seed: int = 0) -> Path:
     """A tiny HunyuanVideoPipeline folder at `dest`."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, HunyuanVideoPipeline, HunyuanVideoTransformer3DModel
-    from transformers import CLIPTextConfig, CLIPTextModel, LlamaConfig, LlamaModel
+    from transformers import LlamaConfig, LlamaModel
 
     torch.manual_seed(seed)
     transformer = HunyuanVideoTransformer3DModel(
@@ -94,40 +122,27 @@ def build(dest: Path, seed: int = 0) -> Path:
         pooled_projection_dim=8,
         rope_axes_dim=(2, 4, 4),
     )
+    tokenizer = llama3_tokenizer(HunyuanVideoPipeline)
     llama = LlamaModel(
         LlamaConfig(
-            bos_token_id=0,
-            eos_token_id=2,
-            pad_token_id=1,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
             hidden_size=16,
             intermediate_size=37,
             num_attention_heads=4,
             num_hidden_layers=2,
-            vocab_size=1000,
+            vocab_size=len(tokenizer),
             hidden_act="gelu",
-        )
-    ).eval()
-    clip = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-            hidden_size=8,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            vocab_size=1000,
-            hidden_act="gelu",
-            projection_dim=32,
         )
     ).eval()
     pipe = HunyuanVideoPipeline(
         text_encoder=llama,
-        tokenizer=llama_tokenizer(),
+        tokenizer=tokenizer,
         transformer=transformer,
-        vae=_vae(),
+        vae=hunyuan_vae(),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
-        text_encoder_2=clip,
+        text_encoder_2=clip_text_encoder(),
         tokenizer_2=clip_tokenizer(),
     )
     return save(pipe, dest, "hunyuan")
