@@ -76,6 +76,23 @@ def t5_text_encoder() -> tuple[Any, Any]:
     return T5EncoderModel(config).eval(), ByT5Tokenizer()
 
 
+# The tiny transformer every Wan-derived class shares (diffusers' own test sizes); each builder adds
+# the arguments its class has of its own (input channels, image embedding, VACE layers...).
+WAN_TRANSFORMER: dict[str, Any] = {
+    "patch_size": (1, 2, 2),
+    "num_attention_heads": 2,
+    "attention_head_dim": 12,
+    "out_channels": 16,
+    "text_dim": 32,
+    "freq_dim": 256,
+    "ffn_dim": 32,
+    "num_layers": 2,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    "rope_max_seq_len": 32,
+}
+
+
 def wan_vae() -> Any:
     from diffusers import AutoencoderKLWan
 

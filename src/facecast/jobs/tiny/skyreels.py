@@ -5,27 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from facecast.jobs.tiny._parts import clip_image_encoder, save, umt5_text_encoder, wan_vae
+from facecast.jobs.tiny._parts import WAN_TRANSFORMER, clip_image_encoder, save, umt5_text_encoder, wan_vae
 
 
 def _transformer(in_channels: int, image_dim: int | None):
     from diffusers import SkyReelsV2Transformer3DModel
 
-    return SkyReelsV2Transformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
-        in_channels=in_channels,
-        out_channels=16,
-        text_dim=32,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-        image_dim=image_dim,
-    )
+    # in_channels: 16 latent channels; image-to-video adds 16 image + 4 mask channels
+    return SkyReelsV2Transformer3DModel(**WAN_TRANSFORMER, in_channels=in_channels, image_dim=image_dim)
 
 
 def _scheduler():

@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
+from facecast.jobs.tiny._parts import wan_vae
+
 NOTE = "tiny random-weight pipeline for tests and plumbing checks: its output is noise, it is not a model"
 
 
@@ -18,7 +20,6 @@ def build(dest: Path, seed: int = 0) -> Path:
     """Write a loadable tiny WanAnimatePipeline folder at `dest`; returns `dest`."""
     import torch
     from diffusers import (
-        AutoencoderKLWan,
         FlowMatchEulerDiscreteScheduler,
         WanAnimatePipeline,
         WanAnimateTransformer3DModel,
@@ -33,9 +34,7 @@ def build(dest: Path, seed: int = 0) -> Path:
     )
 
     torch.manual_seed(seed)
-    vae = AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
-    )
+    vae = wan_vae()
     transformer = WanAnimateTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,

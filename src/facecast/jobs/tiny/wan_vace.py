@@ -10,19 +10,19 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
+from facecast.jobs.tiny._parts import wan_vae
+
 NOTE = "tiny random-weight pipeline for tests and plumbing checks: its output is noise, it is not a model"
 
 
 def build(dest: Path, seed: int = 0) -> Path:
     """Write a loadable tiny WanVACEPipeline folder at `dest`; returns `dest`."""
     import torch
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanVACEPipeline, WanVACETransformer3DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanVACEPipeline, WanVACETransformer3DModel
     from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
-    vae = AutoencoderKLWan(
-        base_dim=3, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
-    )
+    vae = wan_vae()
     transformer = WanVACETransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
