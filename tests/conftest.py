@@ -120,3 +120,13 @@ def popen_facecast(*args: str, cwd: Path | None = None, env=None) -> subprocess.
         cwd=cwd or REPO,
         env=env or facecast_env(),
     )
+
+
+class OneCharacter:
+    """A character library holding one character (or None): what an effect reads of the library."""
+
+    def __init__(self, character):
+        self.active = character
+
+    def characters(self):
+        return [self.active]

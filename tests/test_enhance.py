@@ -24,7 +24,7 @@ from facecast.neural import enhance
 from facecast.neural.faceswap import five_points
 from facecast.tracking.face_mesh import track_image
 from facecast.types import FramePacket
-from tests.conftest import PORTRAIT
+from tests.conftest import PORTRAIT, OneCharacter
 from tests.neural_fixtures import make_models, make_test_models
 
 
@@ -43,14 +43,6 @@ def portrait():
     """The bundled portrait at twice its size: its face then fills the enhancers' 512 crop about 1:1."""
     image = cv2.resize(cv2.imread(str(PORTRAIT)), None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
     return image, track_image(image)[0]
-
-
-class One:
-    def __init__(self, character):
-        self.active = character
-
-    def characters(self):
-        return [self.active]
 
 
 @pytest.fixture(scope="module")
@@ -239,10 +231,10 @@ def test_carried_detail_moves_with_the_face(pool, portrait):
 def test_the_mesh_swap_runs_the_enhancer_offline_on_every_frame(pool, portrait, character):
     image, face = portrait
     cfg = SwapMeshConfig(enhance=EnhanceConfig(model="gpen_bfr_256"))
-    plain = SwapMesh(SwapMeshConfig(), One(character)).apply(
+    plain = SwapMesh(SwapMeshConfig(), OneCharacter(character)).apply(
         FramePacket(seq=0, image=image.copy(), t_capture_ns=0, faces=[face])
     )
-    effect = SwapMesh(cfg, One(character), lambda: pool)
+    effect = SwapMesh(cfg, OneCharacter(character), lambda: pool)
     effect.offline = True
     effect.start()
     try:
@@ -256,7 +248,7 @@ def test_the_mesh_swap_runs_the_enhancer_offline_on_every_frame(pool, portrait, 
 
 
 def test_without_the_engine_pool_an_enhancer_is_a_clear_error(character):
-    effect = SwapMesh(SwapMeshConfig(enhance=EnhanceConfig(model="gfpgan_1.4")), One(character))
+    effect = SwapMesh(SwapMeshConfig(enhance=EnhanceConfig(model="gfpgan_1.4")), OneCharacter(character))
     with pytest.raises(Exception, match="needs the engine pool"):
         effect.start()
 
@@ -265,7 +257,9 @@ def test_the_inswapper_swap_runs_the_enhancer_too(pool, portrait, character):
     from facecast.effects.swap_inswapper import SwapInswapper, SwapInswapperConfig
 
     image, face = portrait
-    effect = SwapInswapper(SwapInswapperConfig(enhance=EnhanceConfig(model="restoreformer_pp")), One(character), pool)
+    effect = SwapInswapper(
+        SwapInswapperConfig(enhance=EnhanceConfig(model="restoreformer_pp")), OneCharacter(character), pool
+    )
     effect.offline = True
     effect.start()
     try:

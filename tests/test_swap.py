@@ -16,7 +16,7 @@ from facecast.effects.swap_mesh import SwapMesh, SwapMeshConfig
 from facecast.tracking.face_mesh import FaceTracker, TrackingConfig, track_image
 from facecast.tracking.one_euro import SmoothingConfig
 from facecast.types import FramePacket
-from tests.conftest import PORTRAIT
+from tests.conftest import PORTRAIT, OneCharacter
 
 PAINT = (255, 40, 0)  # vivid blue face paint: the source's identity mark, absent from the target
 MARKS = (50, 280, 151)  # both cheeks and the forehead
@@ -35,14 +35,6 @@ def is_paint(bgr: np.ndarray) -> np.ndarray:
     return (b > r + 60) & (b > g + 40)
 
 
-class One:
-    def __init__(self, character):
-        self.active = character
-
-    def characters(self):
-        return [self.active]
-
-
 @pytest.fixture(scope="module")
 def source():
     analyser = CharacterAnalyser()
@@ -58,7 +50,7 @@ def swapped(source):
     """30 target frames (the synthetic driver: turning, talking, blinking) and their swaps."""
     reader = SyntheticReader(SyntheticConfig(yaw_deg=15, mouth=0.3, mouth_period_s=1.0), 640, 480, 30.0)
     reader.open()
-    effect = SwapMesh(SwapMeshConfig(), One(source))
+    effect = SwapMesh(SwapMeshConfig(), OneCharacter(source))
     effect.start()
     tracker = FaceTracker(TrackingConfig(smoothing=SmoothingConfig(enabled=False)))
     rows = []
@@ -137,7 +129,7 @@ def test_the_targets_own_open_mouth_shows_through(swapped):
 def test_faces_entering_and_leaving(source):
     head = cv2.imread(str(PORTRAIT))[0:300, 75:375]
     two = np.ascontiguousarray(np.hstack([head, cv2.flip(head, 1)]))
-    effect = SwapMesh(SwapMeshConfig(), One(source))
+    effect = SwapMesh(SwapMeshConfig(), OneCharacter(source))
     tracker = FaceTracker(TrackingConfig(max_faces=2, smoothing=SmoothingConfig(enabled=False)))
     try:
         faces = tracker.detect(two, 0.0)
@@ -159,7 +151,7 @@ def test_faces_entering_and_leaving(source):
 
 def test_seamless_blend_and_no_character(swapped, source):
     frame, face, _ = swapped[0]
-    out = SwapMesh(SwapMeshConfig(blend="seamless"), One(source)).apply(
+    out = SwapMesh(SwapMeshConfig(blend="seamless"), OneCharacter(source)).apply(
         FramePacket(seq=0, image=frame.copy(), t_capture_ns=0, faces=[face])
     )
     outside = ~_oval_mask(frame.shape, face.landmarks, grow=3)
@@ -167,7 +159,9 @@ def test_seamless_blend_and_no_character(swapped, source):
     x, y = face.landmarks[151, :2].round().astype(int)
     # Poisson blending keeps the mark's edges, not its exact colour: it must stand out from the target.
     assert np.abs(out[y - 2 : y + 3, x - 2 : x + 3].astype(int) - frame[y - 2 : y + 3, x - 2 : x + 3]).mean() > 15
-    nothing = SwapMesh(SwapMeshConfig(), One(None)).apply(FramePacket(seq=0, image=frame, t_capture_ns=0, faces=[face]))
+    nothing = SwapMesh(SwapMeshConfig(), OneCharacter(None)).apply(
+        FramePacket(seq=0, image=frame, t_capture_ns=0, faces=[face])
+    )
     assert nothing is frame
 
 
@@ -175,10 +169,12 @@ def test_swaps_in_place_without_a_full_frame_copy(swapped, source):
     frame, face, _ = swapped[0]
     own = frame.copy()
     packet = FramePacket(seq=0, image=own, t_capture_ns=0, faces=[face])
-    assert SwapMesh(SwapMeshConfig(), One(source)).apply(packet) is own  # the packet's frame, drawn on
+    assert SwapMesh(SwapMeshConfig(), OneCharacter(source)).apply(packet) is own  # the packet's frame, drawn on
     locked = frame.copy()
     locked.flags.writeable = False  # a frame OpenCV cannot draw on is copied, not refused
-    out = SwapMesh(SwapMeshConfig(), One(source)).apply(FramePacket(seq=0, image=locked, t_capture_ns=0, faces=[face]))
+    out = SwapMesh(SwapMeshConfig(), OneCharacter(source)).apply(
+        FramePacket(seq=0, image=locked, t_capture_ns=0, faces=[face])
+    )
     assert out is not locked and np.array_equal(locked, frame) and not np.array_equal(out, frame)
 
 
@@ -186,10 +182,10 @@ def test_each_face_is_swapped_from_the_camera_pixels_not_a_neighbours_swap(swapp
     # Two faces on the same spot: the second one's colour match and blend must read the frame as the
     # camera gave it, so the result is the one-face swap (reading the first face's swap would not be).
     frame, face, _ = swapped[3]
-    one = SwapMesh(SwapMeshConfig(), One(source)).apply(
+    one = SwapMesh(SwapMeshConfig(), OneCharacter(source)).apply(
         FramePacket(seq=0, image=frame.copy(), t_capture_ns=0, faces=[face])
     )
-    two = SwapMesh(SwapMeshConfig(), One(source)).apply(
+    two = SwapMesh(SwapMeshConfig(), OneCharacter(source)).apply(
         FramePacket(seq=0, image=frame.copy(), t_capture_ns=0, faces=[face, face])
     )
     assert np.array_equal(one, two)

