@@ -155,6 +155,30 @@ def pipeline_class(model_dir: Path) -> str:
         raise JobRejected(f"model {model_dir}: not a diffusers pipeline folder (no readable model_index.json)") from exc
 
 
+def load_pipeline(model_dir: Path, device: str, gpu_dtype: str, job: str, fp32_vae: bool = False) -> Any:
+    """A diffusers pipeline folder loaded for `device` (auto: CUDA when present): on CUDA in `gpu_dtype`
+    with model CPU offload (VRAM stays free for the live engines) and VAE tiling; on the CPU in FP32,
+    with a warning. `fp32_vae`: the VAE stays FP32 (the Wan VAE decodes cleanly only in FP32)."""
+    import diffusers
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = getattr(torch, gpu_dtype) if device == "cuda" else torch.float32
+    pipe = diffusers.DiffusionPipeline.from_pretrained(str(model_dir), torch_dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    if device == "cuda":
+        if fp32_vae:
+            pipe.vae.to(torch.float32)
+        pipe.enable_model_cpu_offload()
+        if hasattr(pipe, "vae") and hasattr(pipe.vae, "enable_tiling"):
+            pipe.vae.enable_tiling()
+    else:
+        pipe.to(device)
+        log.warning("%s runs on the CPU: real video models need a GPU to finish in reasonable time", job)
+    return pipe
+
+
 def class_for(folder_class: str, mode: Mode, model_dir: Path) -> str:
     """The pipeline class that runs `mode` on this folder, or JobRejected saying which folder is needed."""
     if folder_class not in FAMILIES:
@@ -260,27 +284,11 @@ class GenerateKind:
 
     def _pipeline(self, model_dir: Path, cls: str) -> Any:
         import diffusers
-        import torch
 
         with self._lock:
             if self._loaded is None or self._loaded[0] != model_dir:
                 self._loaded = None  # the previous pipeline goes before the next one is read
-                device = self.device
-                if device == "auto":
-                    device = "cuda" if torch.cuda.is_available() else "cpu"
-                dtype = getattr(torch, FAMILIES[cls].dtype) if device == "cuda" else torch.float32
-                pipe = diffusers.DiffusionPipeline.from_pretrained(str(model_dir), torch_dtype=dtype)
-                pipe.set_progress_bar_config(disable=True)
-                if device == "cuda":
-                    pipe.enable_model_cpu_offload()  # keeps VRAM for the live engines
-                    if hasattr(pipe, "vae") and hasattr(pipe.vae, "enable_tiling"):
-                        pipe.vae.enable_tiling()
-                else:
-                    pipe.to(device)
-                    log.warning(
-                        "generate runs on the CPU: real diffusion models need a GPU to finish in reasonable time"
-                    )
-                self._loaded = (model_dir, pipe)
+                self._loaded = (model_dir, load_pipeline(model_dir, self.device, FAMILIES[cls].dtype, "generate"))
             pipe = self._loaded[1]
         if type(pipe).__name__ != cls:  # the other mode of the same components: shares the loaded modules
             pipe = getattr(diffusers, cls).from_pipe(pipe)

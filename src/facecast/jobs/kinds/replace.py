@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BeforeValidator, Field
 
 from facecast.jobs.folders import AllowedFolders
+from facecast.jobs.kinds.generate import load_pipeline, pipeline_class
 from facecast.jobs.params import JsonInt, ParamsModel, json_integer, parse_params
 from facecast.jobs.runner import JobCancelled, JobContext, JobFailed, JobRejected
 
@@ -62,13 +63,6 @@ class ReplaceParams(ParamsModel):
     camera_from: str | None = Field(
         None, min_length=1, description="a video whose camera movement is added to the prompt (facecast analyze)"
     )
-
-
-def pipeline_class(model_dir: Path) -> str:
-    try:
-        return json.loads((model_dir / "model_index.json").read_text())["_class_name"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise JobRejected(f"model {model_dir}: not a diffusers pipeline folder (no readable model_index.json)") from exc
 
 
 def face_size(model_dir: Path) -> int:
@@ -147,24 +141,10 @@ class ReplaceKind:
         return {**checked, "character": str(image), "driving": str(video)}
 
     def _pipeline(self, model_dir: Path):
-        import torch
-        from diffusers import DiffusionPipeline
-
         with self._lock:
             if self._loaded is None or self._loaded[0] != model_dir:
-                device = self.device
-                if device == "auto":
-                    device = "cuda" if torch.cuda.is_available() else "cpu"
-                dtype = torch.bfloat16 if device == "cuda" else torch.float32
-                pipe = DiffusionPipeline.from_pretrained(str(model_dir), torch_dtype=dtype)
-                pipe.set_progress_bar_config(disable=True)
-                if device == "cuda":
-                    pipe.vae.to(torch.float32)  # the Wan VAE decodes cleanly only in FP32
-                    pipe.enable_model_cpu_offload()  # keeps VRAM for the live engines
-                else:
-                    pipe.to(device)
-                    log.warning("replace runs on the CPU: real video models need a GPU to finish in reasonable time")
-                self._loaded = (model_dir, pipe)
+                self._loaded = None  # the previous pipeline goes before the next one is read
+                self._loaded = (model_dir, load_pipeline(model_dir, self.device, "bfloat16", "replace", fp32_vae=True))
             return self._loaded[1]
 
     def run(self, ctx: JobContext) -> None:

@@ -7,13 +7,9 @@ model (the folder's `facecast_tiny.json` says so)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, cast
 
-from facecast.jobs.tiny._parts import wan_vae
-
-NOTE = "tiny random-weight pipeline for tests and plumbing checks: its output is noise, it is not a model"
+from facecast.jobs.tiny._parts import WAN_TRANSFORMER, save, umt5_text_encoder, wan_vae
 
 
 def build(dest: Path, seed: int = 0) -> Path:
@@ -25,31 +21,18 @@ def build(dest: Path, seed: int = 0) -> Path:
         WanAnimateTransformer3DModel,
     )
     from transformers import (
-        ByT5Tokenizer,
         CLIPImageProcessor,
         CLIPVisionConfig,
         CLIPVisionModel,
-        UMT5Config,
-        UMT5EncoderModel,
     )
 
     torch.manual_seed(seed)
     vae = wan_vae()
     transformer = WanAnimateTransformer3DModel(
-        patch_size=(1, 2, 2),
-        num_attention_heads=2,
-        attention_head_dim=12,
+        **WAN_TRANSFORMER,
         in_channels=36,
         latent_channels=16,
-        out_channels=16,
-        text_dim=32,
-        freq_dim=256,
-        ffn_dim=32,
-        num_layers=2,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
         image_dim=4,
-        rope_max_seq_len=32,
         motion_encoder_channel_sizes={"4": 16, "8": 16, "16": 16},
         motion_encoder_size=16,
         motion_style_dim=8,
@@ -70,13 +53,9 @@ def build(dest: Path, seed: int = 0) -> Path:
             patch_size=1,
         )
     )
-    text_encoder = UMT5EncoderModel(
-        UMT5Config(
-            vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, relative_attention_num_buckets=8
-        )
-    )
+    text_encoder, tokenizer = umt5_text_encoder()
     pipe = WanAnimatePipeline(
-        tokenizer=ByT5Tokenizer(),
+        tokenizer=tokenizer,
         text_encoder=text_encoder,
         vae=vae,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
@@ -84,7 +63,4 @@ def build(dest: Path, seed: int = 0) -> Path:
         image_encoder=image_encoder,
         transformer=transformer,
     )
-    dest = Path(dest)
-    cast(Any, pipe).save_pretrained(str(dest))  # a DiffusionPipeline method; diffusers is untyped here
-    (dest / "facecast_tiny.json").write_text(json.dumps({"family": "wan-animate", "note": NOTE}) + "\n")
-    return dest
+    return save(pipe, dest, "wan-animate")
