@@ -397,3 +397,52 @@ def test_with_batch_measures_live_fps_alone_and_beside_a_real_job(tmp_path):
     assert all("batch" not in r for r in data["without_batch"]["runs"])
     assert data["meets_target"] == (data["ratios"]["fps"] >= data["target_ratio"])
     assert "live fps      alone" in result.stdout
+
+
+def test_with_batch_can_run_a_real_generate_job_on_a_diffusion_pipeline(tmp_path):
+    """--batch-kind generate: the batch thread runs diffusion jobs on a tiny random-weight pipeline
+    (built from configs, nothing downloaded) beside the live pipeline; the JSON has both sides."""
+    pytest.importorskip("diffusers", reason="the diffusion extras (facecast[diffusion]) are not installed")
+    from tests.diffusion_fixtures import make_tiny
+
+    model = make_tiny("wan", tmp_path)
+    out = tmp_path / "batch.json"
+    result = run_facecast(
+        "bench", "--with-batch", "--realtime", "--source", "synthetic", "--effect", "debug", *SMALL,
+        "--set", "capture.fps=15", "--frames", "30", "--warmup", "5", "--rounds", "1",
+        "--batch-kind", "generate", "--batch-model", str(model),
+        "--batch-param", "steps=50", "--batch-param", "frames=9", "--batch-param", "width=32",
+        "--batch-param", "height=32",
+        "--json", str(out),
+        timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads(out.read_text())
+    order = [line.split(": ", 1)[1].rstrip(".") for line in result.stderr.splitlines() if line.startswith("round ")]
+    assert order == ["live alone", "live + generate job"]
+    (job,) = data["with_batch"]["batch"]
+    assert job["kind"] == "generate" and job["model"] == str(model) and job["jobs_failed"] == 0, job["errors"]
+    assert job["job"] == {"mode": "t2v", "steps": 50, "frames": 9, "width": 32, "height": 32}  # as validated
+    assert job["first_progress_s"] is not None  # a denoising step ran before the measurement began
+    assert job["steps_per_s"] >= 0 and job["governor_duty"] is not None
+    alone, loaded = data["without_batch"]["runs"][0]["fps"], data["with_batch"]["runs"][0]["fps"]
+    assert data["ratios"]["fps"] == pytest.approx(loaded / alone, rel=1e-3)
+    assert data["meets_target"] == (data["ratios"]["fps"] >= data["target_ratio"])
+    assert "generate job" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--with-batch", "--batch-kind", "generate"], "--batch-kind generate needs --batch-model DIR"),
+        (["--batch-kind", "swap"], "--batch-kind, --batch-model and --batch-param go with --with-batch"),
+        (["--with-batch", "--batch-param", "steps"], "expected KEY=VALUE"),
+        (
+            ["--with-batch", "--batch-kind", "swap", "--batch-param", "strength=2", *SMALL, "--frames", "5"],
+            "the batch job was refused: swap: strength: unknown parameter",
+        ),
+    ],
+)
+def test_batch_options_are_checked(args, message):
+    result = run_facecast("bench", *args, "--warmup", "0", "--rounds", "1", timeout=300)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]

@@ -13,7 +13,9 @@ import pytest
 
 diffusers = pytest.importorskip("diffusers", reason="the diffusion extras (facecast[diffusion]) are not installed")
 
+import av  # noqa: E402
 import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 
 from facecast.jobs.folders import AllowedFolders  # noqa: E402
 from facecast.jobs.kinds.generate import FAMILIES, GenerateKind  # noqa: E402
@@ -24,7 +26,7 @@ from tests.conftest import PORTRAIT, count_frames  # noqa: E402
 from tests.diffusion_fixtures import make_tiny  # noqa: E402
 
 # tiny pipeline -> the smallest size its VAE and patching accept
-SIZE = {"ltx": 32, "ltx-i2v": 32, "ltx-condition": 32, "ltx2": 32, "ltx2-i2v": 32}
+SIZE = {"ltx": 32, "ltx-i2v": 32, "ltx-condition": 32, "ltx2": 32, "ltx2-i2v": 32, "hunyuan15-i2v": 32}
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +72,14 @@ def _run(kind: GenerateKind, params: dict, out: Path):
         ("ltx", "i2v", 9),  # LTXImageToVideoPipeline from the same components (from_pipe)
         ("ltx-i2v", "i2v", 9),
         ("ltx-condition", "i2v", 9),
-        ("ltx2", "t2v", 9),  # video and audio: the audio track is not written
+        ("ltx2", "t2v", 9),  # video and audio (the soundtrack: tests below)
         ("ltx2", "i2v", 9),  # LTX2ImageToVideoPipeline from the same components
         ("ltx2-i2v", "i2v", 9),
         ("hunyuan", "t2v", 5),
         ("hunyuan-i2v", "i2v", 5),  # latent_concat: asks for 4 frames more, the pipeline drops them
         ("hunyuan-i2v-token", "i2v", 5),  # token_replace: drops none
         ("hunyuan15", "t2v", 5),
-        ("hunyuan15-i2v", "i2v", 5),  # the size is the model's bucket nearest the image's aspect: 16x16 here
+        ("hunyuan15-i2v", "i2v", 5),  # 32x32: one of the sizes it makes (its buckets: tests below)
         ("skyreels", "t2v", 5),
         ("skyreels-i2v", "i2v", 5),
         ("skyreels-df", "i2v", 9),  # the diffusion-forcing image-to-video sibling
@@ -236,3 +238,167 @@ def test_cancel_stops_between_denoising_steps_and_the_pipeline_runs_again(tiny, 
     again = _context(kind, params, tmp_path / "again")
     kind.run(again)  # the kept pipeline is usable after an aborted call
     assert again.seen[-1] == 1.0
+
+
+# --- LTX-2's soundtrack -----------------------------------------------------------------------------
+
+
+def _decoded_audio(path: Path) -> tuple[np.ndarray, int, float, float]:
+    """(samples (channels, n) as decoded by FFmpeg, sample rate, audio and video stream durations in s)."""
+    with av.open(str(path)) as container:
+        video, sound = container.streams.video[0], container.streams.audio[0]
+        durations = (float(sound.duration * sound.time_base), float(video.duration * video.time_base))
+        samples = np.concatenate([frame.to_ndarray() for frame in container.decode(sound)], axis=1)
+        return samples, sound.rate, *durations
+
+
+def _reference_audio(kind: GenerateKind, params: dict, mode: str) -> np.ndarray:
+    """The waveform the loaded pipeline itself returns for the job's call (same seed, same image)."""
+    import torch
+    from PIL import Image
+
+    pipe = kind._loaded[1]
+    if mode == "i2v" and type(pipe).__name__ != "LTX2ImageToVideoPipeline":
+        pipe = diffusers.LTX2ImageToVideoPipeline.from_pipe(pipe)
+    call: dict[str, Any] = {}
+    if mode == "i2v":
+        rgb = cv2.cvtColor(cv2.imread(str(PORTRAIT)), cv2.COLOR_BGR2RGB)
+        call["image"] = Image.fromarray(
+            cv2.resize(rgb, (params["width"], params["height"]), interpolation=cv2.INTER_AREA)
+        )
+    result = pipe(
+        prompt=params["prompt"], num_frames=params["frames"], width=params["width"], height=params["height"],
+        num_inference_steps=params["steps"], frame_rate=float(params["fps"]), output_type="np",
+        generator=torch.Generator().manual_seed(0), **call,
+    )  # fmt: skip
+    assert pipe.vocoder.config.output_sampling_rate == 16000
+    return result.audio[0].float().numpy()
+
+
+@pytest.mark.parametrize("name, mode", [("ltx2", "t2v"), ("ltx2-i2v", "i2v")])
+def test_ltx2_writes_its_soundtrack_as_aac_aligned_with_the_video(tiny, tmp_path, name, mode):
+    model = tiny(name)
+    kind = _kind(model)
+    extra = {"character": str(PORTRAIT)} if mode == "i2v" else {}
+    params = _params(model, name, mode=mode, frames=17, fps=24, **extra)
+    final = _run(kind, params, tmp_path / "out.mp4")
+    assert final.status == "done", final.error
+    samples, rate, audio_s, video_s = _decoded_audio(tmp_path / "out.mp4")
+    assert rate == 16000 and samples.shape[0] == 2  # the vocoder's rate and its stereo channels
+    assert video_s == pytest.approx(17 / 24)
+    assert abs(audio_s - video_s) < 0.002  # the stream's duration (MP4 edit list) is the video's
+    assert 0 <= samples.shape[1] - round(video_s * rate) < 1024  # decoded: at most one AAC frame of padding
+
+    reference = _reference_audio(kind, params, mode)
+    made = min(reference.shape[1], round(video_s * rate))  # the model's audio ends a little before its video
+    assert made > 0.9 * video_s * rate
+    assert np.sqrt(np.mean(reference**2)) > 1e-3  # the model's audio is not silence, so neither is the file's
+    for channel in range(2):
+        assert np.corrcoef(samples[channel, :made], reference[channel, :made])[0, 1] > 0.95  # time-aligned, same sound
+        rms_file, rms_model = np.sqrt(np.mean(samples[channel, :made] ** 2)), np.sqrt(np.mean(reference[channel] ** 2))
+        assert rms_file == pytest.approx(rms_model, rel=0.1)
+    assert np.abs(samples[:, made + 64 : round(video_s * rate)]).max(initial=0) < 0.01  # padded with silence
+
+
+def test_ltx2_audio_can_be_left_out(tiny, tmp_path):
+    model = tiny("ltx2")
+    final = _run(_kind(model), _params(model, "ltx2", frames=9, fps=10, audio=False), tmp_path / "out.mp4")
+    assert final.status == "done", final.error
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert len(container.streams.video) == 1 and not container.streams.audio
+
+
+def test_families_without_a_soundtrack_write_none(tiny, tmp_path):
+    model = tiny("ltx")
+    final = _run(_kind(model), _params(model, "ltx", frames=9, fps=10), tmp_path / "out.mp4")
+    assert final.status == "done", final.error
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert not container.streams.audio
+
+
+# --- sizes: what was asked is what is made, or the job says so --------------------------------------
+
+
+def _size(path: Path) -> tuple[int, int]:
+    cap = cv2.VideoCapture(str(path))
+    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    cap.release()
+    return size
+
+
+def _hunyuan15_i2v(tiny, **kw) -> tuple[GenerateKind, dict, Path]:
+    model = tiny("hunyuan15-i2v")
+    params = {"prompt": "she smiles", "model": str(model), "character": str(PORTRAIT), "frames": 5, "steps": 2, **kw}
+    return _kind(model), params, model
+
+
+def test_hunyuan15_i2v_without_a_size_gets_the_bucket_of_the_character_and_makes_it(tiny, tmp_path):
+    kind, params, _ = _hunyuan15_i2v(tiny)
+    checked = kind.validate(params)
+    assert (checked["width"], checked["height"]) == (32, 32)  # the square portrait's bucket (tiny: ~32² pixels)
+    final = _run(kind, params, tmp_path / "out.mp4")
+    assert final.status == "done", final.error
+    assert _size(tmp_path / "out.mp4") == (32, 32)
+    assert "report" not in final.params
+
+
+def test_hunyuan15_i2v_makes_an_asked_size_it_has_even_of_another_aspect(tiny, tmp_path):
+    """40x24 is one of its buckets, not the square portrait's: the job hands it the image at that
+    size, so the pipeline picks that bucket."""
+    kind, params, _ = _hunyuan15_i2v(tiny, width=40, height=24)
+    final = _run(kind, params, tmp_path / "out.mp4")
+    assert final.status == "done", final.error
+    assert _size(tmp_path / "out.mp4") == (40, 24)
+
+
+@pytest.mark.parametrize(
+    "size, reason",
+    [
+        ({"width": 32, "height": 16}, r"asked 32x16, it would make 40x20; sizes it makes near that aspect: .*40x20"),
+        ({"width": 24, "height": 40}, r"asked 24x40, it would make 24x36"),  # the pipeline's rule, not ours
+        ({"width": 32}, "give both width and height, or neither"),
+    ],
+)
+def test_hunyuan15_i2v_refuses_a_size_it_would_not_make_naming_what_it_would(tiny, size, reason):
+    kind, params, _ = _hunyuan15_i2v(tiny, **size)
+    with pytest.raises(JobRejected, match=r"HunyuanVideo15ImageToVideoPipeline \(HunyuanVideo 1.5\) .*" + reason):
+        kind.validate(params)
+
+
+def test_a_run_that_makes_another_size_says_so_in_the_job_and_keeps_the_frames(tiny, tmp_path, caplog):
+    """Past the submit check (params stored by an older facecast, a pipeline that changed): the
+    real pipeline makes its own bucket, and the job's report and log say what was asked and made."""
+    kind, params, _ = _hunyuan15_i2v(tiny)
+    stored = {**kind.validate(params), "width": 32, "height": 16}
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job = store.submit("generate", stored, str(tmp_path / "out.mp4"))
+    final = BatchRunner(store, {"generate": kind}).run_one()
+    assert final.status == "done", final.error
+    assert _size(tmp_path / "out.mp4") == (40, 20)  # as made, not stretched
+    report = store.get(job.id).params["report"]
+    assert report["size"].startswith("40x20, asked 32x16")
+    assert "the video is 40x20, asked 32x16" in caplog.text
+
+
+def test_no_audio_on_the_command_line_is_the_audio_param():
+    import argparse
+
+    from facecast.jobs.kinds.generate import add_cli_arguments, cli_params
+
+    parser = argparse.ArgumentParser()
+    add_cli_arguments(parser)
+    assert cli_params(parser.parse_args(["--prompt", "x", "--no-audio"]), str)["audio"] is False
+    assert "audio" not in cli_params(parser.parse_args(["--prompt", "x"]), str)  # the default: written
+
+
+def test_a_soundtrack_rate_aac_cannot_carry_is_refused_at_submit(tiny, tmp_path):
+    import json
+    import shutil
+
+    model = shutil.copytree(tiny("ltx2"), tmp_path / "ltx2-odd-rate")
+    config = model / "vocoder" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "output_sampling_rate": 1000}))
+    kind = _kind(model)
+    with pytest.raises(JobRejected, match=r"makes audio at 1000 Hz, which an AAC track cannot carry .*--no-audio"):
+        kind.validate(_params(model, "ltx2", frames=9))
+    assert kind.validate(_params(model, "ltx2", frames=9, audio=False))["audio"] is False

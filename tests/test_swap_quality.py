@@ -181,12 +181,41 @@ def shading_error(out: np.ndarray, frame: np.ndarray, lm: np.ndarray) -> float:
     return float(np.abs(lightness(out) - lightness(frame))[skin > 0].mean())
 
 
-def test_the_swapped_face_moves_towards_the_source_identity(judge, source, targets):
-    outs = swap_all(SwapMeshConfig(), source, targets)
-    before = [judge.distance(frame, source.image) for _, frame, _ in targets]
-    after = [judge.distance(out, source.image) for out in outs]
-    # Measured: 0.52 -> 0.40 (the target and the generated source share their skin texture, so
-    # what remains is mostly the geometry, which a mesh swap keeps from the target by design).
+@pytest.fixture(scope="module")
+def driven():
+    """Forty frames of the synthetic driver, every third over four seconds (turning both ways,
+    talking, a blink), and their tracked faces: the judge's sample (one frame in forty is 2.5%)."""
+    reader = SyntheticReader(SyntheticConfig(yaw_deg=15, mouth=0.3, mouth_period_s=1.0), 640, 480, 30.0)
+    reader.open()
+    tracker = FaceTracker(TrackingConfig(smoothing=SmoothingConfig(enabled=False)))
+    try:
+        rows = []
+        for i in range(0, 120, 3):
+            frame = reader.render(i).image
+            faces = tracker.detect(frame, i / 30)
+            assert len(faces) == 1
+            rows.append((i, frame, faces))
+        return rows
+    finally:
+        tracker.close()
+
+
+def test_the_judge_finds_the_swapped_face_closer_to_the_source(judge, source, driven):
+    outs = swap_all(SwapMeshConfig(), source, driven)
+    e_source = judge.embedding(source.image)
+    before, after, closer = [], [], []
+    for out, (_, frame, _) in zip(outs, driven, strict=True):
+        e_out, e_frame = judge.embedding(out), judge.embedding(frame)
+        to_source = float(np.linalg.norm(e_out - e_source))
+        before.append(float(np.linalg.norm(e_frame - e_source)))
+        after.append(to_source)
+        closer.append(to_source < float(np.linalg.norm(e_out - e_frame)))
+    # The issue's goals: at least 97% of frames closer to the source than to the target, mean
+    # distance to the source at most 0.45. Measured: 100% (40 of 40), mean 0.33 (0.52 before the
+    # swap). With the target's whole eye openings kept (eye_size 1.0) 70% and 0.38: eye corners and
+    # lid lines carry much of a face's identity for the judge.
+    assert np.mean(closer) >= 0.97
+    assert np.mean(after) <= 0.45
     assert np.mean(after) < np.mean(before) - 0.08
     assert all(a < b for a, b in zip(after, before, strict=True))
 

@@ -26,6 +26,7 @@ from facecast.outputs.record import RecordOutputConfig
 from facecast.outputs.spout import SpoutOutputConfig
 from facecast.outputs.stage import CLOSE_TIMEOUT_S, OutputConfig
 from facecast.outputs.virtualcam import VirtualCamOutputConfig
+from facecast.pipeline.work_size import WORK_SIZE_HELP, check_work_size
 from facecast.threads import ThreadsConfig
 from facecast.tracking.face_mesh import TrackingConfig
 
@@ -44,6 +45,14 @@ class PipelineConfig(StrictModel):
         le=3600,
         description="at stop, how long the outputs get to write queued frames, flush and finalise (remux) recordings",
     )
+    work_size: str = Field("auto", description=f"the size the effect works at: {WORK_SIZE_HELP}")
+
+    @field_validator("work_size", mode="before")
+    @classmethod
+    def _work_size(cls, value: object) -> str:
+        if not isinstance(value, str):  # e.g. a number: say what is allowed, not "not a string"
+            raise ValueError(f"expected {WORK_SIZE_HELP}")
+        return check_work_size(value)
 
 
 class StatsConfig(StrictModel):

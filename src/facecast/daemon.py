@@ -23,6 +23,7 @@ from facecast.outputs.worker import OutputReport
 from facecast.pipeline.runner import Pipeline
 from facecast.pipeline.stage import StartupError
 from facecast.pipeline.stats import PipelineStats
+from facecast.pipeline.work_size import WorkSize
 from facecast.threads import apply_threads, plan_threads
 from facecast.tracking.face_mesh import TrackingStage
 from facecast.types import STAGE_NAMES
@@ -69,7 +70,9 @@ class Daemon:
             effects = build_effects(cfg.effect, self.stats, self.characters, self.engines)
         except EngineError as exc:  # missing weights, GPU asked for and absent: say so at start-up
             raise StartupError(f"effect: {exc}") from exc
-        self.effect = EffectStage(effects, cfg.effect.active, stats=self.stats)
+        # The effect works at the size the running outputs need (pipeline.work_size), followed live.
+        work_size = WorkSize(cfg.pipeline.work_size, cfg.outputs, running=lambda: self.output.workers)
+        self.effect = EffectStage(effects, cfg.effect.active, stats=self.stats, work_size=work_size)
         self.output = OutputStage(
             cfg.outputs,
             self.stats,

@@ -35,6 +35,19 @@ def _executors(text: str) -> list[str]:
     return names
 
 
+def _batch_param(text: str) -> tuple[str, object]:
+    """KEY=VALUE, the value read as JSON when it is JSON (30, 0.5, true) and as text otherwise."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. steps=40), got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except ValueError:
+        return key.strip(), value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The bench options (the caller adds --config and --set)."""
     p.add_argument(
@@ -107,6 +120,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="measure the live pipeline alone and while the batch thread runs offline jobs"
         " (the live effect on a generated clip), alternately; report the fps ratio",
+    )
+    p.add_argument(
+        "--batch-kind",
+        choices=["animate", "swap", "generate"],
+        help="with --with-batch: the batch job (default: the live effect when it is animate or swap, else swap);"
+        " generate needs --batch-model",
+    )
+    p.add_argument(
+        "--batch-model",
+        metavar="DIR",
+        type=Path,
+        help="with --batch-kind generate: a diffusers pipeline folder (tools/make_tiny_pipelines.py makes tiny ones)",
+    )
+    p.add_argument(
+        "--batch-param",
+        metavar="KEY=VALUE",
+        type=_batch_param,
+        action="append",
+        default=[],
+        help="with --with-batch: a param of the batch job, repeatable (generate: steps=40, frames=33, width=64...)",
     )
     p.add_argument(
         "--jobs",

@@ -81,17 +81,28 @@ def compare(
     }
 
 
-def with_batch(cfg, opts: BenchOptions, rounds: int, system: dict[str, Any]) -> dict[str, Any]:
-    """Live alone (A) and live with a batch job running (B), alternately: B/A is what the job costs."""
+def with_batch(
+    cfg,
+    opts: BenchOptions,
+    rounds: int,
+    system: dict[str, Any],
+    batch_kind: str | None = None,
+    batch_model: Path | None = None,
+    batch_params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Live alone (A) and live with a batch job running (B), alternately: B/A is what the job costs.
+    The job: `batch_kind` (default: the live effect when it is animate or swap, else swap); a
+    generate job runs on the pipeline folder `batch_model` with `batch_params`."""
     from facecast.bench.batch import BatchLoad
 
-    kind = cfg.effect.active if cfg.effect.active in ("animate", "swap") else "swap"
+    kind = batch_kind or (cfg.effect.active if cfg.effect.active in ("animate", "swap") else "swap")
     runs: list[list[dict[str, Any]]] = [[], []]
     for r in range(rounds):
         for i in (0, 1) if r % 2 == 0 else (1, 0):
             label = ("live alone", f"live + {kind} job")[i]
             print(f"round {r + 1}/{rounds}: {label}...", file=sys.stderr, flush=True)
-            result = run_once(cfg, opts, system, batch=BatchLoad(kind) if i else None).result
+            batch = BatchLoad(kind, batch_model, batch_params) if i else None
+            result = run_once(cfg, opts, system, batch=batch).result
             runs[i].append(result)
             extra = f", batch {result['batch']['frames_per_s']} frames/s" if i else ""
             print(
@@ -135,6 +146,13 @@ def format_with_batch(data: dict[str, Any]) -> str:
         f"target        live fps with a job >= {data['target_ratio']:.0%} of alone: "
         + ("met" if data["meets_target"] else "NOT met"),
     ]
+    if jobs[0]["kind"] == "generate":
+        steps = [j["steps_per_s"] for j in jobs if j["steps_per_s"] is not None]
+        lines.insert(
+            -1,
+            f"generate job  {jobs[0]['job']} on {jobs[0]['model']}: {statistics.median(steps) if steps else '-'}"
+            f" steps/s, governor duty {[j['governor_duty'] for j in jobs]}",
+        )
     lines += [f"note          {n}" for n in data["notes"]]
     return "\n".join(lines)
 
@@ -154,6 +172,7 @@ def run_command(args: argparse.Namespace, config_path: Path | None, setup_loggin
     """Exit codes: 0 measured, 1 nothing could be measured, 2 bad arguments or config, 3 a stage
     could not start (as `facecast run`)."""
     from facecast.config import ConfigError
+    from facecast.jobs.runner import JobRejected
     from facecast.pipeline.stage import StartupError
 
     opts = BenchOptions(
@@ -172,6 +191,15 @@ def run_command(args: argparse.Namespace, config_path: Path | None, setup_loggin
         return 2
     if args.with_batch and args.compare:
         print("--with-batch measures one config: leave out --compare", file=sys.stderr)
+        return 2
+    if (args.batch_kind or args.batch_model or args.batch_param) and not args.with_batch:
+        print("--batch-kind, --batch-model and --batch-param go with --with-batch", file=sys.stderr)
+        return 2
+    if (args.batch_kind == "generate") != (args.batch_model is not None):
+        print(
+            "--batch-kind generate needs --batch-model DIR (a diffusers pipeline folder), and only it takes one",
+            file=sys.stderr,
+        )
         return 2
     if args.compare and args.trace is not None:
         print("--trace records one run: leave it out with --compare", file=sys.stderr)
@@ -198,7 +226,7 @@ def run_command(args: argparse.Namespace, config_path: Path | None, setup_loggin
             _emit(format_compare(data), data, args.json)
             return 0
         if args.with_batch:
-            data = with_batch(cfg, opts, args.rounds, system)
+            data = with_batch(cfg, opts, args.rounds, system, args.batch_kind, args.batch_model, dict(args.batch_param))
             _emit(format_with_batch(data), data, args.json)
             return 0
         if args.jobs is not None:
@@ -229,6 +257,9 @@ def run_command(args: argparse.Namespace, config_path: Path | None, setup_loggin
     except BenchError as exc:
         log.error("benchmark failed: %s", exc)
         return 1
+    except JobRejected as exc:  # --batch-param the batch job's kind does not take
+        print(f"the batch job was refused: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

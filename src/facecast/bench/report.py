@@ -54,8 +54,12 @@ def format_result(r: dict[str, Any]) -> str:
     lat = r["latency_ms"]
     out_w, out_h = r["output_size"]
     size = f"{src['width']}x{src['height']}" if src["width"] else "size unknown"
+    work = r.get("work_size")  # the frame size the effect received (pipeline.work_size)
+    resized = work is not None and [src["width"], src["height"]] != work
+    if work is not None and resized:
+        size += f" in, effect at {work[0]}x{work[1]} (pipeline.work_size {r['pipeline'].get('work_size')})"
     if [src["width"], src["height"]] != [out_w, out_h]:
-        size += f" in, {out_w}x{out_h} out"
+        size += ("" if resized else " in") + f", {out_w}x{out_h} out"
     lines = [
         f"facecast bench: {src['description']}, {size}, effect {r['effect']}",
         f"mode       {mode_line(r)}; outputs: {', '.join(r['pipeline']['outputs']) or 'none'}",

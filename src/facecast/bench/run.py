@@ -21,6 +21,7 @@ from facecast.bench.system import providers_in_use
 from facecast.config import Config, ConfigError, load_config
 from facecast.outputs.null import NullOutputConfig
 from facecast.pipeline.stats import FrameTiming
+from facecast.pipeline.work_size import work_size_for_outputs
 from facecast.threads import plan_threads, pools_now
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,9 @@ def bench_config(path: Path | None, overrides: list[str], opts: BenchOptions) ->
         flags.append(f"models.dir={_yaml_str(str(ensure_replicas(log=log.warning)))}")
     cfg = load_config(path, [*quiet, *mode, *flags, *overrides])
     if not opts.with_outputs:
+        if cfg.pipeline.work_size == "auto":  # the size the config's own outputs would need
+            enabled = [o for o in cfg.outputs.values() if o.enabled]
+            cfg.pipeline.work_size = work_size_for_outputs(enabled)
         cfg.outputs = {"bench": NullOutputConfig(enabled=True)}
     return cfg
 
@@ -376,7 +380,11 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
             "queue_policy": daemon.pipeline.queues[0].policy if daemon.pipeline.queues else None,
             "queue_capacity": cfg.pipeline.queue_capacity,
             "outputs": sorted(f"{name} ({o.type})" for name, o in cfg.outputs.items() if o.enabled),
+            "work_size": cfg.pipeline.work_size,
         },
+        # The frame size the effect received (pipeline.work_size; animate mesh reads no frame, so it
+        # is never resized for it).
+        "work_size": list(daemon.effect.effect_input_size or ()) or None,
         "frames": figures["frames"],
         "frames_requested": opts.frames,
         "warmup_frames": opts.warmup,

@@ -618,6 +618,9 @@ class AnimateMesh(Effect):
     """The active character, driven by the first (largest) tracked face."""
 
     name = "animate"
+    # Works from the landmarks alone and renders at its own size: the camera frame is not resized for
+    # it (pipeline.work_size), which would cost a resize and save nothing.
+    reads_frame = False
 
     def __init__(self, cfg: AnimateMeshConfig, characters) -> None:
         self.cfg = cfg

@@ -9,6 +9,9 @@ from facecast.types import FramePacket, Image
 
 class Effect(ABC):
     name: str = "effect"
+    # False for an effect that uses only the landmarks and renders at its own size: the effect stage
+    # then does not resize the camera frame to the working size for it (pipeline.work_size).
+    reads_frame: bool = True
 
     def start(self) -> None:
         """Load what the effect needs: the configured effect in the effect thread before the first frame; an

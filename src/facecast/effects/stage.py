@@ -31,8 +31,10 @@ from facecast.effects.swap_mesh import SwapMesh, SwapMeshConfig
 from facecast.engines.gate import PriorityGate
 from facecast.engines.onnxruntime import EngineError
 from facecast.engines.pool import EnginePool
+from facecast.pipeline.heap import settle_heap
 from facecast.pipeline.stage import Stage
 from facecast.pipeline.stats import PipelineStats
+from facecast.pipeline.work_size import WorkSize
 from facecast.types import FramePacket, Image
 
 log = logging.getLogger(__name__)
@@ -117,11 +119,21 @@ def _has_own_start(effect: Effect) -> bool:
 class EffectStage(Stage):
     name = "effect"
 
-    def __init__(self, effects: dict[str, Effect], active: str, stats: PipelineStats | None = None) -> None:
+    def __init__(
+        self,
+        effects: dict[str, Effect],
+        active: str,
+        stats: PipelineStats | None = None,
+        work_size: WorkSize | None = None,
+    ) -> None:
+        """`work_size`: the size an effect that reads the camera frame gets it at (pipeline.work_size);
+        None = as captured."""
         if active not in effects:
             raise ValueError(f"unknown effect {active!r}; known: {', '.join(effects)}")
         self.effects = effects
         self.stats = stats  # a failed start is counted there as an "effect.start" error
+        self.work_size = work_size or WorkSize()
+        self.effect_input_size: tuple[int, int] | None = None  # (w, h) of the frame the effect was last given
         self._gates = {name: _frame_gate(effect) for name, effect in effects.items()}
         self._active = active  # written by the effect thread, under _lock
         self._requested = active
@@ -240,6 +252,7 @@ class EffectStage(Stage):
                 if not closing:
                     self._started.add(name)
             log.info("effect %s ready (started in %.1f s)", name, time.perf_counter() - t0)
+            settle_heap(f"effect {name} started")  # what it loaded stays: out of the collector's way
             if closing:  # the stage closed while this effect was starting: close it here
                 self._close_effect(name)
 
@@ -296,6 +309,11 @@ class EffectStage(Stage):
             packet.image = self._held
         else:
             self._held = None
+            # An effect that draws on the camera frame gets it at the size the outputs need, brought
+            # there once; one that works from the landmarks alone (animate mesh) skips the resize.
+            if effect.reads_frame:
+                self.work_size.fit(packet)
+            self.effect_input_size = (packet.image.shape[1], packet.image.shape[0])
             gate = self._gates[active]
             if gate is None:
                 packet.image = self._last = effect.apply(packet)

@@ -1,19 +1,36 @@
-"""`swap` with backend `inswapper`: InsightFace's swapper on the shared engine pool."""
+"""`swap` with backend `inswapper`: InsightFace's swapper on the shared engine pool.
+
+The model redraws the target's aligned 128x128 face with the source's identity; the frame gets it
+through the same paste as the mesh swap (effects/swap_mesh.py:paste_face, neural/blend.py): the
+target's low-frequency light and colour, occluders that are not skin-coloured kept in front, the
+target's open mouth kept, hard / feather / seamless blending on the face's box, steadied landmarks.
+The model's own face area (a feathered ellipse over its crop) limits the paste: outside it the
+redrawn pixels are hair and background the model was not made for.
+"""
 
 from __future__ import annotations
 
+import logging
 import weakref
-from typing import Literal
+from typing import Literal, cast
 
+import cv2
+import numpy as np
 from pydantic import Field
 
 from facecast.configbase import StrictModel
 from facecast.effects.base import Effect
+from facecast.effects.debug import own_frame
 from facecast.effects.enhancer import EnhanceConfig, FaceEnhancerStep
+from facecast.effects.swap_mesh import SEAMLESS_MARGIN, FaceState, _face_region, face_holes, paste_face
 from facecast.engines.gate import Priority
 from facecast.engines.pool import EnginePool
-from facecast.neural import faceswap
-from facecast.types import FramePacket, Image
+from facecast.neural import blend, faceswap
+from facecast.neural.blend import BlendMode
+from facecast.neural.crop import invert
+from facecast.types import Face, FramePacket, Image
+
+log = logging.getLogger(__name__)
 
 
 class SwapInswapperConfig(StrictModel):
@@ -23,7 +40,28 @@ class SwapInswapperConfig(StrictModel):
     max_faces: int = Field(
         4, ge=1, le=8, description="faces swapped per frame (tracking.max_faces limits how many are tracked)"
     )
+    blend: BlendMode = Field(
+        "feather",
+        description="hard = binary mask (fastest) | feather = soft edge | seamless = Poisson blending (slower)",
+    )
+    feather: float = Field(0.08, ge=0.0, le=0.3, description="width of the soft edge, fraction of the face size")
+    color_match: bool = Field(True, description="give the swapped face the person's light and skin colour")
+    shading_scale: float = Field(
+        0.06,
+        ge=0.0,
+        le=0.5,
+        description="size of the light taken from the person, fraction of the face size (0 = one colour shift)",
+    )
+    color_smoothing_s: float = Field(0.3, ge=0, le=5, description="time constant of the colour match (no flicker)")
+    steady: float = Field(
+        0.01, ge=0.0, le=0.05, description="landmark moves below this fraction of the face size are held back (0 = off)"
+    )
+    occlusion: bool = Field(True, description="things in front of the face that are not skin-coloured stay in front")
+    occlusion_threshold: float = Field(
+        3.0, ge=1.0, le=10.0, description="how unlike the skin a pixel must be to count as in front (lower = more)"
+    )
     keep_mouth: bool = Field(True, description="show the target's own mouth interior when it speaks")
+    opacity: float = Field(1.0, ge=0, le=1, description="1 = the swapped face fully, lower = mixed with the target")
     enhance: EnhanceConfig = EnhanceConfig()
 
 
@@ -38,6 +76,8 @@ class SwapInswapper(Effect):
         self.swapper: faceswap.InSwapper | None = None
         # character -> its identity latent, resident where the swapper runs (uploaded once per character)
         self._latents: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._states: list[FaceState] = []
+        self._coverage = faceswap.face_mask()  # the model's face area over its 128 crop
         self.priority: Priority = "live"  # "batch" when a job renders with it: live frames go first on the engines
         self.offline = False  # render and jobs: the enhancer runs on every frame, synchronously
         self.enhancer = FaceEnhancerStep(cfg.enhance, lambda: pool)
@@ -48,6 +88,10 @@ class SwapInswapper(Effect):
 
     def close(self) -> None:
         self.enhancer.close()
+
+    def reset(self) -> None:
+        """Forget what is smoothed over time: the next frame is an unrelated picture."""
+        self._states = []
 
     def _latent(self, character):
         latent = self._latents.get(character)
@@ -66,14 +110,47 @@ class SwapInswapper(Effect):
     def apply(self, packet: FramePacket) -> Image:
         character = self.characters.active
         if character is None or self.swapper is None or not packet.faces:
+            self._states = []
             return packet.image
         latent = self._latent(character)
-        frame = packet.image.copy()
-        faces = packet.faces[: self.cfg.max_faces]
-        for face in faces:
-            self.swapper.swap_face(
-                frame, face.landmarks, latent, keep_mouth=self.cfg.keep_mouth, priority=self.priority
-            )
+        faces = sorted(packet.faces, key=lambda f: f.box[2] * f.box[3], reverse=True)[: self.cfg.max_faces]
+        faces.sort(key=lambda f: f.box[0])  # a stable order left to right for the smoothing
+        if len(faces) != len(self._states):
+            self._states = [FaceState(blend.LandmarkSteadier(0.0)) for _ in faces]
+        frame = own_frame(packet)
+        steadied = [state.steady(f.landmarks, self.cfg.steady) for state, f in zip(self._states, faces, strict=True)]
+        # Each face is swapped from the frame as the camera gave it (a neighbour's paste may overlap it).
+        camera = packet.image.copy() if len(faces) > 1 else frame
+        t = packet.t_capture_ns / 1e9
+        for face, T, state in zip(faces, steadied, self._states, strict=True):
+            try:
+                self._swap_one(frame, camera, face, T, latent, state, t)
+            except cv2.error as exc:  # a degenerate face box at the frame edge: leave that face as is
+                log.debug("swap: a face was skipped: %s", exc)
         if self.cfg.enhance.model != "none":
-            frame = self.enhancer.apply(frame, [face.landmarks for face in faces], packet.seq)
+            frame = self.enhancer.apply(frame, steadied, packet.seq)
         return frame
+
+    def _swap_one(
+        self, frame: Image, camera: Image, face: Face, T: np.ndarray, latent, state: FaceState, t: float
+    ) -> None:
+        assert self.swapper is not None
+        cfg = self.cfg
+        landmarks = face.landmarks.copy()
+        landmarks[:, :2] = T
+        swapped = self.swapper.swapped_crop(camera, landmarks, latent, self.priority)
+        if swapped is None:  # no usable face from the model (NaN/black): this face stays as it is
+            return
+        crop, m = swapped
+        box = _face_region(T, frame.shape, SEAMLESS_MARGIN if cfg.blend == "seamless" else 0.0)
+        if box is None:
+            return
+        x0, y0, x1, y1 = box
+        rw, rh = x1 - x0, y1 - y0
+        to_box = invert(m)
+        to_box[:, 2] -= (x0, y0)  # crop -> the box's own coordinates
+        patch = cv2.warpAffine(crop, to_box, (rw, rh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        coverage = cast(np.ndarray, cv2.warpAffine(self._coverage, to_box, (rw, rh), flags=cv2.INTER_LINEAR))
+        region = camera[y0:y1, x0:x1, :3].copy()
+        holes = face_holes(T, face, keep_eyes=False, eye_size=1.0, keep_mouth=cfg.keep_mouth)
+        paste_face(frame, region, box, cast(Image, patch), T, holes, state, t, cfg, coverage=coverage)

@@ -8,15 +8,19 @@ No neural network and no downloaded weights. Per target face and frame:
    over the target's face box (Newton inversion, see warp.py), upsampled, applied with one remap.
 2. Colour and light (neural/blend.py): the warped face keeps its own detail but takes the
    target's low-frequency light and colour, measured over the target's visible skin (so the
-   source's own shadows are not pasted in as dark patches); the correction is smoothed over time.
+   source's own shadows are not pasted in as dark patches); the correction is measured on every
+   LIGHT_EVERY-th frame and smoothed over time.
 3. Occlusion: pixels of the target's face far from its own skin colour (a microphone, hair) stay
    in front of the swapped face.
-4. Blend: a mask of the target's face oval, with the target's own eyes (gaze, blinks) and mouth
-   interior (teeth, tongue) cut out so they show through: hard, feathered, or Poisson
+4. Blend: a mask of the target's face oval, with the middle of the target's own eyes (`eye_size`:
+   the iris, so gaze and blinks follow the person; the eye corners and lid lines, which carry much
+   of the identity, stay the source's) and its mouth interior (teeth, tongue) cut out so they show
+   through: hard, feathered, or Poisson
    (`blend: seamless`, on the face's box only). The landmarks are steadied first (jitter held
    back, motion followed) so the pasted face does not shimmer.
 5. Enhancer (optional, effects/enhancer.py): a face restoration model over the pasted face.
 
+Steps 2-4 are `paste_face`, which the inswapper backend (swap_inswapper.py) pastes through too.
 Faces entering and leaving the frame need no state beyond the colour and landmark smoothing, which
 restart whenever the number of faces changes.
 """
@@ -25,8 +29,8 @@ from __future__ import annotations
 
 import logging
 import weakref
-from dataclasses import dataclass
-from typing import Literal, cast
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, cast
 
 import cv2
 import numpy as np
@@ -61,6 +65,7 @@ _CONTROL = sorted(
     )
 )
 GRID_CELLS = 40  # coarse grid points across a face box
+LIGHT_EVERY = 2  # the light and colour correction is measured on every this many frames (smoothed over 0.3 s anyway)
 POSE_HYSTERESIS_DEG = 5.0  # another source photo is taken only when its pose is this much closer
 
 
@@ -91,6 +96,13 @@ class SwapMeshConfig(StrictModel):
     )
     keep_mouth: bool = Field(True, description="show the target's own mouth interior when it speaks")
     keep_eyes: bool = Field(True, description="show the target's own eyes (gaze and blinks follow the person)")
+    eye_size: float = Field(
+        0.6,
+        ge=0.2,
+        le=1.0,
+        description="how much of the target's eye opening is kept (about its centre): the iris; the corners "
+        "and lid lines, part of the identity, are the source's",
+    )
     opacity: float = Field(1.0, ge=0, le=1, description="1 = the source face fully, lower = mixed with the target")
     enhance: EnhanceConfig = EnhanceConfig()
 
@@ -103,6 +115,8 @@ class SwapSource:
     landmarks: np.ndarray  # (478, 2)
     control: np.ndarray  # the landmark indices the TPS passes through
     tps: warp.TpsField
+    levels: tuple[Image, ...]  # the image halved again and again (pyrDown): the small copy's patch samples one
+    _marks: dict[tuple[int, float], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, image: Image, landmarks: Landmarks) -> SwapSource:
@@ -119,7 +133,57 @@ class SwapSource:
             # lips would put two centres on one spot and make the spline tear.)
             control = sorted(set(control + warp.INNER_LIP_UPPER + warp.INNER_LIP_LOWER))
         tps = warp.TpsField(lm[control], grid, smoothing=1e-5)
-        return cls(image=image, landmarks=lm.astype(np.float32), control=np.array(control), tps=tps)
+        levels = [image[:, :, :3]]
+        while len(levels) < 6 and min(levels[-1].shape[:2]) >= 64:
+            levels.append(cast(Image, cv2.pyrDown(levels[-1])))
+        return cls(
+            image=image, landmarks=lm.astype(np.float32), control=np.array(control), tps=tps, levels=tuple(levels)
+        )
+
+    def marks(self, level: int, threshold: float) -> np.ndarray:
+        """uint8 over pyramid `level`, 1 where the face is not its own skin colour (tattoos, paint,
+        make-up: `blend.not_skin` against its own skin). Found once per level and threshold: the
+        source does not change, so the frames only warp it."""
+        key = (level, threshold)
+        found = self._marks.get(key)
+        if found is None:
+            image = self.levels[level]
+            lm = self.landmarks.astype(np.float64) / (1 << level)
+            shape = (image.shape[0], image.shape[1])
+            face, features = _oval_mask(shape, lm, (0.0, 0.0)), _feature_mask(shape, lm, (0.0, 0.0))
+            values = blend.lab(image)
+            model = blend.skin_model(values, (face > 0) & (features == 0))
+            found = np.zeros(shape, np.uint8)
+            if model is not None:
+                found = blend.not_skin(values, face, features, model, threshold)
+            self._marks[key] = found
+        return found
+
+    def small_patch(
+        self, back: np.ndarray, box_size: tuple[int, int], k: int, scale: float, threshold: float
+    ) -> tuple[Image, np.ndarray]:
+        """The warped face at the small copy's size (`blend.small_scale`: 1/k of the box) and its
+        `marks` there, for the light and colour statistics: sampled from the pyramid level with
+        about one pixel per small pixel, so the full-size patch need not be area-averaged. `back`:
+        the backward map on its coarse grid over the box (`box_size` = (width, height)); `scale`:
+        frame pixels per source pixel."""
+        rw, rh = box_size
+        rows, cols = back.shape[:2]
+        # warp.upsample (cv2.resize) reads the coarse grid at (x + 0.5) * cols / rw - 0.5 for box pixel x;
+        # small pixel j is the block of box pixels centred on (j + 0.5) * k - 0.5.
+        sx, sy = k * cols / rw, k * rows / rh
+        to_grid = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
+        size = (max(2, rw // k), max(2, rh // k))
+        coords: np.ndarray = cv2.warpAffine(
+            back, to_grid, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE
+        )
+        level = int(np.clip(np.floor(np.log2(max(k / max(scale, 1e-6), 1.0))), 0, len(self.levels) - 1))
+        if level:
+            coords *= 1.0 / (1 << level)  # pyrDown keeps pixel 2i of a level as pixel i of the next
+        # cv2's stubs reject map2=None, which remap accepts for a two-channel float map.
+        patch = cv2.remap(self.levels[level], coords, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # type: ignore[call-overload]
+        marks = cv2.remap(self.marks(level, threshold), coords, None, cv2.INTER_NEAREST)  # type: ignore[call-overload]
+        return cast(Image, patch), cast(np.ndarray, marks)
 
 
 _NOSTRILS = [98, 97, 2, 326, 327, 294, 278, 344, 440, 275, 4, 45, 220, 115, 48, 64]
@@ -142,15 +206,21 @@ def _oval_mask(shape: tuple[int, int], lm: np.ndarray, offset: tuple[float, floa
     return mask
 
 
-def _face_region(landmarks: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
-    """The box (x0, y0, x1, y1) the swap of one face works in: its oval and a margin, inside the
-    frame; None when the face is too small or off the frame."""
+SEAMLESS_MARGIN = 0.12  # Poisson blending needs the frame's pixels around the mask (fraction of the face size)
+
+
+def _face_region(
+    landmarks: np.ndarray, shape: tuple[int, ...], margin: float = SEAMLESS_MARGIN
+) -> tuple[int, int, int, int] | None:
+    """The box (x0, y0, x1, y1) the swap of one face works in: its oval and a `margin` (fraction of
+    the face size; hard and feather blends change nothing outside the oval and need only a pixel or
+    two), inside the frame; None when the face is too small or off the frame."""
     fh, fw = shape[:2]
     oval = landmarks[warp.FACE_OVAL, :2].astype(np.float64)
     size = float(max(np.ptp(oval[:, 0]), np.ptp(oval[:, 1])))
     if size < 8:
         return None
-    pad = 0.12 * size
+    pad = max(2.0, margin * size)
     x0, y0 = np.floor(oval.min(0) - pad).astype(int)
     x1, y1 = np.ceil(oval.max(0) + pad).astype(int)
     x0, y0, x1, y1 = max(0, int(x0)), max(0, int(y0)), min(fw, int(x1)), min(fh, int(y1))
@@ -160,13 +230,32 @@ def _face_region(landmarks: np.ndarray, shape: tuple[int, ...]) -> tuple[int, in
 
 
 @dataclass
-class _FaceState:
+class FaceState:
     """What is smoothed over time for one face: its landmarks and its lighting correction."""
 
     steadier: blend.LandmarkSteadier
     correction: np.ndarray | None = None
     t: float = 0.0
     photo: object | None = None  # with several photos of the source: the one this face uses now
+    frames: int = 0  # frames pasted so far
+
+    def light_due(self) -> bool:
+        """Whether this frame measures the light and colour again (else the last correction holds)."""
+        return self.correction is None or self.frames % LIGHT_EVERY == 0
+
+    def smoothed(self, correction: np.ndarray, t: float, tau: float) -> np.ndarray:
+        """This frame's lighting correction, smoothed over time with the time constant `tau` (s)."""
+        if self.correction is not None:
+            keep = float(np.exp(-max(0.0, t - self.t) / tau)) if tau > 0 else 0.0
+            correction = keep * self.correction + (1 - keep) * correction
+        self.correction, self.t = correction, t
+        return correction
+
+    def steady(self, landmarks: Landmarks, reach: float) -> np.ndarray:
+        """The face's landmarks (x, y) with jitter under `reach` (fraction of the face size) held back."""
+        T = landmarks[:, :2].astype(np.float64)
+        self.steadier.reach = reach * float(np.ptp(T[warp.FACE_OVAL, 1]))  # per frame: a live setting
+        return self.steadier(T)
 
 
 class SwapMesh(Effect):
@@ -177,7 +266,7 @@ class SwapMesh(Effect):
         self.cfg = cfg
         self.characters = characters  # CharacterLibrary, or anything with .active
         self._sources: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._states: list[_FaceState] = []
+        self._states: list[FaceState] = []
         self.enhancer = FaceEnhancerStep(cfg.enhance, engines)
         self.priority: Priority = "live"  # "batch" when a job runs it: its model calls step aside for live frames
         self.offline = False  # render and jobs: the enhancer runs on every frame, synchronously
@@ -236,10 +325,11 @@ class SwapMesh(Effect):
         t = packet.t_capture_ns / 1e9
         steadied = [self._steady(i, face) for i, face in enumerate(faces)]
         # Each face reads the frame as the camera gave it (a neighbour's swap may overlap its box).
+        margin = SEAMLESS_MARGIN if self.cfg.blend == "seamless" else 0.0
         targets = [
             (i, face, T, box)
             for i, (face, T) in enumerate(zip(faces, steadied, strict=True))
-            if (box := _face_region(T, out.shape)) is not None
+            if (box := _face_region(T, out.shape, margin)) is not None
         ]
         originals = [np.ascontiguousarray(out[y0:y1, x0:x1, :3]) for *_, (x0, y0, x1, y1) in targets]
         for (i, face, T, box), region in zip(targets, originals, strict=True):
@@ -253,13 +343,9 @@ class SwapMesh(Effect):
         return out
 
     def _steady(self, index: int, face: Face) -> np.ndarray:
-        T = face.landmarks[:, :2].astype(np.float64)
-        size = float(np.ptp(T[warp.FACE_OVAL, 1]))
         if index >= len(self._states):
-            self._states.append(_FaceState(blend.LandmarkSteadier(0.0)))
-        steadier = self._states[index].steadier
-        steadier.reach = self.cfg.steady * size  # read per frame: `steady` is a live setting
-        return steadier(T)
+            self._states.append(FaceState(blend.LandmarkSteadier(0.0)))
+        return self._states[index].steady(face.landmarks, self.cfg.steady)
 
     def _swap_one(
         self,
@@ -274,8 +360,6 @@ class SwapMesh(Effect):
     ) -> None:
         cfg = self.cfg
         x0, y0, x1, y1 = box
-        oval = T[warp.FACE_OVAL]
-        size = float(max(np.ptp(oval[:, 0]), np.ptp(oval[:, 1])))
         rw, rh = x1 - x0, y1 - y0
 
         # Warp: similarity source -> target, then the TPS residual in source coordinates.
@@ -294,92 +378,156 @@ class SwapMesh(Effect):
             Image, cv2.remap(src.image, fixed_xy, fixed_frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         )
 
-        origin = (x0, y0)
-        # Light, colour and occlusion are measured on a small copy of the box (no detail needed).
-        f, small_size = blend.small_scale((rh, rw))
-        small_shape = (small_size[1], small_size[0])
-        T_small = cast(np.ndarray, (T - np.array(origin, np.float64)) * f)
-        face_small = _oval_mask(small_shape, T_small, (0.0, 0.0))
-        features_small = _feature_mask(small_shape, T_small, (0.0, 0.0))
-        skin = (face_small > 0) & (features_small == 0)
-        region_small = blend.small(region, small_size)
-        in_front = None
-        if cfg.occlusion:
-            region_lab = blend.lab(region_small)
-            model = blend.skin_model(region_lab, skin)
-            if model is not None:
-                in_front = blend.not_skin(region_lab, face_small, features_small, model, cfg.occlusion_threshold)
-                skin &= in_front == 0  # the light is measured on the skin that is really seen
-        if cfg.color_match:
-            # The patch's marks that are not skin-coloured (tattoos, paint, make-up) are its identity:
-            # left out of its light estimate so the correction does not wash them out.
+        patch_small = marks = None
+        if cfg.color_match and self._states[index].light_due():
+            scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+            k = round(1 / blend.small_scale((rh, rw))[0])
+            patch_small, marks = src.small_patch(back, (rw, rh), k, scale, cfg.occlusion_threshold)
+        holes = face_holes(T, face, cfg.keep_eyes, cfg.eye_size, cfg.keep_mouth)
+        paste_face(out, region, box, patch, T, holes, self._states[index], t, cfg, patch_small, marks)
+
+
+class PasteSettings(Protocol):
+    """The settings of `paste_face`: both swap backends' configs have them, under the same names."""
+
+    blend: BlendMode
+    feather: float
+    color_match: bool
+    shading_scale: float
+    color_smoothing_s: float
+    occlusion: bool
+    occlusion_threshold: float
+    opacity: float
+
+
+def face_holes(T: np.ndarray, face: Face, keep_eyes: bool, eye_size: float, keep_mouth: bool) -> list[np.ndarray]:
+    """The polygons (frame pixels) where the target's own face shows through the swapped one: its
+    eyes (`eye_size` of their opening, about the centre) and its open mouth's interior."""
+    holes = []
+    if keep_eyes:
+        for eye in (warp.EYE_LEFT, warp.EYE_RIGHT):
+            centre = T[eye].mean(0)
+            holes.append(centre + (T[eye] - centre) * eye_size)
+    if keep_mouth and face.mouth_openness > 0.04:
+        holes.append(T[warp.MOUTH_INNER])
+    return holes
+
+
+def paste_face(
+    out: Image,
+    region: Image,
+    box: tuple[int, int, int, int],
+    patch: Image,
+    T: np.ndarray,
+    holes: list[np.ndarray],
+    state: FaceState,
+    t: float,
+    cfg: PasteSettings,
+    patch_small: Image | None = None,
+    patch_marks: np.ndarray | None = None,
+    coverage: np.ndarray | None = None,
+) -> None:
+    """Put the swapped face `patch` (drawn over `box`, `region` = the frame's own pixels there) into
+    `out` (neural/blend.py): the target's light and colour, occluders kept in front, the oval's mask
+    with `holes`, blended as `cfg.blend` says. `patch_small` / `patch_marks`: the patch's small copy
+    and its marks that are not skin (tattoos, paint) when the backend has them cheaper than from the
+    patch; `coverage`: where the backend's patch is valid (float, over the box), if not everywhere."""
+    x0, y0, x1, y1 = box
+    oval = T[warp.FACE_OVAL]
+    size = float(max(np.ptp(oval[:, 0]), np.ptp(oval[:, 1])))
+    rw, rh = x1 - x0, y1 - y0
+    origin = (x0, y0)
+    # Light, colour and occlusion are measured on a small copy of the box (no detail needed).
+    f, small_size = blend.small_scale((rh, rw))
+    small_shape = (small_size[1], small_size[0])
+    T_small = cast(np.ndarray, (T - np.array(origin, np.float64)) * f)
+    face_small = _oval_mask(small_shape, T_small, (0.0, 0.0))
+    features_small = _feature_mask(small_shape, T_small, (0.0, 0.0))
+    skin = (face_small > 0) & (features_small == 0)
+    region_small = blend.small(region, small_size)
+    in_front = None
+    if cfg.occlusion:
+        region_lab = blend.lab(region_small)
+        model = blend.skin_model(region_lab, skin)
+        if model is not None:
+            in_front = blend.not_skin(region_lab, face_small, features_small, model, cfg.occlusion_threshold)
+            skin &= in_front == 0  # the light is measured on the skin that is really seen
+    if cfg.color_match and not state.light_due():
+        assert state.correction is not None  # light_due() is True until there is one
+        patch = blend.apply_correction(patch, state.correction)
+    elif cfg.color_match:
+        # The patch's marks that are not skin-coloured (tattoos, paint, make-up) are its identity:
+        # left out of its light estimate so the correction does not wash them out.
+        if patch_small is None:
             patch_small = blend.small(patch, small_size)
+        patch_skin = (face_small > 0) & (features_small == 0)
+        if patch_marks is None:
             patch_lab = blend.lab(patch_small)
-            patch_skin = (face_small > 0) & (features_small == 0)
             own = blend.skin_model(patch_lab, patch_skin)
             if own is not None:
                 patch_skin &= blend.not_skin(patch_lab, face_small, features_small, own, cfg.occlusion_threshold) == 0
-            correction = self._correction(patch_small, region_small, skin, patch_skin, index, t)
-            patch = blend.apply_correction(patch, correction)
-
-        mask = self._mask(T, origin, (rh, rw), size, face)
-        if in_front is not None:
-            mask *= 1.0 - blend.soft_full_size(in_front, (rh, rw))
-        out[y0:y1, x0:x1, :3] = blend.composite(region, patch, mask, cfg.blend, cfg.opacity)
-
-    def _correction(
-        self, patch_small: Image, region_small: Image, skin: np.ndarray, patch_skin: np.ndarray, index: int, t: float
-    ) -> np.ndarray:
-        """The lighting correction for this face, smoothed over time with `color_smoothing_s`."""
-        now = blend.shading_correction(patch_small, region_small, skin, self.cfg.shading_scale, patch_skin)
-        state = self._states[index]
-        if state.correction is not None:
-            tau = self.cfg.color_smoothing_s
-            keep = float(np.exp(-max(0.0, t - state.t) / tau)) if tau > 0 else 0.0
-            now = keep * state.correction + (1 - keep) * now
-        state.correction, state.t = now, t
-        return now
-
-    def _mask(
-        self, T: np.ndarray, origin: tuple[int, int], shape: tuple[int, int], size: float, face: Face
-    ) -> np.ndarray:
-        """Float mask (rh, rw): 1 = source face. The wide soft edge is made at a quarter of the size."""
-        cfg = self.cfg
-        o = np.array(origin, dtype=np.float64)
-        rh, rw = shape
-        q = 0.25
-        small: np.ndarray = np.zeros((max(2, round(rh * q)), max(2, round(rw * q))), np.uint8)
-        cv2.fillPoly(small, [np.round((T[warp.FACE_OVAL] - o) * q * 16).astype(np.int32)], (255,), cv2.LINE_AA, shift=4)
-        feather = cfg.feather * size * q
-        if feather >= 1:
-            # Erode by the blur's reach so the soft edge fades out inside the face oval.
-            k = int(1.5 * feather) | 1
-            small = cv2.erode(small, np.ones((k, k), np.uint8))
-            small = cv2.GaussianBlur(small, (0, 0), feather / 2)
         else:
-            small = cv2.erode(small, np.ones((3, 3), np.uint8))  # the upscale blurs by about a pixel
-        m = cv2.resize(small, (rw, rh), interpolation=cv2.INTER_LINEAR).astype(np.float32) * (1.0 / 255.0)
-        # Nothing outside the target's face oval ever changes.
-        oval = np.zeros(shape, np.uint8)
-        cv2.fillPoly(oval, [np.round((T[warp.FACE_OVAL] - o) * 16).astype(np.int32)], (1,), shift=4)
-        m *= oval
-        polys = []
-        if cfg.keep_eyes:
-            polys += [warp.EYE_LEFT, warp.EYE_RIGHT]
-        if cfg.keep_mouth and face.mouth_openness > 0.04:
-            polys.append(warp.MOUTH_INNER)
-        sigma = max(0.6, 0.006 * size)
-        reach = int(np.ceil(3 * sigma)) + 2  # how far GaussianBlur spreads a hole's edge
-        for poly in polys:
-            # Each hole is cut and softened in its own small box, not across the whole face region
-            # (a blur of the full region cost about 1 ms per 1080p frame).
-            pts = T[poly] - o
-            x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - reach, 0)
-            x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int) + reach + 1, (rw, rh))
-            if x1 <= x0 or y1 <= y0:
-                continue
-            hole = np.zeros((y1 - y0, x1 - x0), np.uint8)
-            cv2.fillPoly(hole, [np.round((pts - (x0, y0)) * 16).astype(np.int32)], (255,), cv2.LINE_AA, shift=4)
-            h = cv2.GaussianBlur(hole, (0, 0), sigma).astype(np.float32) * (1.5 / 255.0)
-            m[y0:y1, x0:x1] *= 1.0 - np.minimum(h, 1.0)
-        return m
+            patch_skin &= patch_marks == 0
+        now = blend.shading_correction(patch_small, region_small, skin, cfg.shading_scale, patch_skin)
+        patch = blend.apply_correction(patch, state.smoothed(now, t, cfg.color_smoothing_s))
+    state.frames += 1
+    mask = paste_mask(T, origin, (rh, rw), cfg.feather * size, holes, in_front)
+    if coverage is not None:
+        mask *= coverage
+    out[y0:y1, x0:x1, :3] = blend.composite(region, patch, mask, cfg.blend, cfg.opacity)
+
+
+def paste_mask(
+    T: np.ndarray,
+    origin: tuple[int, int],
+    shape: tuple[int, int],
+    feather_px: float,
+    holes: list[np.ndarray],
+    in_front: np.ndarray | None = None,
+) -> np.ndarray:
+    """Float mask over the box (`shape` = (rh, rw) at `origin`): 1 = the swapped face, inside the
+    target's oval, with a soft edge `feather_px` wide and `holes` cut out. The wide soft edge and the
+    occluders (`in_front`, on the small copy) are put together at a quarter of the size and scaled
+    up once."""
+    o = np.array(origin, dtype=np.float64)
+    rh, rw = shape
+    size = float(np.ptp(T[warp.FACE_OVAL, 1]))
+    q = 0.25
+    small: np.ndarray = np.zeros((max(2, round(rh * q)), max(2, round(rw * q))), np.uint8)
+    cv2.fillPoly(small, [np.round((T[warp.FACE_OVAL] - o) * q * 16).astype(np.int32)], (255,), cv2.LINE_AA, shift=4)
+    feather = feather_px * q
+    if feather >= 1:
+        # Erode by the blur's reach so the soft edge fades out inside the face oval.
+        k = int(1.5 * feather) | 1
+        small = cv2.erode(small, np.ones((k, k), np.uint8))
+        small = cv2.GaussianBlur(small, (0, 0), feather / 2)
+    else:
+        small = cv2.erode(small, np.ones((3, 3), np.uint8))  # the upscale blurs by about a pixel
+    quarter = small.astype(np.float32) * (1.0 / 255.0)
+    if in_front is not None:
+        occluded = cv2.GaussianBlur(in_front.astype(np.float32), (0, 0), 0.7)
+        # The small copy covers the box's first k * (its size) pixels (blend.small_scale).
+        k = rw // in_front.shape[1]
+        qw = min(quarter.shape[1], round(in_front.shape[1] * k * q))
+        qh = min(quarter.shape[0], round(in_front.shape[0] * k * q))
+        quarter[:qh, :qw] *= 1.0 - cv2.resize(occluded, (qw, qh), interpolation=cv2.INTER_LINEAR)
+    m = cast(np.ndarray, cv2.resize(quarter, (rw, rh), interpolation=cv2.INTER_LINEAR))
+    # Nothing outside the target's face oval ever changes.
+    oval = np.zeros(shape, np.uint8)
+    cv2.fillPoly(oval, [np.round((T[warp.FACE_OVAL] - o) * 16).astype(np.int32)], (1,), shift=4)
+    m *= oval
+    sigma = max(0.6, 0.006 * size)
+    reach = int(np.ceil(3 * sigma)) + 2  # how far GaussianBlur spreads a hole's edge
+    for hole_points in holes:
+        # Each hole is cut and softened in its own small box, not across the whole face region
+        # (a blur of the full region cost about 1 ms per 1080p frame).
+        pts = hole_points - o
+        x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - reach, 0)
+        x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int) + reach + 1, (rw, rh))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        hole = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(hole, [np.round((pts - (x0, y0)) * 16).astype(np.int32)], (255,), cv2.LINE_AA, shift=4)
+        h = cv2.GaussianBlur(hole, (0, 0), sigma).astype(np.float32) * (1.5 / 255.0)
+        m[y0:y1, x0:x1] *= 1.0 - np.minimum(h, 1.0)
+    return m

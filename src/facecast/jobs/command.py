@@ -95,7 +95,7 @@ def format_job(job: dict[str, Any]) -> str:
         line += f"\n    error: {job['error']}"
     report = (job.get("params") or {}).get("report")
     if report:
-        line += "\n    quality: " + ", ".join(f"{k} {v}" for k, v in report.items())
+        line += "\n    report: " + ", ".join(f"{k} {v}" for k, v in report.items())
     return line
 
 

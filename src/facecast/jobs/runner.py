@@ -163,9 +163,9 @@ class LiveGovernor:
             self.backoffs["fps" if fps_low else "latency"] += 1
         elif fps_ok and latency_ok:
             self.duty = max(self.duty * 0.85, 0.2)
-        pause = step_s * self.duty
+        pause = min(step_s * self.duty, 1.0)  # capped: a cancel or shutdown waits for the pause
         self.slept_s += pause
-        time.sleep(min(pause, 1.0))
+        time.sleep(pause)
 
 
 def temp_output_for(output: Path, job_id: str, attempt: int) -> Path:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from facecast.pipeline.heap import release_heap, settle_heap
 from facecast.pipeline.queues import Closed, FrameQueue, QueuePolicy
 from facecast.pipeline.stage import SourceStage, Stage, StartupError
 from facecast.pipeline.stats import PipelineStats
@@ -93,6 +94,7 @@ class Pipeline:
         if failed:
             self.stop()
             raise StartupError(str(failed[0].startup_error)) from failed[0].startup_error
+        settle_heap("start-up")  # every stage is open: what they hold lives as long as the pipeline
         self._monitor = threading.Thread(target=self._run_monitor, name="monitor", daemon=True)
         self._monitor.start()
 
@@ -110,6 +112,7 @@ class Pipeline:
         alive = [w.name for w in self._workers if w.thread.is_alive()]
         if alive:
             log.warning("threads still running %.1f s after stop: %s", timeout, ", ".join(alive))
+        release_heap()
         self.finished.set()
         return not alive
 

@@ -62,7 +62,8 @@ class PostSteps:
 
             image = next((params[k] for k in IMAGE_KEYS if k in params), None)
             report = quality_report(frames, Path(image) if image else None, self.models_dir, self.engines)
-            ctx.report = report  # the runner stores it with the job while it holds the lease
+            # beside what the job itself reported (a size note); the lease holder stores it with the job
+            ctx.report = {**(ctx.report or {}), **report}
 
     def _interpolate(self, ctx: JobContext, frames: list, source_fps: float, target: float) -> list:
         from fractions import Fraction

@@ -3,7 +3,7 @@ one or several shots, optionally with LoRAs.
 
 Every supported pipeline class is one row of `FAMILIES` (what it needs: size multiple, frame
 rule, default size/frames/fps, dtype, how the image and the fps are passed, whether it reports
-steps); the job itself has no per-family branch. Needs the optional diffusion requirements and a
+steps, whether it makes audio); the job itself has no per-family branch. Needs the optional diffusion requirements and a
 pipeline folder the user downloaded (e.g. `huggingface-cli download Lightricks/LTX-Video
 --local-dir ...`); a GPU is expected for real models. The loaded pipeline is kept for the next
 job; LoRAs are loaded per job and unloaded after it.
@@ -28,11 +28,43 @@ from facecast.jobs import loras as lora_files
 from facecast.jobs.folders import AllowedFolders
 from facecast.jobs.params import JsonInt, ParamsModel, json_integer, parse_params
 from facecast.jobs.runner import JobCancelled, JobContext, JobFailed, JobRejected
+from facecast.media.audio import AAC_RATES, Waveform, write_video_with_audio
 from facecast.media.video import write_video
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["t2v", "i2v"]
+Size = tuple[int, int]  # (width, height)
+
+
+def _component_config(model_dir: Path, component: str) -> dict[str, Any]:
+    try:
+        return json.loads((model_dir / component / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise JobRejected(f"model {model_dir}: no readable {component}/config.json ({exc})") from None
+
+
+def hunyuan15_buckets(model_dir: Path) -> list[Size]:
+    """The sizes HunyuanVideo 1.5 image-to-video makes: its buckets of about target_size² pixels in
+    steps of the VAE's compression (diffusers' own list), those it picks for an image of their size."""
+    from diffusers.pipelines.hunyuan_video1_5.image_processor import generate_crop_size_list
+
+    target = int(_component_config(model_dir, "transformer").get("target_size", 640))
+    step = int(_component_config(model_dir, "vae").get("spatial_compression_ratio", 16))
+    listed = [(int(w), int(h)) for h, w in generate_crop_size_list(base_size=target, patch_size=step)]
+    return [size for size in listed if hunyuan15_image_size(model_dir, *size) == size]
+
+
+def hunyuan15_image_size(model_dir: Path, width: int, height: int) -> Size:
+    """The (width, height) HunyuanVideo 1.5 image-to-video makes from an image of this size: the
+    bucket nearest its aspect (the pipeline's own rule, run on the folder's config)."""
+    from diffusers.pipelines.hunyuan_video1_5.image_processor import HunyuanVideo15ImageProcessor
+
+    target = int(_component_config(model_dir, "transformer").get("target_size", 640))
+    step = int(_component_config(model_dir, "vae").get("spatial_compression_ratio", 16))
+    processor = HunyuanVideo15ImageProcessor(vae_scale_factor=step, do_resize=False)
+    made_h, made_w = processor.calculate_default_height_width(height=height, width=width, target_size=target)
+    return int(made_w), int(made_h)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +83,21 @@ class Family:
     dtype: str = "bfloat16"  # on a GPU; the CPU runs float32
     fps_arg: str | None = None  # the __call__ argument that tells the model the frame rate
     step_callback: bool = True  # __call__ takes callback_on_step_end (progress and cancel per step)
-    size_args: bool = True  # __call__ takes height/width (else the size follows the image)
+    # for a class whose __call__ takes no height/width: the (width, height) it makes from an image of
+    # a given size (model folder, width, height), and every size it can make
+    size_from_image: Callable[[Path, int, int], Size] | None = None
+    sizes: Callable[[Path], list[Size]] | None = None
+    # the output has .audio, a waveform (batch, channels, samples) at vocoder.config.output_sampling_rate
+    audio: bool = False
     other_mode: str | None = None  # the class with the same components for the other mode (from_pipe)
     # the transformer's image_condition_type with which __call__ decodes one latent frame (frame_step
     # frames) more than it returns: that many more are asked for, so a job gets the frames it asked for
     drops_first_latent_with: str | None = None
+
+    @property
+    def size_args(self) -> bool:
+        """__call__ takes height and width (else the size follows the image)."""
+        return self.size_from_image is None
 
 
 FAMILIES: dict[str, Family] = {
@@ -71,10 +113,11 @@ FAMILIES: dict[str, Family] = {
         "LTX-Video 0.9.5+", "i2v", 32, 8, 25.0, 704, 512, 161, fps_arg="frame_rate", other_mode="LTXPipeline"
     ),
     "LTX2Pipeline": Family(
-        "LTX-2", "t2v", 32, 8, 24.0, 768, 512, 121, fps_arg="frame_rate", other_mode="LTX2ImageToVideoPipeline"
+        "LTX-2", "t2v", 32, 8, 24.0, 768, 512, 121, fps_arg="frame_rate", other_mode="LTX2ImageToVideoPipeline",
+        audio=True,
     ),
     "LTX2ImageToVideoPipeline": Family(
-        "LTX-2", "i2v", 32, 8, 24.0, 768, 512, 121, fps_arg="frame_rate", other_mode="LTX2Pipeline"
+        "LTX-2", "i2v", 32, 8, 24.0, 768, 512, 121, fps_arg="frame_rate", other_mode="LTX2Pipeline", audio=True
     ),
     "HunyuanVideoPipeline": Family("HunyuanVideo", "t2v", 16, 4, 24.0, 1280, 720, 129),
     "HunyuanVideoImageToVideoPipeline": Family(
@@ -82,8 +125,10 @@ FAMILIES: dict[str, Family] = {
     ),
     # HunyuanVideo 1.5's __call__ takes no step callback: progress and cancel come between shots only.
     "HunyuanVideo15Pipeline": Family("HunyuanVideo 1.5", "t2v", 16, 4, 24.0, 848, 480, 121, step_callback=False),
+    # ... and makes the size of its bucket nearest the image's aspect: checked at submit.
     "HunyuanVideo15ImageToVideoPipeline": Family(
-        "HunyuanVideo 1.5", "i2v", 16, 4, 24.0, 848, 480, 121, step_callback=False, size_args=False
+        "HunyuanVideo 1.5", "i2v", 16, 4, 24.0, 848, 480, 121, step_callback=False,
+        size_from_image=hunyuan15_image_size, sizes=hunyuan15_buckets,
     ),
     "SkyReelsV2Pipeline": Family("SkyReels-V2", "t2v", 16, 4, 24.0, 960, 544, 97),
     "SkyReelsV2ImageToVideoPipeline": Family("SkyReels-V2", "i2v", 16, 4, 24.0, 960, 544, 97),
@@ -146,6 +191,7 @@ class GenerateParams(ParamsModel):
     )
     fps: Annotated[float, Field(gt=0, le=240)] | None = Field(None, description="null = the model's own rate")
     seed: JsonInt = Field(0, ge=0, le=2**32 - 1, description="random seed (same seed, same video); shot n uses seed+n")
+    audio: bool = Field(True, description="write the soundtrack of models that make one (LTX-2); false = video only")
 
 
 def pipeline_class(model_dir: Path) -> str:
@@ -197,7 +243,7 @@ def class_for(folder_class: str, mode: Mode, model_dir: Path) -> str:
     )
 
 
-def check_shape(cls: str, width: int, height: int, frames: int, where: str = "frames") -> None:
+def check_shape(cls: str, width: int, height: int, frames: int, where: str = "frames", size: bool = True) -> None:
     family = FAMILIES[cls]
     k = family.frame_step
     if (frames - 1) % k:
@@ -206,7 +252,7 @@ def check_shape(cls: str, width: int, height: int, frames: int, where: str = "fr
             f"{cls} ({family.label}) needs {where} = {k}k+1 (e.g. {k * 2 + 1}, {k * 6 + 1}); "
             f"got {frames}, nearest {lower} or {lower + k}"
         )
-    for key, value in (("width", width), ("height", height)):
+    for key, value in (("width", width), ("height", height)) if size else ():
         if value % family.multiple:
             raise JobRejected(f"{cls} ({family.label}) needs {key} divisible by {family.multiple}, got {value}")
 
@@ -246,11 +292,14 @@ class GenerateKind:
         if mode == "t2v" and "character" in checked:
             raise JobRejected("generate: text-to-video (mode t2v) takes no character; drop it or use mode i2v")
         model_dir = self._model_dir(checked)  # inside the allowed folders before anything reads it
+        image_size: Size | None = None
         if "character" in checked:
             image = self.inputs.file(checked["character"], "character")
-            if cv2.imread(str(image)) is None:
+            pixels = cv2.imread(str(image))
+            if pixels is None:
                 raise JobRejected(f"character image cannot be read: {image}")
             checked["character"] = str(image)
+            image_size = (pixels.shape[1], pixels.shape[0])
         if "camera_from" in checked:
             from facecast.jobs.kinds.video_effect import probe_video
 
@@ -268,12 +317,22 @@ class GenerateKind:
         if not hasattr(diffusers, cls):
             raise JobRejected(f"model {model_dir} needs {cls}, which this diffusers ({diffusers.__version__}) lacks")
         checked.setdefault("frames", family.frame_step * 2 + 1)
+        if family.size_from_image is not None:
+            assert image_size is not None  # image-to-video: a character was required above
+            checked["width"], checked["height"] = self._size_from_image(cls, model_dir, checked, image_size)
         checked.setdefault("width", family.width)
         checked.setdefault("height", family.height)
-        check_shape(cls, checked["width"], checked["height"], checked["frames"])
+        check_shape(cls, checked["width"], checked["height"], checked["frames"], size=family.size_args)
         for n, shot in enumerate(checked.get("shots", []), 1):
             if "frames" in shot:
-                check_shape(cls, checked["width"], checked["height"], shot["frames"], f"shots.{n}.frames")
+                check_shape(cls, checked["width"], checked["height"], shot["frames"], f"shots.{n}.frames", False)
+        if family.audio and checked["audio"]:
+            rate = _component_config(model_dir, "vocoder").get("output_sampling_rate")
+            if rate not in AAC_RATES:
+                raise JobRejected(
+                    f"model {model_dir} makes audio at {rate} Hz, which an AAC track cannot carry "
+                    f"({', '.join(map(str, AAC_RATES))}): pass --no-audio"
+                )
         if checked["loras"] and not hasattr(getattr(diffusers, cls), "load_lora_weights"):
             raise JobRejected(f"{cls} ({family.label}) has no LoRA loader in diffusers: drop --lora")
         for lora in checked["loras"]:
@@ -281,6 +340,32 @@ class GenerateKind:
         if "model" in checked:
             checked["model"] = str(model_dir)
         return checked
+
+    @staticmethod
+    def _size_from_image(cls: str, model_dir: Path, checked: dict[str, Any], image_size: Size) -> Size:
+        """The size a class that picks its own (from the image) will make, which must be the one
+        asked for: the job hands it the character at width x height, so an asked size is honoured
+        when the class makes exactly that size from an image of that size; any other is refused.
+        Neither given: the size it makes from the character image as it is."""
+        family = FAMILIES[cls]
+        assert family.size_from_image is not None and family.sizes is not None
+        given = [key for key in ("width", "height") if key in checked]
+        if not given:
+            return family.size_from_image(model_dir, *image_size)
+        if len(given) == 1:
+            raise JobRejected(f"{cls} ({family.label}) makes sizes of its own: give both width and height, or neither")
+        asked = (int(checked["width"]), int(checked["height"]))
+        made = family.size_from_image(model_dir, *asked)
+        if made == asked:
+            return asked
+        aspect = asked[0] / asked[1]
+        near = sorted(family.sizes(model_dir), key=lambda s: abs(np.log(s[0] / s[1] / aspect)))[:4]
+        own = family.size_from_image(model_dir, *image_size)
+        raise JobRejected(
+            f"{cls} ({family.label}) makes only its own sizes: asked {asked[0]}x{asked[1]}, it would make "
+            f"{made[0]}x{made[1]}; sizes it makes near that aspect: {', '.join(f'{w}x{h}' for w, h in near)} "
+            f"(or leave width and height out: {own[0]}x{own[1]} for this character image)"
+        )
 
     def _pipeline(self, model_dir: Path, cls: str) -> Any:
         import diffusers
@@ -318,12 +403,21 @@ class GenerateKind:
         pipe = self._pipeline(model_dir, cls)
         adapters = self._load_loras(pipe, lora_paths)
         try:
-            shots = self._render_shots(ctx, pipe, cls, character, width, height)
+            shots, audio = self._render_shots(ctx, pipe, cls, character, width, height)
         finally:
             if adapters:
                 pipe.unload_lora_weights()  # the kept pipeline goes back to the plain model
+        made = (shots.shape[2], shots.shape[1])
+        if made != (width, height):  # never rescaled: said in the job's report and the log
+            note = f"{made[0]}x{made[1]}, asked {width}x{height} ({cls} made another size; written as made)"
+            log.warning("generate job %s: the video is %s", ctx.job.id, note)
+            ctx.report = {**(ctx.report or {}), "size": note}
         fps = float(params.get("fps", family.fps))
-        write_video(ctx.temp_output, (cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in shots), fps)
+        video = (cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in shots)
+        if audio is not None:
+            write_video_with_audio(ctx.temp_output, video, fps, audio.fitted(len(shots) / fps))
+        else:
+            write_video(ctx.temp_output, video, fps)
         ctx.progress(1.0)
 
     @staticmethod
@@ -345,8 +439,9 @@ class GenerateKind:
 
     def _render_shots(
         self, ctx: JobContext, pipe: Any, cls: str, character: np.ndarray | None, width: int, height: int
-    ) -> np.ndarray:
-        """Every shot in order, joined: uint8 RGB frames (N, H, W, 3)."""
+    ) -> tuple[np.ndarray, Waveform | None]:
+        """Every shot in order, joined: uint8 RGB frames (N, H, W, 3), and the soundtrack when the
+        family makes one (each shot's audio fitted to its frames, so shots stay in sync when joined)."""
         import torch
         from PIL import Image
 
@@ -366,6 +461,9 @@ class GenerateKind:
             if transformer_config.get("image_condition_type") == family.drops_first_latent_with:
                 dropped = family.frame_step
         done: list[np.ndarray] = []
+        sounds: list[np.ndarray] = []
+        fps = float(params.get("fps", family.fps))
+        audio_rate = int(pipe.vocoder.config.output_sampling_rate) if family.audio and params.get("audio", True) else 0
         start = character
         for index, shot in enumerate(shots):
             base = index * steps
@@ -385,7 +483,7 @@ class GenerateKind:
             if family.size_args:
                 call.update(width=width, height=height)
             if family.fps_arg:
-                call[family.fps_arg] = float(params.get("fps", family.fps))
+                call[family.fps_arg] = fps
             if family.mode == "i2v":
                 assert start is not None  # validate() requires a character for i2v
                 call["image"] = Image.fromarray(start)
@@ -398,15 +496,20 @@ class GenerateKind:
                     pipe.maybe_free_model_hooks()  # an aborted call leaves its offload hooks attached
                 raise
             frames = (np.clip(np.asarray(result.frames[0]), 0, 1) * 255 + 0.5).astype(np.uint8)
+            made = len(frames)
             if index and params.get("shot_start") == "previous":
                 frames = frames[1:]  # its first frame repeats the last one of the shot before
             done.append(frames)
+            if audio_rate:  # the audio of the frames kept, at their times
+                sound = Waveform(np.asarray(result.audio[0].float().cpu(), np.float32), audio_rate).fitted(made / fps)
+                sounds.append(sound.samples[:, sound.samples.shape[1] - round(len(frames) / fps * audio_rate) :])
             if params.get("shot_start") == "previous":
                 start = cv2.resize(frames[-1], (width, height), interpolation=cv2.INTER_AREA)
             ctx.progress(
                 0.95 * (index + 1) / len(shots), f"shot {index + 1}/{len(shots)} done"
             )  # per shot: also where a step-less family can stop
-        return np.concatenate(done)
+        audio = Waveform(np.concatenate(sounds, axis=1), audio_rate) if audio_rate else None
+        return np.concatenate(done), audio
 
 
 def _lora_argument(spec: str) -> dict[str, Any]:
@@ -447,6 +550,9 @@ def add_cli_arguments(generate: argparse.ArgumentParser) -> None:
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--fps", type=float)
     generate.add_argument("--camera-from", metavar="VIDEO", help="add this video's camera movement to the prompt")
+    generate.add_argument(
+        "--no-audio", dest="audio", action="store_false", help="video only, for models that make a soundtrack (LTX-2)"
+    )
 
 
 def cli_params(args: argparse.Namespace, absolute: Callable[[str], str]) -> dict[str, Any]:
@@ -468,4 +574,6 @@ def cli_params(args: argparse.Namespace, absolute: Callable[[str], str]) -> dict
         p["loras"] = args.lora
     if args.camera_from:
         p["camera_from"] = absolute(args.camera_from)
+    if not args.audio:
+        p["audio"] = False
     return p

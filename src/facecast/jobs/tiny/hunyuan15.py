@@ -90,7 +90,7 @@ def _components(task: str) -> dict[str, Any]:
         text_embed_2_dim=32,
         image_embed_dim=12,
         rope_axes_dim=(2, 2, 4),
-        target_size=16,  # image-to-video sizes are buckets of about target_size² pixels
+        target_size=32,  # image-to-video sizes are buckets of about target_size² pixels (both sides >= 16 in some)
         task_type=task,
     )
     vae = AutoencoderKLHunyuanVideo15(

@@ -148,12 +148,15 @@ def _build(dest: Path, seed: int, class_name: str, family: str) -> Path:
         is_causal=True,
         mel_bins=8,
     )
+    # The waveform must last as long as the video, as the real model's does: the audio VAE gives
+    # sample_rate / mel_hop_length = 100 mel frames a second and the vocoder upsamples each by the
+    # product of its factors, 160 here (the real one: 240 to 24 kHz), so it writes 16 kHz audio.
     vocoder = LTX2Vocoder(
         in_channels=2 * 8,  # the audio VAE's output channels x mel bins
         hidden_channels=32,
         out_channels=2,
-        upsample_kernel_sizes=[4, 4],
-        upsample_factors=[2, 2],
+        upsample_kernel_sizes=[15, 8, 8, 4],  # kernel - factor even: each layer multiplies the length exactly
+        upsample_factors=[5, 4, 4, 2],
         resnet_kernel_sizes=[3],
         resnet_dilations=[[1, 3, 5]],
         leaky_relu_negative_slope=0.1,
