@@ -410,7 +410,12 @@ def test_back_to_back_live_frames_still_let_batch_work_through() -> None:
 def test_governor_backs_off_when_live_latency_rises_although_fps_holds() -> None:
     live = {"fps": 30.0, "latency": 40.0}
     gov = LiveGovernor(
-        lambda: live["fps"], 0.9, live_latency_ms=lambda: live["latency"], max_latency_ratio=1.5, settle_s=0.0
+        lambda: live["fps"],
+        0.9,
+        live_latency_ms=lambda: live["latency"],
+        max_latency_ratio=1.5,
+        settle_s=0.0,
+        warmup_s=0.0,
     )
     gov.idle()
     gov.start_job()
@@ -427,7 +432,7 @@ def test_governor_backs_off_when_live_latency_rises_although_fps_holds() -> None
 
 def test_governor_reference_figures_are_measured_without_batch_work() -> None:
     live = {"fps": 30.0, "latency": 40.0}
-    gov = LiveGovernor(lambda: live["fps"], 0.9, live_latency_ms=lambda: live["latency"], settle_s=0.2)
+    gov = LiveGovernor(lambda: live["fps"], 0.9, live_latency_ms=lambda: live["latency"], settle_s=0.2, warmup_s=0.0)
     time.sleep(0.2)
     gov.idle()  # quiet long enough: these are the figures without batch work
     gov.start_job()
@@ -446,7 +451,7 @@ def test_governor_reference_figures_are_measured_without_batch_work() -> None:
 
 class Recording(LiveGovernor):
     def __init__(self) -> None:
-        super().__init__(lambda: 30.0, live_latency_ms=lambda: 40.0, settle_s=0.0)
+        super().__init__(lambda: 30.0, live_latency_ms=lambda: 40.0, settle_s=0.0, warmup_s=0.0)
         self.calls: list[str] = []
 
     def idle(self) -> None:
@@ -486,3 +491,24 @@ def test_the_batch_thread_feeds_the_governor_idle_and_job_boundaries(tmp_path) -
     start = gov.calls.index("start")
     assert "idle" in gov.calls[:start] and gov.calls[start + 1] == "end" and "idle" in gov.calls[start + 2 :]
     assert gov.baseline_latency_ms == 40.0
+
+
+def test_a_job_queued_at_start_up_waits_for_reference_figures_past_the_start_up_burst(tmp_path) -> None:
+    """The frames queued while models loaded come out in a burst (fps above the source's for the
+    first seconds); a job queued before the daemon started must not take that as its reference, or
+    every later figure looks like a drop and the job runs at the longest pause per step throughout."""
+    started = time.monotonic()
+
+    def live_fps() -> float:
+        return 18.0 if time.monotonic() - started < 0.4 else 15.0  # the burst, then the source's rate
+
+    store = JobStore(tmp_path / "jobs.sqlite")
+    job = store.submit("step", {}, str(tmp_path / "out.txt"))  # queued before the batch thread starts
+    gov = LiveGovernor(live_fps, 0.9, settle_s=0.0, warmup_s=0.6)
+    runner = BatchRunner(store, {"step": OneStep()}, governor=gov, poll_s=0.02)
+    runner.start()
+    try:
+        _wait_for(lambda: store.get(job.id).status == "done")
+    finally:
+        runner.stop()
+    assert gov.baseline == 15.0  # not the burst's 18: it waited for the warm-up

@@ -252,7 +252,7 @@ class EffectStage(Stage):
                 if not closing:
                     self._started.add(name)
             log.info("effect %s ready (started in %.1f s)", name, time.perf_counter() - t0)
-            settle_heap(f"effect {name} started")  # what it loaded stays: out of the collector's way
+            settle_heap(f"effect {name} started", collect=False)  # what it loaded stays: out of the collector's way
             if closing:  # the stage closed while this effect was starting: close it here
                 self._close_effect(name)
 

@@ -2,8 +2,9 @@
 
 The model redraws the target's aligned 128x128 face with the source's identity; the frame gets it
 through the same paste as the mesh swap (effects/swap_mesh.py:paste_face, neural/blend.py): the
-target's low-frequency light and colour, occluders that are not skin-coloured kept in front, the
-target's open mouth kept, hard / feather / seamless blending on the face's box, steadied landmarks.
+target's low-frequency light and colour, occluders that are not skin-coloured kept in front (and
+hands, with `occlusion_hands`), the target's open mouth kept, hard / feather / seamless blending on
+the face's box, steadied landmarks.
 The model's own face area (a feathered ellipse over its crop) limits the paste: outside it the
 redrawn pixels are hair and background the model was not made for.
 """
@@ -28,6 +29,7 @@ from facecast.engines.pool import EnginePool
 from facecast.neural import blend, faceswap
 from facecast.neural.blend import BlendMode
 from facecast.neural.crop import invert
+from facecast.tracking.hands import FaceHands
 from facecast.types import Face, FramePacket, Image
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,10 @@ class SwapInswapperConfig(StrictModel):
     occlusion_threshold: float = Field(
         3.0, ge=1.0, le=10.0, description="how unlike the skin a pixel must be to count as in front (lower = more)"
     )
+    occlusion_hands: bool = Field(
+        False,
+        description="a hand in front of the face stays in front (MediaPipe Hands: 5-20 ms CPU per face and frame)",
+    )
     keep_mouth: bool = Field(True, description="show the target's own mouth interior when it speaks")
     opacity: float = Field(1.0, ge=0, le=1, description="1 = the swapped face fully, lower = mixed with the target")
     enhance: EnhanceConfig = EnhanceConfig()
@@ -81,17 +87,23 @@ class SwapInswapper(Effect):
         self.priority: Priority = "live"  # "batch" when a job renders with it: live frames go first on the engines
         self.offline = False  # render and jobs: the enhancer runs on every frame, synchronously
         self.enhancer = FaceEnhancerStep(cfg.enhance, lambda: pool)
+        self.hands = FaceHands()  # used while cfg.occlusion_hands is on (a live setting)
 
     def start(self) -> None:
         self.swapper = faceswap.InSwapper(self.pool)
         self.enhancer.start(self.offline, self.priority)
+        self.hands.offline = self.offline
+        if self.cfg.occlusion_hands:
+            self.hands.warm()
 
     def close(self) -> None:
         self.enhancer.close()
+        self.hands.close()
 
     def reset(self) -> None:
         """Forget what is smoothed over time: the next frame is an unrelated picture."""
         self._states = []
+        self.hands.close()  # nor tracked: each picture is searched for hands afresh
 
     def _latent(self, character):
         latent = self._latents.get(character)
@@ -122,9 +134,9 @@ class SwapInswapper(Effect):
         # Each face is swapped from the frame as the camera gave it (a neighbour's paste may overlap it).
         camera = packet.image.copy() if len(faces) > 1 else frame
         t = packet.t_capture_ns / 1e9
-        for face, T, state in zip(faces, steadied, self._states, strict=True):
+        for i, (face, T, state) in enumerate(zip(faces, steadied, self._states, strict=True)):
             try:
-                self._swap_one(frame, camera, face, T, latent, state, t)
+                self._swap_one(frame, camera, face, T, latent, state, t, i)
             except cv2.error as exc:  # a degenerate face box at the frame edge: leave that face as is
                 log.debug("swap: a face was skipped: %s", exc)
         if self.cfg.enhance.model != "none":
@@ -132,7 +144,7 @@ class SwapInswapper(Effect):
         return frame
 
     def _swap_one(
-        self, frame: Image, camera: Image, face: Face, T: np.ndarray, latent, state: FaceState, t: float
+        self, frame: Image, camera: Image, face: Face, T: np.ndarray, latent, state: FaceState, t: float, index: int
     ) -> None:
         assert self.swapper is not None
         cfg = self.cfg
@@ -153,4 +165,5 @@ class SwapInswapper(Effect):
         coverage = cast(np.ndarray, cv2.warpAffine(self._coverage, to_box, (rw, rh), flags=cv2.INTER_LINEAR))
         region = camera[y0:y1, x0:x1, :3].copy()
         holes = face_holes(T, face, keep_eyes=False, eye_size=1.0, keep_mouth=cfg.keep_mouth)
-        paste_face(frame, region, box, cast(Image, patch), T, holes, state, t, cfg, coverage=coverage)
+        hands = self.hands(index, camera, T) if cfg.occlusion_hands else None
+        paste_face(frame, region, box, cast(Image, patch), T, holes, state, t, cfg, coverage=coverage, hands=hands)

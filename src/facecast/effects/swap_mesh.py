@@ -11,7 +11,7 @@ No neural network and no downloaded weights. Per target face and frame:
    source's own shadows are not pasted in as dark patches); the correction is measured on every
    LIGHT_EVERY-th frame and smoothed over time.
 3. Occlusion: pixels of the target's face far from its own skin colour (a microphone, hair) stay
-   in front of the swapped face.
+   in front of the swapped face; with `occlusion_hands`, so do hands MediaPipe Hands finds over it.
 4. Blend: a mask of the target's face oval, with the middle of the target's own eyes (`eye_size`:
    the iris, so gaze and blinks follow the person; the eye corners and lid lines, which carry much
    of the identity, stay the source's) and its mouth interior (teeth, tongue) cut out so they show
@@ -44,6 +44,7 @@ from facecast.effects.enhancer import EnhanceConfig, FaceEnhancerStep
 from facecast.engines.gate import Priority
 from facecast.neural import blend
 from facecast.neural.blend import BlendMode
+from facecast.tracking.hands import FaceHands, Hand
 from facecast.types import Face, FramePacket, Image, Landmarks
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,10 @@ class SwapMeshConfig(StrictModel):
     occlusion: bool = Field(True, description="things in front of the face that are not skin-coloured stay in front")
     occlusion_threshold: float = Field(
         3.0, ge=1.0, le=10.0, description="how unlike the skin a pixel must be to count as in front (lower = more)"
+    )
+    occlusion_hands: bool = Field(
+        False,
+        description="a hand in front of the face stays in front (MediaPipe Hands: 5-20 ms CPU per face and frame)",
     )
     keep_mouth: bool = Field(True, description="show the target's own mouth interior when it speaks")
     keep_eyes: bool = Field(True, description="show the target's own eyes (gaze and blinks follow the person)")
@@ -270,14 +275,19 @@ class SwapMesh(Effect):
         self.enhancer = FaceEnhancerStep(cfg.enhance, engines)
         self.priority: Priority = "live"  # "batch" when a job runs it: its model calls step aside for live frames
         self.offline = False  # render and jobs: the enhancer runs on every frame, synchronously
+        self.hands = FaceHands()  # used while cfg.occlusion_hands is on (a live setting)
 
     def start(self) -> None:
         for character in getattr(self.characters, "characters", lambda: [])():
             self.source_for(character)
         self.enhancer.start(self.offline, self.priority)
+        self.hands.offline = self.offline
+        if self.cfg.occlusion_hands:
+            self.hands.warm()
 
     def close(self) -> None:
         self.enhancer.close()
+        self.hands.close()
 
     def source_for(self, character) -> SwapSource:
         src = self._sources.get(character)
@@ -289,6 +299,7 @@ class SwapMesh(Effect):
     def reset(self) -> None:
         """Forget what is smoothed over time: the next frame is an unrelated picture."""
         self._states = []
+        self.hands.close()  # nor tracked: each picture is searched for hands afresh
 
     def _photo_for(self, index: int, face: Face, default):
         """With several photos of the source person (`characters.photos`, from `render swap --face DIR`):
@@ -332,10 +343,11 @@ class SwapMesh(Effect):
             if (box := _face_region(T, out.shape, margin)) is not None
         ]
         originals = [np.ascontiguousarray(out[y0:y1, x0:x1, :3]) for *_, (x0, y0, x1, y1) in targets]
-        for (i, face, T, box), region in zip(targets, originals, strict=True):
+        hands = [self.hands(i, out, T) if self.cfg.occlusion_hands else [] for i, _, T, _ in targets]
+        for (i, face, T, box), region, in_front in zip(targets, originals, hands, strict=True):
             src = self.source_for(self._photo_for(i, face, character))
             try:
-                self._swap_one(out, region, box, src, face, T, i, t)
+                self._swap_one(out, region, box, src, face, T, i, t, in_front)
             except cv2.error as exc:  # a degenerate face box at the frame edge: leave that face as is
                 log.debug("swap: face %d skipped: %s", i, exc)
         if self.cfg.enhance.model != "none":
@@ -357,6 +369,7 @@ class SwapMesh(Effect):
         T: np.ndarray,
         index: int,
         t: float,
+        hands: list[Hand],
     ) -> None:
         cfg = self.cfg
         x0, y0, x1, y1 = box
@@ -384,7 +397,7 @@ class SwapMesh(Effect):
             k = round(1 / blend.small_scale((rh, rw))[0])
             patch_small, marks = src.small_patch(back, (rw, rh), k, scale, cfg.occlusion_threshold)
         holes = face_holes(T, face, cfg.keep_eyes, cfg.eye_size, cfg.keep_mouth)
-        paste_face(out, region, box, patch, T, holes, self._states[index], t, cfg, patch_small, marks)
+        paste_face(out, region, box, patch, T, holes, self._states[index], t, cfg, patch_small, marks, hands=hands)
 
 
 class PasteSettings(Protocol):
@@ -426,12 +439,14 @@ def paste_face(
     patch_small: Image | None = None,
     patch_marks: np.ndarray | None = None,
     coverage: np.ndarray | None = None,
+    hands: list[Hand] | None = None,
 ) -> None:
     """Put the swapped face `patch` (drawn over `box`, `region` = the frame's own pixels there) into
     `out` (neural/blend.py): the target's light and colour, occluders kept in front, the oval's mask
     with `holes`, blended as `cfg.blend` says. `patch_small` / `patch_marks`: the patch's small copy
     and its marks that are not skin (tattoos, paint) when the backend has them cheaper than from the
-    patch; `coverage`: where the backend's patch is valid (float, over the box), if not everywhere."""
+    patch; `coverage`: where the backend's patch is valid (float, over the box), if not everywhere;
+    `hands`: hands' landmarks (frame pixels, tracking/hands.py) kept in front like the occluders."""
     x0, y0, x1, y1 = box
     oval = T[warp.FACE_OVAL]
     size = float(max(np.ptp(oval[:, 0]), np.ptp(oval[:, 1])))
@@ -446,12 +461,16 @@ def paste_face(
     skin = (face_small > 0) & (features_small == 0)
     region_small = blend.small(region, small_size)
     in_front = None
+    if hands:
+        in_front = blend.hand_cover(hands, origin, f, small_shape)
+        skin &= in_front == 0  # a hand is skin-coloured but not the face's light
     if cfg.occlusion:
         region_lab = blend.lab(region_small)
         model = blend.skin_model(region_lab, skin)
         if model is not None:
-            in_front = blend.not_skin(region_lab, face_small, features_small, model, cfg.occlusion_threshold)
-            skin &= in_front == 0  # the light is measured on the skin that is really seen
+            objects = blend.not_skin(region_lab, face_small, features_small, model, cfg.occlusion_threshold)
+            in_front = objects if in_front is None else np.maximum(in_front, objects)
+            skin &= objects == 0  # the light is measured on the skin that is really seen
     if cfg.color_match and not state.light_due():
         assert state.correction is not None  # light_due() is True until there is one
         patch = blend.apply_correction(patch, state.correction)

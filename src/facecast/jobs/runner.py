@@ -111,6 +111,8 @@ class LiveGovernor:
         live_latency_ms: Callable[[], float | None] | None = None,
         max_latency_ratio: float = 1.5,
         settle_s: float = 2.0,
+        warmup_s: float = 3.0,
+        max_wait_s: float = 30.0,
     ) -> None:
         self.live_fps = live_fps
         self.live_latency_ms = live_latency_ms  # recent end-to-end latency p50; None = fps only
@@ -124,6 +126,14 @@ class LiveGovernor:
         self.backoffs = {"fps": 0, "latency": 0}  # steps after which the duty grew, by cause
         self._quiet_since = time.monotonic()
         self._idle_figures: tuple[float, float | None] | None = None
+        # Live frames must have flowed warmup_s before their figures count: the frames queued while
+        # the models loaded come out in a burst, and a reference fps taken then (measured: 16.9-18.7
+        # for a 15 fps source) makes every later figure look like a drop, so the job crawls at the
+        # longest pause per step for its whole run.
+        self.warmup_s = warmup_s
+        self.max_wait_s = max_wait_s  # a live side that never gives figures does not hold jobs forever
+        self._created = time.monotonic()
+        self._live_since: float | None = None
 
     def _figures(self) -> tuple[float | None, float | None]:
         fps = self.live_fps()
@@ -131,12 +141,21 @@ class LiveGovernor:
         return (fps if fps > 0 else None), (latency if latency is not None and latency > 0 else None)
 
     def idle(self) -> None:
-        """The batch thread has no job: remember the live figures once batch work has been quiet a while."""
-        if time.monotonic() - self._quiet_since < self.settle_s:
-            return
+        """The batch thread has no job: remember the live figures once batch work has been quiet a while
+        and live frames have flowed past their start-up burst."""
+        now = time.monotonic()
         fps, latency = self._figures()
-        if fps is not None:
+        if fps is not None and self._live_since is None:
+            self._live_since = now
+        if now - self._quiet_since < self.settle_s or self._live_since is None:
+            return
+        if fps is not None and now - self._live_since >= self.warmup_s:
             self._idle_figures = (fps, latency)
+
+    def ready(self) -> bool:
+        """Whether a job may start: the live figures without batch work are known (or the live side
+        has given none for max_wait_s: a pipeline without frames does not hold the queue forever)."""
+        return self._idle_figures is not None or time.monotonic() - self._created > self.max_wait_s
 
     def start_job(self) -> None:
         if self._idle_figures is not None:
@@ -412,6 +431,12 @@ class BatchRunner:
         while not self._stop.is_set():
             try:
                 self.sweep()
+                if self.governor is not None and not self.governor.ready():
+                    # No job before the live reference figures exist (a job queued at start-up would
+                    # otherwise take the start-up burst as its reference).
+                    self.governor.idle()
+                    self._stop.wait(self.poll_s)
+                    continue
                 if self.run_one() is None:
                     if self.governor is not None:
                         self.governor.idle()  # the live figures without batch work

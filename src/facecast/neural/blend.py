@@ -17,6 +17,8 @@ frame stays one resize and one add per step.
   mouth is swapped over as if absent; MediaPipe moves the mouth landmarks 11 px, guessing the mouth
   beneath, and gives no per-landmark visibility to tell); MediaPipe's bundled selfie segmentation labels a microphone in
   front of the face as person too (measured: 0.98 on a grey bar), so it cannot help here.
+  Hands are found by MediaPipe Hands instead (tracking/hands.py, `occlusion_hands`) and cut out by
+  `hand_cover`, a mask drawn from their landmarks.
 - Blend modes: hard (a binary mask), feather (a soft mask), seamless (Poisson, `cv2.seamlessClone`
   on the face's box only, never on the whole frame).
 """
@@ -146,6 +148,29 @@ def not_skin(
     hit = ((z.sum(2) > threshold * threshold) & (face > 0) & (protect == 0)).astype(np.uint8)
     hit = cv2.morphologyEx(hit, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))  # specks are noise, not objects
     return cast(np.ndarray, cv2.dilate(hit, np.ones((3, 3), np.uint8)))  # cover the object's anti-aliased edge
+
+
+PALM = [0, 1, 2, 5, 9, 13, 17]  # MediaPipe Hands' wrist and the fingers' base joints
+FINGERS = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12], [13, 14, 15, 16], [17, 18, 19, 20]]  # base to tip
+
+
+def hand_cover(hands: list[np.ndarray], origin: tuple[int, int], f: float, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 mask (1 = a hand in front of the face) over the small copy (`shape`, the box at
+    `origin` scaled by `f`) from hands' 21 landmarks (frame pixels): the palm's filled hull and each
+    finger as a line as thick as a finger (the spacing of the knuckles), so the gaps between spread
+    fingers stay face. Dilated by a pixel like `not_skin`'s occluders, for the hand's soft edge."""
+    cover = np.zeros(shape, np.uint8)
+    for hand in hands:
+        pts = (hand[:, :2].astype(np.float64) - origin) * f
+        knuckles = pts[[5, 9, 13, 17]]
+        width = max(1, round(1.1 * float(np.linalg.norm(np.diff(knuckles, axis=0), axis=1).mean())))
+        cv2.fillConvexPoly(cover, cv2.convexHull(np.round(pts[PALM] * 16).astype(np.int32)), (1,), cv2.LINE_8, shift=4)
+        for finger in FINGERS:
+            chain = np.round(pts[finger] * 16).astype(np.int32)
+            cv2.polylines(cover, [chain], False, (1,), width, cv2.LINE_8, shift=4)
+            tip = (int(chain[-1, 0]), int(chain[-1, 1]))
+            cv2.circle(cover, tip, width * 8, (1,), -1, cv2.LINE_8, shift=4)  # the fingertip's round end
+    return cast(np.ndarray, cv2.dilate(cover, np.ones((3, 3), np.uint8)))
 
 
 def composite(region: Image, patch: Image, mask: np.ndarray, mode: BlendMode, opacity: float = 1.0) -> Image:

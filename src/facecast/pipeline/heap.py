@@ -21,11 +21,15 @@ import time
 log = logging.getLogger(__name__)
 
 
-def settle_heap(why: str) -> None:
+def settle_heap(why: str, collect: bool = True) -> None:
     """Collect what is garbage now, then freeze every object still alive (start-up is over: they
-    live as long as the pipeline). Later calls walk only what was created since the last one."""
+    live as long as the pipeline). Later calls walk only what was created since the last one.
+    `collect=False` while frames flow: a collection holds the GIL (about 100 ms after a model
+    loaded, every stage stalled), a freeze alone is a list splice; the little garbage it keeps is
+    bounded by one load."""
     t0 = time.perf_counter()
-    gc.collect()
+    if collect:
+        gc.collect()
     gc.freeze()
     log.debug(
         "heap settled after %s: %d objects frozen in %.1f ms",
