@@ -118,15 +118,14 @@ def source():
         analyser.close()
 
 
-@pytest.fixture(scope="module")
-def targets():
-    """Eight frames of the synthetic driver (turning, talking) and their tracked faces."""
+def driver_frames(count: int) -> list:
+    """Every third frame of the synthetic driver (turning, talking) up to `count`, with its tracked faces."""
     reader = SyntheticReader(SyntheticConfig(yaw_deg=15, mouth=0.3, mouth_period_s=1.0), 640, 480, 30.0)
     reader.open()
     tracker = FaceTracker(TrackingConfig(smoothing=SmoothingConfig(enabled=False)))
     try:
         rows = []
-        for i in range(0, 24, 3):
+        for i in range(0, count, 3):
             frame = reader.render(i).image
             faces = tracker.detect(frame, i / 30)
             assert len(faces) == 1
@@ -134,6 +133,12 @@ def targets():
         return rows
     finally:
         tracker.close()
+
+
+@pytest.fixture(scope="module")
+def targets():
+    """Eight frames of the synthetic driver and their tracked faces."""
+    return driver_frames(24)
 
 
 def swap_all(cfg: SwapMeshConfig, source, targets) -> list[np.ndarray]:
@@ -183,21 +188,9 @@ def shading_error(out: np.ndarray, frame: np.ndarray, lm: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def driven():
-    """Forty frames of the synthetic driver, every third over four seconds (turning both ways,
-    talking, a blink), and their tracked faces: the judge's sample (one frame in forty is 2.5%)."""
-    reader = SyntheticReader(SyntheticConfig(yaw_deg=15, mouth=0.3, mouth_period_s=1.0), 640, 480, 30.0)
-    reader.open()
-    tracker = FaceTracker(TrackingConfig(smoothing=SmoothingConfig(enabled=False)))
-    try:
-        rows = []
-        for i in range(0, 120, 3):
-            frame = reader.render(i).image
-            faces = tracker.detect(frame, i / 30)
-            assert len(faces) == 1
-            rows.append((i, frame, faces))
-        return rows
-    finally:
-        tracker.close()
+    """Forty frames of the synthetic driver over four seconds (turning both ways, talking, a blink)
+    and their tracked faces: the judge's sample (one frame in forty is 2.5%)."""
+    return driver_frames(120)
 
 
 def test_the_judge_finds_the_swapped_face_closer_to_the_source(judge, source, driven):

@@ -69,6 +69,9 @@ class BatchLoad:
         self.service = JobService(
             jobs_cfg, kinds, live_fps=daemon.stats.fps, live_latency_ms=daemon.stats.recent_latency_ms
         )
+        governor = self.service.runner.governor
+        if governor is not None:  # the bench's warm-up is over: the live figures now are the reference
+            governor.settle_s = governor.warmup_s = 0.0
         image = str(daemon.characters.active.path) if daemon.characters.active is not None else None
         self._params = self._job_params(image)
         self._submitted = 0

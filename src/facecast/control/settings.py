@@ -30,6 +30,22 @@ if TYPE_CHECKING:
     from facecast.daemon import Daemon
     from facecast.effects.stage import EffectStage
 
+# The swap backends share how a face is pasted (effects.swap_mesh.PasteConfig).
+PASTE_SETTINGS = (
+    "opacity",
+    "blend",
+    "feather",
+    "color_match",
+    "shading_scale",
+    "color_smoothing_s",
+    "steady",
+    "occlusion",
+    "occlusion_threshold",
+    "occlusion_hands",
+    "enhance.blend",
+    "keep_mouth",
+    "max_faces",
+)
 # Settings each effect backend reads on every frame, by (effect, backend). A backend missing here
 # has no live settings; adding one = its line here (and a check that its effect reads self.cfg per frame).
 LIVE_KEYS: dict[tuple[str, str | None], tuple[str, ...]] = {
@@ -54,38 +70,8 @@ LIVE_KEYS: dict[tuple[str, str | None], tuple[str, ...]] = {
         "background_color",
         "return_to_neutral_s",
     ),
-    ("swap", "mesh"): (
-        "opacity",
-        "blend",
-        "feather",
-        "color_match",
-        "shading_scale",
-        "color_smoothing_s",
-        "steady",
-        "occlusion",
-        "occlusion_threshold",
-        "occlusion_hands",
-        "enhance.blend",
-        "keep_eyes",
-        "eye_size",
-        "keep_mouth",
-        "max_faces",
-    ),
-    ("swap", "inswapper"): (
-        "opacity",
-        "blend",
-        "feather",
-        "color_match",
-        "shading_scale",
-        "color_smoothing_s",
-        "steady",
-        "occlusion",
-        "occlusion_threshold",
-        "occlusion_hands",
-        "enhance.blend",
-        "keep_mouth",
-        "max_faces",
-    ),
+    ("swap", "mesh"): (*PASTE_SETTINGS, "keep_eyes", "eye_size"),
+    ("swap", "inswapper"): PASTE_SETTINGS,
     ("debug", None): ("landmarks", "pose", "fps"),
 }
 APPLY_WAIT_S = 1.0  # how long `set` waits for the effect thread to take the value (one frame, normally)

@@ -19,15 +19,13 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from facecast.configbase import StrictModel
 from facecast.effects.base import Effect
 from facecast.effects.debug import own_frame
-from facecast.effects.enhancer import EnhanceConfig, FaceEnhancerStep
-from facecast.effects.swap_mesh import SEAMLESS_MARGIN, FaceState, _face_region, face_holes, paste_face
+from facecast.effects.enhancer import FaceEnhancerStep
+from facecast.effects.swap_mesh import SEAMLESS_MARGIN, FaceState, PasteConfig, _face_region, face_holes, paste_face
 from facecast.engines.gate import Priority
 from facecast.engines.pool import EnginePool
 from facecast.neural import blend, faceswap
-from facecast.neural.blend import BlendMode
 from facecast.neural.crop import invert
 from facecast.tracking.hands import FaceHands
 from facecast.types import Face, FramePacket, Image
@@ -35,40 +33,10 @@ from facecast.types import Face, FramePacket, Image
 log = logging.getLogger(__name__)
 
 
-class SwapInswapperConfig(StrictModel):
+class SwapInswapperConfig(PasteConfig):
     backend: Literal["inswapper"] = Field(
         "inswapper", description="inswapper_128 + ArcFace on the engine pool (non-commercial licence)"
     )
-    max_faces: int = Field(
-        4, ge=1, le=8, description="faces swapped per frame (tracking.max_faces limits how many are tracked)"
-    )
-    blend: BlendMode = Field(
-        "feather",
-        description="hard = binary mask (fastest) | feather = soft edge | seamless = Poisson blending (slower)",
-    )
-    feather: float = Field(0.08, ge=0.0, le=0.3, description="width of the soft edge, fraction of the face size")
-    color_match: bool = Field(True, description="give the swapped face the person's light and skin colour")
-    shading_scale: float = Field(
-        0.06,
-        ge=0.0,
-        le=0.5,
-        description="size of the light taken from the person, fraction of the face size (0 = one colour shift)",
-    )
-    color_smoothing_s: float = Field(0.3, ge=0, le=5, description="time constant of the colour match (no flicker)")
-    steady: float = Field(
-        0.01, ge=0.0, le=0.05, description="landmark moves below this fraction of the face size are held back (0 = off)"
-    )
-    occlusion: bool = Field(True, description="things in front of the face that are not skin-coloured stay in front")
-    occlusion_threshold: float = Field(
-        3.0, ge=1.0, le=10.0, description="how unlike the skin a pixel must be to count as in front (lower = more)"
-    )
-    occlusion_hands: bool = Field(
-        False,
-        description="a hand in front of the face stays in front (MediaPipe Hands: 5-20 ms CPU per face and frame)",
-    )
-    keep_mouth: bool = Field(True, description="show the target's own mouth interior when it speaks")
-    opacity: float = Field(1.0, ge=0, le=1, description="1 = the swapped face fully, lower = mixed with the target")
-    enhance: EnhanceConfig = EnhanceConfig()
 
 
 class SwapInswapper(Effect):

@@ -70,8 +70,9 @@ LIGHT_EVERY = 2  # the light and colour correction is measured on every this man
 POSE_HYSTERESIS_DEG = 5.0  # another source photo is taken only when its pose is this much closer
 
 
-class SwapMeshConfig(StrictModel):
-    backend: Literal["mesh"] = Field("mesh", description="mesh = landmark-driven warp on the CPU, no weights")
+class PasteConfig(StrictModel):
+    """How a swapped face goes into the frame (`paste_face`): the keys both swap backends share."""
+
     max_faces: int = Field(
         4, ge=1, le=8, description="faces swapped per frame (tracking.max_faces limits how many are tracked)"
     )
@@ -80,7 +81,7 @@ class SwapMeshConfig(StrictModel):
         description="hard = binary mask (fastest) | feather = soft edge | seamless = Poisson blending (slower)",
     )
     feather: float = Field(0.08, ge=0.0, le=0.3, description="width of the soft edge, fraction of the face size")
-    color_match: bool = Field(True, description="give the character's face the person's light and skin colour")
+    color_match: bool = Field(True, description="give the pasted face the person's light and skin colour")
     shading_scale: float = Field(
         0.06,
         ge=0.0,
@@ -100,6 +101,12 @@ class SwapMeshConfig(StrictModel):
         description="a hand in front of the face stays in front (MediaPipe Hands: 5-20 ms CPU per face and frame)",
     )
     keep_mouth: bool = Field(True, description="show the target's own mouth interior when it speaks")
+    opacity: float = Field(1.0, ge=0, le=1, description="1 = the swapped face fully, lower = mixed with the target")
+    enhance: EnhanceConfig = EnhanceConfig()
+
+
+class SwapMeshConfig(PasteConfig):
+    backend: Literal["mesh"] = Field("mesh", description="mesh = landmark-driven warp on the CPU, no weights")
     keep_eyes: bool = Field(True, description="show the target's own eyes (gaze and blinks follow the person)")
     eye_size: float = Field(
         0.6,
@@ -108,8 +115,6 @@ class SwapMeshConfig(StrictModel):
         description="how much of the target's eye opening is kept (about its centre): the iris; the corners "
         "and lid lines, part of the identity, are the source's",
     )
-    opacity: float = Field(1.0, ge=0, le=1, description="1 = the source face fully, lower = mixed with the target")
-    enhance: EnhanceConfig = EnhanceConfig()
 
 
 @dataclass(frozen=True)

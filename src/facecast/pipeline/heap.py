@@ -31,12 +31,13 @@ def settle_heap(why: str, collect: bool = True) -> None:
     if collect:
         gc.collect()
     gc.freeze()
-    log.debug(
-        "heap settled after %s: %d objects frozen in %.1f ms",
-        why,
-        gc.get_freeze_count(),
-        1000 * (time.perf_counter() - t0),
-    )
+    if log.isEnabledFor(logging.DEBUG):  # get_freeze_count() walks every frozen object, GIL held
+        log.debug(
+            "heap settled after %s: %d objects frozen in %.1f ms",
+            why,
+            gc.get_freeze_count(),
+            1000 * (time.perf_counter() - t0),
+        )
 
 
 def release_heap() -> None:
