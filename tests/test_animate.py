@@ -11,15 +11,18 @@ import pytest
 from facecast.assets import CHARACTERS_DIR
 from facecast.capture.synthetic import SyntheticConfig, SyntheticReader
 from facecast.characters import CharacterLibrary
+from facecast.effects import warp
 from facecast.effects.animate_mesh import (
     CLOSED_DEFAULT,
     AnimateMesh,
     AnimateMeshConfig,
     EyeCalibration,
     MeshRig,
+    Retargeter,
     RigParams,
 )
-from facecast.tracking.face_mesh import FaceTracker, TrackingConfig, track_image
+from facecast.tracking.face_mesh import FaceTracker, TrackingConfig, make_face, track_image
+from facecast.tracking.geometry import pose_from_rotation
 from facecast.tracking.one_euro import SmoothingConfig
 from facecast.types import FramePacket
 
@@ -141,6 +144,30 @@ def test_nods_read_back_about_as_strongly_as_turns(rig_reader):
     # A 2-D warp of a flat portrait reads back about half of a nod given as is (0.45 here), well
     # below a turn (0.78): the rig renders nods larger so they show as turns do.
     assert pitch_gain > 0.55 and pitch_gain > 0.7 * yaw_gain, (pitch_gain, yaw_gain)
+
+
+def test_raised_brows_do_not_read_as_a_nod(library):
+    # The forehead's points move against the skull: raised brows pull its skin, and MediaPipe places
+    # them, far from the features, with depth that drifts (on real videos 0.02 eye widths RMS in
+    # height and in depth, more than any other point of warp.RIGID). The puppet's angles come from the
+    # points that stay with the skull (warp.POSE), so the character does not nod when the performer
+    # only raises their brows; a fit over all of warp.RIGID read it as a nod.
+    character = library.active
+    h, w = character.image.shape[:2]
+    rig = MeshRig(character.image, character.matte, character.landmarks, 512, 512)
+    lm = np.asarray(character.landmarks, np.float64)
+    eye_span = float(np.linalg.norm(lm[33, :2] - lm[263, :2]))
+    raised = lm.copy()
+    raised[warp.BROW_LEFT + warp.BROW_RIGHT, 1] -= 0.12 * eye_span
+    forehead = [10, 151, 9, 109, 338, 103, 332, 54, 284, 21, 251, *warp.FOREHEAD]
+    raised[forehead, 1] -= 0.06 * eye_span
+    raised[forehead, 2] += 0.06 * eye_span
+    retarget = Retargeter(AnimateMeshConfig(calibration_frames=1))
+    retarget.update(make_face(lm.astype(np.float32), w, h), 0.0, rig)  # the neutral pose
+    params = retarget.update(make_face(raised.astype(np.float32), w, h), 1 / 60, rig)
+    assert abs(params.pitch) < 0.5 and abs(params.yaw) < 0.5, (params.pitch, params.yaw)
+    rigid_fit = pose_from_rotation(warp.kabsch(lm[warp.RIGID], raised[warp.RIGID])[1])
+    assert abs(rigid_fit.pitch) > 2.0, rigid_fit  # what the whole rigid set read
 
 
 def test_eye_calibration_is_per_performer():

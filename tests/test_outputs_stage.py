@@ -176,6 +176,16 @@ def test_lossless_source_makes_a_recording_wait_instead_of_dropping(stats):
     assert record.closes == 1
 
 
+def test_an_unpaced_synthetic_driver_is_a_lossless_source_like_a_file():
+    """Rendered as fast as the pipeline takes frames (`capture.synthetic.realtime: false`, how the
+    benchmark clips are made), the synthetic driver has no clock to keep up with: a recording of it
+    must keep every frame, as one of a file does. Paced, it is live and a recorder must not hold it."""
+    from facecast.capture.synthetic import SyntheticConfig, SyntheticReader
+
+    assert SyntheticReader(SyntheticConfig(realtime=False), 64, 64, 60.0).lossless
+    assert not SyntheticReader(SyntheticConfig(realtime=True), 64, 64, 60.0).lossless
+
+
 def test_a_stuck_output_is_reported_by_the_watchdog(stats, caplog):
     stuck = Collecting("stuck", delivery="latest", delay_s=0.6)
     stage = OutputStage({}, stats, watchdog_s=0.3, outputs={"stuck": stuck})

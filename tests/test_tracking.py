@@ -8,6 +8,7 @@ import pytest
 
 from facecast.capture.synthetic import SyntheticConfig, synthetic_frames
 from facecast.tracking.face_mesh import FaceTracker, TrackingConfig, track_image
+from facecast.tracking.geometry import eye_openness
 from facecast.tracking.one_euro import SmoothingConfig
 from facecast.types import NUM_LANDMARKS
 
@@ -72,3 +73,34 @@ def test_tracker_recovers_the_synthetic_drivers_scripted_motion():
     truth_scale = np.array([f.truth.scale for f in frames])
     est_h = np.array([f[0].box[3] for f in faces], dtype=float)
     assert np.corrcoef(truth_scale, est_h)[0, 1] > 0.8
+
+
+def test_the_eyes_keep_a_quick_blinks_depth_through_the_smoothing():
+    """A blink lasts 0.1-0.2 s. The landmark filter keeps a still face still and would take much of
+    a blink's depth; the eye openness is read before it and smoothed on its own, so the tracked blink
+    goes about as deep as the raw tracker reads it."""
+    fps = 30.0
+    still = dict(roll_deg=0, yaw_deg=0, pitch_deg=0, mouth=0, shift=0, zoom=0)
+    frames = synthetic_frames(75, 480, 360, fps, SyntheticConfig(blink_period_s=0.8, blink_s=0.17, **still))
+    smoothed, raw = FaceTracker(TrackingConfig()), FaceTracker(TrackingConfig(smoothing=SmoothingConfig(enabled=False)))
+    try:
+        rows = []
+        for i, f in enumerate(frames):
+            (s,), (r,) = smoothed.detect(f.image, i / fps), raw.detect(f.image, i / fps)
+            # what the eyes read from the filtered landmarks (how they were read before)
+            from_landmarks = np.mean(eye_openness(s.landmarks))
+            rows.append((f.truth.eye_open, np.mean(s.eye_openness), np.mean(r.eye_openness), from_landmarks))
+    finally:
+        smoothed.close()
+        raw.close()
+    truth, tracked, unfiltered, landmark_filtered = np.array(rows[15:]).T  # after the filters settle
+    open_level = np.median(unfiltered[truth > 0.99])
+
+    def depth(series: np.ndarray) -> float:  # mean of each blink's deepest reading, below the open level
+        blinks = np.flatnonzero(truth < 0.5)
+        groups = np.split(blinks, np.flatnonzero(np.diff(blinks) > 1) + 1)
+        return float(np.mean([open_level - series[g].min() for g in groups if len(g)]))
+
+    assert depth(tracked) > 0.85 * depth(unfiltered), (depth(tracked), depth(unfiltered))
+    # and the landmark filter alone would not have done (the test tells the two apart)
+    assert depth(landmark_filtered) < 0.8 * depth(unfiltered), (depth(landmark_filtered), depth(unfiltered))

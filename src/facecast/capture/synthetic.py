@@ -70,6 +70,9 @@ class SyntheticReader(FrameReader):
         self.cfg = cfg
         self.width, self.height, self.fps = width, height, fps
         self.self_paced = not cfg.realtime  # not paced = render as fast as the queues take frames
+        # Not paced, it is a render like a file's frames (no clock to keep up with): every frame
+        # matters, so queues and recordings wait instead of dropping (a recording of it keeps all).
+        self.lossless = not cfg.realtime
         self.index = 0
         self._portrait: Image | None = None
         self._face_center = (0.0, 0.0)

@@ -546,8 +546,8 @@ class Retargeter:
         cfg, n = self.cfg, self.neutral
         assert n is not None
         cur = face.landmarks.astype(np.float64)
-        s, r, t = warp.kabsch(n.landmarks[warp.RIGID], cur[warp.RIGID])
-        pose = pose_from_rotation(r)
+        s, r, t = warp.kabsch(n.landmarks[warp.RIGID], cur[warp.RIGID])  # the skull frame, for the expression
+        pose = pose_from_rotation(warp.kabsch(n.landmarks[warp.POSE], cur[warp.POSE])[1])  # the angles shown
         pitch = float(np.clip(pose.pitch * cfg.pose.pitch, -MAX_ANGLE["pitch"], MAX_ANGLE["pitch"]))
         yaw = float(np.clip(pose.yaw * cfg.pose.yaw, -MAX_ANGLE["yaw"], MAX_ANGLE["yaw"]))
         roll = float(np.clip(pose.roll * cfg.pose.roll, -MAX_ANGLE["roll"], MAX_ANGLE["roll"]))

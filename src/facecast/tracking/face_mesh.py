@@ -105,6 +105,7 @@ class FaceTracker:
         self.cfg = cfg
         self._mesh = _face_mesh_graph(cfg, static_images)
         self._filters: list[OneEuroFilter] = []
+        self._eye_filters: list[OneEuroFilter] = []
         self._prep = FramePrep()
 
     def detect(self, image: Image, t: float | None = None) -> list[Face]:
@@ -114,24 +115,32 @@ class FaceTracker:
         found = result.multi_face_landmarks or []
         if len(found) != len(self._filters):
             # Faces entered or left: per-face filters would mix identities, so start them afresh.
-            self._filters = [OneEuroFilter.from_config(self.cfg.smoothing) for _ in found]
+            smoothing = self.cfg.smoothing
+            self._filters = [OneEuroFilter.from_config(smoothing) for _ in found]
+            self._eye_filters = [
+                OneEuroFilter(smoothing.eyes_min_cutoff, smoothing.eyes_beta, smoothing.d_cutoff) for _ in found
+            ]
         faces = []
         for i, face_landmarks in enumerate(found):
             lm = landmarks_from_proto(face_landmarks, w, h)
             if t is not None and self.cfg.smoothing.enabled:
-                lm = self._filters[i](lm, t)
-            faces.append(make_face(lm, w, h))
+                # The eyes from the raw landmarks, through their own quicker filter (blinks).
+                eyes = self._eye_filters[i](np.array(eye_openness(lm)), t)
+                faces.append(make_face(self._filters[i](lm, t), w, h, (float(eyes[0]), float(eyes[1]))))
+            else:
+                faces.append(make_face(lm, w, h))
         return faces
 
     def close(self) -> None:
         self._mesh.close()
 
 
-def make_face(lm: Landmarks, width: int, height: int) -> Face:
+def make_face(lm: Landmarks, width: int, height: int, eyes: tuple[float, float] | None = None) -> Face:
+    """`eyes`: the eye openness when read apart from `lm` (the tracker's own filter); None = from `lm`."""
     return Face(
         landmarks=lm,
         pose=head_pose(lm, width, height),
-        eye_openness=eye_openness(lm),
+        eye_openness=eye_openness(lm) if eyes is None else eyes,
         mouth_openness=mouth_openness(lm),
         box=face_box(lm, width, height),
     )

@@ -1,0 +1,227 @@
+"""How well `animate` (mesh) follows a performer on real videos, judged by a tracker we did not write.
+
+    .venv/bin/python tools/judge_animate.py VIDEO [VIDEO ...] [--set KEY=VALUE ...] [--json OUT]
+
+Each video is driven through facecast's own tracking stage and animate effect exactly as the live
+pipeline runs them (the config's smoothing and multipliers, each frame stamped with the video's
+time), rendering the bundled character. Then dlib's 68-point shape predictor (a different model
+from MediaPipe, its weights from the face-recognition-models package) reads the same signals from
+the driver's frame and from the character's frame:
+
+- eyes: each eye's aspect ratio (mean lid gap / eye width), image-left and image-right
+- pitch, yaw: where the nose tip stands against the eye corners, in eye widths, roll taken out
+  (points that move with the skull only; not degrees, but they move with the head's angles)
+- mouth: inner-lip gap / mouth width
+
+and the Pearson correlation of the two series is reported per video and signal. Frames where dlib
+finds no face in either image are left out (counted). Videos of your own are what this is for: the
+project's tests use generated faces (no real video is committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import cast
+
+import cv2
+import numpy as np
+
+from facecast.types import Image
+
+DETECT_EVERY = 10
+SIGNALS = ("eye_left", "eye_right", "eyes", "pitch", "yaw", "mouth")
+
+# Head turn and nod from points that move with the skull only: the nose tip against the eye
+# corners, in eye widths, with the head's roll taken out. The tip stands out in front of the eyes, so
+# it moves sideways as the head turns and up or down as it nods. No 3-D head model: solvePnP with one
+# (generic six points with the chin and the mouth corners, or the nose and the eye corners alone) read
+# an "O" mouth on a frontal face as 40 degrees of turn, and flipped between mirror solutions on
+# near-frontal faces. These are not degrees, but correlations only need them to move with the angles.
+_EYE_CORNERS = [36, 39, 42, 45]
+_NOSE_TIP = 30
+
+
+class Judge:
+    def __init__(self) -> None:
+        import importlib.util
+
+        import dlib
+
+        spec = importlib.util.find_spec("face_recognition_models")  # its weights; its module needs pkg_resources
+        if spec is None or spec.origin is None:
+            raise SystemExit("the judge needs dlib-bin and face-recognition-models (pip install -e '.[test]')")
+        models = Path(spec.origin).parent / "models"
+        self.detector = dlib.get_frontal_face_detector()
+        self.predictor = dlib.shape_predictor(str(models / "shape_predictor_68_face_landmarks.dat"))
+        self._dlib = dlib
+        self._boxes: dict = {}
+
+    def reset(self) -> None:
+        """Forget the tracked boxes (a new video)."""
+        self._boxes.clear()
+
+    def points(self, bgr: np.ndarray, key: str) -> np.ndarray | None:
+        """dlib's 68 points on the largest face. The detector runs every DETECT_EVERY frames per `key`
+        (and whenever the face was lost); between, its last box follows the points' centre."""
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        box, shifted_by, age = self._boxes.get(key, (None, None, 0))
+        if box is not None and age < DETECT_EVERY:
+            shape = self.predictor(gray, box)
+            p = np.array([(q.x, q.y) for q in shape.parts()], np.float64)
+            dx, dy = (p.mean(0) - shifted_by).round().astype(int)
+            moved = self._dlib.rectangle(box.left() + dx, box.top() + dy, box.right() + dx, box.bottom() + dy)
+            self._boxes[key] = (moved, p.mean(0), age + 1)
+            return p
+        scale = 1.0
+        if max(gray.shape) > 720:  # dlib's HOG detector is slow on large frames; landmarks at full size
+            scale = 720 / max(gray.shape)
+        small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+        faces = self.detector(small, 1)
+        if not faces:
+            self._boxes.pop(key, None)
+            return None
+        f = max(faces, key=lambda r: r.width() * r.height())
+        rect = self._dlib.rectangle(
+            int(f.left() / scale), int(f.top() / scale), int(f.right() / scale), int(f.bottom() / scale)
+        )
+        shape = self.predictor(gray, rect)
+        p = np.array([(q.x, q.y) for q in shape.parts()], np.float64)
+        self._boxes[key] = (rect, p.mean(0), 0)
+        return p
+
+    @staticmethod
+    def signals(p: np.ndarray, width: int, height: int) -> dict[str, float]:
+        def ear(i: int) -> float:  # points i..i+5: corner, two upper, corner, two lower
+            e = p[i : i + 6]
+            gaps = np.linalg.norm(e[1] - e[5]) + np.linalg.norm(e[2] - e[4])
+            return float(gaps / (2 * max(float(np.linalg.norm(e[0] - e[3])), 1e-6)))
+
+        eyes = p[_EYE_CORNERS]
+        axis = p[45] - p[36]
+        eye_width = max(float(np.linalg.norm(axis)), 1e-6)
+        c, s_ = axis / eye_width
+        nose = p[_NOSE_TIP] - eyes.mean(0)
+        across, down = c * nose[0] + s_ * nose[1], -s_ * nose[0] + c * nose[1]  # in the eyes' own frame
+        yaw, pitch = across / eye_width, down / eye_width
+        gap = np.linalg.norm(p[[61, 62, 63]] - p[[67, 66, 65]], axis=1).mean()
+        width_m = max(np.linalg.norm(p[48] - p[54]), 1e-6)
+        left, right = ear(36), ear(42)
+        return {
+            "eye_left": left,
+            "eye_right": right,
+            "eyes": (left + right) / 2,
+            "pitch": float(pitch),
+            "yaw": float(yaw),
+            "mouth": float(gap / width_m),
+        }
+
+
+def _pearson(a: list[float], b: list[float]) -> float | None:
+    x, y = np.asarray(a), np.asarray(b)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if len(x) < 10 or x.std() < 1e-9 or y.std() < 1e-9:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def judge_video(path: Path, overrides: list[str], judge: Judge, max_frames: int | None) -> dict:
+    from facecast.assets import bundled_characters_dir
+    from facecast.characters.library import CharacterLibrary, CharactersConfig
+    from facecast.config import load_config
+    from facecast.effects.animate_mesh import AnimateMesh, AnimateMeshConfig
+    from facecast.tracking.face_mesh import FaceTracker
+    from facecast.types import FramePacket
+
+    judge.reset()
+    # Rendered at 1024x1024 (the config's default is 512): the character's face is then about 120 px
+    # wide, enough for dlib's landmarks on the eyes (read on a 60 px face they were mostly noise).
+    size = ["effect.animate.width=1024", "effect.animate.height=1024"]
+    cfg = load_config(None, ["effect.animate.background=original", *size, *overrides])
+    animate = cfg.effect.animate
+    if not isinstance(animate, AnimateMeshConfig):
+        raise SystemExit("the judge drives animate's mesh backend (effect.animate.backend: mesh)")
+    library = CharacterLibrary(bundled_characters_dir(), CharactersConfig())
+    library.load_all()
+    effect = AnimateMesh(animate, library)
+    effect.start()
+    # The judge reads the character's face from a crop around it, enlarged so the face is about
+    # 300 px wide (the portrait's face is ~60 px in a 512 px output; dlib's detector misses such faces).
+    rig = effect.rig_for(library.active)
+    centre = rig.landmarks[:, :2].mean(0)
+    side = 2.2 * float(np.ptp(rig.landmarks[:, :2], axis=0).max())
+    x0, y0 = (np.maximum(centre - side / 2, 0)).astype(int)
+    x1, y1 = int(min(x0 + side, rig.width)), int(min(y0 + side, rig.height))
+    zoom = 660 / side
+    tracker = FaceTracker(cfg.tracking)
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
+    driver: dict[str, list[float]] = {k: [] for k in SIGNALS}
+    output: dict[str, list[float]] = {k: [] for k in SIGNALS}
+    frames = missed = 0
+    try:
+        while max_frames is None or frames < max_frames:
+            ok, read = cap.read()
+            if not ok:
+                break
+            frame = cast(Image, read)
+            t_ns = int(frames / fps * 1e9)
+            frames += 1
+            faces = tracker.detect(frame, t_ns / 1e9)
+            packet = FramePacket(seq=frames, t_capture_ns=t_ns, image=frame, faces=faces)
+            out = effect.apply(packet)
+            if frames <= animate.calibration_frames:
+                continue  # the neutral pose is being taken
+            crop = cv2.resize(out[y0:y1, x0:x1, :3], None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC)
+            p_in, p_out = judge.points(frame, "driver"), judge.points(crop, "output")
+            if p_in is None or p_out is None:
+                missed += 1
+                continue
+            s_in = judge.signals(p_in, frame.shape[1], frame.shape[0])
+            s_out = judge.signals(p_out, crop.shape[1], crop.shape[0])
+            for k in SIGNALS:
+                driver[k].append(s_in[k])
+                output[k].append(s_out[k])
+    finally:
+        cap.release()
+        tracker.close()
+    result = {"video": path.name, "frames": frames, "judged": len(driver["eyes"]), "missed": missed}
+    result["series"] = {"driver": driver, "output": output}
+    for k in SIGNALS:
+        result[k] = _pearson(driver[k], output[k])
+        result[f"{k}_driver_sd"] = float(np.nanstd(driver[k])) if driver[k] else None
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("videos", nargs="+", type=Path)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, as facecast run")
+    ap.add_argument("--frames", type=int, default=None, help="at most this many frames of each video")
+    ap.add_argument("--json", type=Path, default=None, help="write the per-video results here")
+    ap.add_argument("--series", action="store_true", help="keep each frame's readings in the JSON")
+    args = ap.parse_args(argv)
+    judge = Judge()
+    rows = []
+    for path in args.videos:
+        row = judge_video(path, args.set, judge, args.frames)
+        rows.append(row)
+        if not args.series:
+            row.pop("series")
+        cells = " ".join(f"{k}={row[k]:.3f}" if row[k] is not None else f"{k}=-" for k in SIGNALS)
+        print(f"{row['video']:>12} frames={row['frames']:4d} judged={row['judged']:4d} {cells}", flush=True)
+    summary = {}
+    for k in SIGNALS:
+        vals = [r[k] for r in rows if r[k] is not None]
+        summary[k] = float(np.mean(vals)) if vals else None
+    print("mean over videos: " + " ".join(f"{k}={v:.3f}" if v is not None else f"{k}=-" for k, v in summary.items()))
+    if args.json:
+        args.json.write_text(json.dumps({"videos": rows, "mean": summary, "overrides": args.set}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
