@@ -34,7 +34,7 @@ def test_the_judge_reads_the_driver_right_and_sees_the_character_follow_it(tmp_p
     judge = judge_animate.Judge()
 
     # The judge itself, against the driver's scripted motion (frames straight from the renderer).
-    read = [judge.signals(judge.points(f.image, "truth"), 480, 360) for f in frames]
+    read = [judge.signals(judge.points(f.image, "truth")) for f in frames]
     assert np.corrcoef([f.truth.yaw_deg for f in frames], [r["yaw"] for r in read])[0, 1] > 0.97
     assert np.corrcoef([f.truth.eye_open for f in frames], [r["eyes"] for r in read])[0, 1] > 0.8
 

@@ -4,9 +4,9 @@
 
 Each video is driven through facecast's own tracking stage and animate effect exactly as the live
 pipeline runs them (the config's smoothing and multipliers, each frame stamped with the video's
-time), rendering the bundled character. Then dlib's 68-point shape predictor (a different model
-from MediaPipe, its weights from the face-recognition-models package) reads the same signals from
-the driver's frame and from the character's frame:
+time), rendering the bundled character at 1024x1024. Then dlib's 68-point shape predictor (a
+different model from MediaPipe, its weights from the face-recognition-models package) reads the
+same signals from the driver's frame and from the character's frame:
 
 - eyes: each eye's aspect ratio (mean lid gap / eye width), image-left and image-right
 - pitch, yaw: where the nose tip stands against the eye corners, in eye widths, roll taken out
@@ -93,7 +93,9 @@ class Judge:
         return p
 
     @staticmethod
-    def signals(p: np.ndarray, width: int, height: int) -> dict[str, float]:
+    def signals(p: np.ndarray) -> dict[str, float]:
+        """The judged signals from 68 points (all ratios: no image size needed)."""
+
         def ear(i: int) -> float:  # points i..i+5: corner, two upper, corner, two lower
             e = p[i : i + 6]
             gaps = np.linalg.norm(e[1] - e[5]) + np.linalg.norm(e[2] - e[4])
@@ -180,8 +182,8 @@ def judge_video(path: Path, overrides: list[str], judge: Judge, max_frames: int 
             if p_in is None or p_out is None:
                 missed += 1
                 continue
-            s_in = judge.signals(p_in, frame.shape[1], frame.shape[0])
-            s_out = judge.signals(p_out, crop.shape[1], crop.shape[0])
+            s_in = judge.signals(p_in)
+            s_out = judge.signals(p_out)
             for k in SIGNALS:
                 driver[k].append(s_in[k])
                 output[k].append(s_out[k])
