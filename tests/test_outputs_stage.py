@@ -176,14 +176,29 @@ def test_lossless_source_makes_a_recording_wait_instead_of_dropping(stats):
     assert record.closes == 1
 
 
-def test_an_unpaced_synthetic_driver_is_a_lossless_source_like_a_file():
+def test_an_unpaced_synthetic_driver_is_a_lossless_source_like_a_file(stats):
     """Rendered as fast as the pipeline takes frames (`capture.synthetic.realtime: false`, how the
     benchmark clips are made), the synthetic driver has no clock to keep up with: a recording of it
-    must keep every frame, as one of a file does. Paced, it is live and a recorder must not hold it."""
-    from facecast.capture.synthetic import SyntheticConfig, SyntheticReader
+    must keep every frame, as one of a file does. Paced, it is live and a recorder must not hold it.
+    Wired as the daemon wires it: the capture stage's `lossless` goes to the output stage."""
+    from facecast.capture.stage import CaptureConfig, CaptureStage, make_reader
+    from facecast.capture.synthetic import SyntheticConfig
 
-    assert SyntheticReader(SyntheticConfig(realtime=False), 64, 64, 60.0).lossless
-    assert not SyntheticReader(SyntheticConfig(realtime=True), 64, 64, 60.0).lossless
+    def capture(realtime: bool) -> CaptureStage:
+        return CaptureStage(
+            make_reader(CaptureConfig(source="synthetic", synthetic=SyntheticConfig(realtime=realtime)))
+        )
+
+    assert not capture(realtime=True).lossless
+    record = Collecting("rec", delivery="every", delay_s=0.002)
+    stage = OutputStage({}, stats, lossless=capture(realtime=False).lossless, outputs={"rec": record})
+    stage.start()
+    try:
+        for seq in range(100):  # as fast as possible: far more than the 32-frame queue
+            stage.process(packet(seq))
+    finally:
+        stage.close()
+    assert record.seqs == list(range(100))
 
 
 def test_a_stuck_output_is_reported_by_the_watchdog(stats, caplog):

@@ -13,7 +13,8 @@ same signals from the driver's frame and from the character's frame:
   (points that move with the skull only; not degrees, but they move with the head's angles)
 - mouth: inner-lip gap / mouth width
 
-and the Pearson correlation of the two series is reported per video and signal. Frames where dlib
+and the Pearson correlation of the two series is reported per video and signal, with the mean
+over videos and the correlation pooled over all judged frames (each video centred). Frames where dlib
 finds no face in either image are left out (counted). Videos of your own are what this is for: the
 project's tests use generated faces (no real video is committed).
 """
@@ -130,6 +131,23 @@ def _pearson(a: list[float], b: list[float]) -> float | None:
     return float(np.corrcoef(x, y)[0, 1])
 
 
+def pooled(rows: list[dict]) -> dict[str, float | None]:
+    """Each signal's correlation over all videos' judged frames, each video's series centred on its
+    own median first (so a video with more frames or more motion counts for more, and the videos'
+    different resting levels do not)."""
+    result: dict[str, float | None] = {}
+    for k in SIGNALS:
+        a: list[float] = []
+        b: list[float] = []
+        for row in rows:
+            d, o = np.asarray(row["series"]["driver"][k]), np.asarray(row["series"]["output"][k])
+            if len(d):
+                a += list(d - np.median(d))
+                b += list(o - np.median(o))
+        result[k] = _pearson(a, b)
+    return result
+
+
 def judge_video(path: Path, overrides: list[str], judge: Judge, max_frames: int | None) -> dict:
     from facecast.assets import bundled_characters_dir
     from facecast.characters.library import CharacterLibrary, CharactersConfig
@@ -151,7 +169,7 @@ def judge_video(path: Path, overrides: list[str], judge: Judge, max_frames: int 
     effect = AnimateMesh(animate, library)
     effect.start()
     # The judge reads the character's face from a crop around it, enlarged so the face is about
-    # 300 px wide (the portrait's face is ~60 px in a 512 px output; dlib's detector misses such faces).
+    # 300 px wide (dlib's detector is tuned for faces of that size).
     rig = effect.rig_for(library.active)
     centre = rig.landmarks[:, :2].mean(0)
     side = 2.2 * float(np.ptp(rig.landmarks[:, :2], axis=0).max())
@@ -211,17 +229,25 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.videos:
         row = judge_video(path, args.set, judge, args.frames)
         rows.append(row)
-        if not args.series:
-            row.pop("series")
         cells = " ".join(f"{k}={row[k]:.3f}" if row[k] is not None else f"{k}=-" for k in SIGNALS)
         print(f"{row['video']:>12} frames={row['frames']:4d} judged={row['judged']:4d} {cells}", flush=True)
-    summary = {}
+    summary: dict[str, float | None] = {}
     for k in SIGNALS:
         vals = [r[k] for r in rows if r[k] is not None]
         summary[k] = float(np.mean(vals)) if vals else None
-    print("mean over videos: " + " ".join(f"{k}={v:.3f}" if v is not None else f"{k}=-" for k, v in summary.items()))
+    pool = pooled(rows)
+
+    def line(values: dict[str, float | None]) -> str:
+        return " ".join(f"{k}={v:.3f}" if v is not None else f"{k}=-" for k, v in values.items())
+
+    print("mean over videos: " + line(summary))
+    print(f"pooled ({sum(r['judged'] for r in rows)} frames): " + line(pool))
+    if not args.series:
+        for row in rows:
+            row.pop("series")
     if args.json:
-        args.json.write_text(json.dumps({"videos": rows, "mean": summary, "overrides": args.set}, indent=2))
+        report = {"videos": rows, "mean": summary, "pooled": pool, "overrides": args.set}
+        args.json.write_text(json.dumps(report, indent=2))
     return 0
 
 
