@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
@@ -104,3 +108,22 @@ def test_the_eyes_keep_a_quick_blinks_depth_through_the_smoothing():
     assert depth(tracked) > 0.85 * depth(unfiltered), (depth(tracked), depth(unfiltered))
     # and the landmark filter alone would not have done (the test tells the two apart)
     assert depth(landmark_filtered) < 0.8 * depth(unfiltered), (depth(landmark_filtered), depth(unfiltered))
+
+
+def test_importing_the_face_mesh_defers_matplotlib_until_something_draws():
+    """mediapipe imports matplotlib.pyplot (a plotting helper facecast never calls): deferred, it is
+    not loaded at start, yet the real module arrives when something uses it."""
+    probe = (
+        "import sys\n"
+        "from facecast.tracking.face_mesh import FaceTracker, TrackingConfig\n"
+        "FaceTracker(TrackingConfig())\n"
+        "print('loaded_at_start', 'matplotlib.figure' in sys.modules)\n"
+        "from mediapipe.python.solutions import drawing_utils\n"
+        "figure = drawing_utils.plt.figure()\n"
+        "print('draws', type(figure).__module__, type(sys.modules['matplotlib.pyplot']).__name__)\n"
+    )
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "loaded_at_start False" in out.stdout
+    assert "draws matplotlib.figure module" in out.stdout

@@ -165,9 +165,9 @@ class CharacterAnalyser:
 
     def segment(self, image: Image) -> npt.NDArray[np.float32]:
         if self._segmenter is None:
-            from mediapipe.python.solutions.selfie_segmentation import SelfieSegmentation
+            from facecast.tracking.mediapipe_solutions import solution
 
-            self._segmenter = SelfieSegmentation(model_selection=0)
+            self._segmenter = solution("selfie_segmentation").SelfieSegmentation(model_selection=0)
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         return self._segmenter.process(rgb).segmentation_mask.astype(np.float32)
 

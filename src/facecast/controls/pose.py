@@ -79,7 +79,9 @@ class PoseEstimator:
     """MediaPipe Pose in video mode (frames in order), with its person segmentation. One thread."""
 
     def __init__(self, static_images: bool = False, min_confidence: float = 0.5) -> None:
-        from mediapipe.python.solutions.pose import Pose
+        from facecast.tracking.mediapipe_solutions import solution
+
+        Pose = solution("pose").Pose
 
         # model_complexity=1 is the full landmark model, the one the wheel bundles (0 and 2 would be
         # downloaded on first use).

@@ -40,7 +40,9 @@ class TrackingConfig(StrictModel):
 # -- MediaPipe ------------------------------------------------------------------------------------
 def _face_mesh_graph(cfg: TrackingConfig, static_images: bool):
     try:
-        from mediapipe.python.solutions.face_mesh import FaceMesh
+        from facecast.tracking.mediapipe_solutions import solution
+
+        FaceMesh = solution("face_mesh").FaceMesh
     except ImportError as exc:  # pragma: no cover - mediapipe is a core requirement
         raise StartupError(f"tracking needs mediapipe==0.10.21 ({exc}); run: make run") from exc
     return FaceMesh(

@@ -88,7 +88,9 @@ class HandTracker:
 
     def __init__(self, max_hands: int = MAX_HANDS, search_every: int = SEARCH_EVERY) -> None:
         try:
-            from mediapipe.python.solutions.hands import Hands
+            from facecast.tracking.mediapipe_solutions import solution
+
+            Hands = solution("hands").Hands
         except ImportError as exc:  # pragma: no cover - mediapipe is a core requirement
             raise StartupError(f"hand occlusion needs mediapipe==0.10.21 ({exc}); run: make run") from exc
         # model_complexity 0: the lite palm detector and landmark model, both in the wheel.
