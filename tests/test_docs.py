@@ -167,6 +167,8 @@ HANDLING: dict[str, Skip | Interrupt | Bounded | NeedsDaemon] = {
     r"facecast jobs submit generate\b": Skip("needs a diffusion model folder (a download of several GB)"),
     r"^make run\b": Interrupt(),
     r"facecast run\b(?!.*--(frames|seconds)\b)": Interrupt(),
+    r"facecast run\b.*--frames\b": Bounded("--frames 60", "a run of hundreds of frames takes as long at 60 fps"),
+    r"facecast run\b.*--seconds\b": Bounded("--seconds 3", "a run of many seconds takes them"),
     r"facecast bench\b|tools/benchmark\.py": Bounded(
         "--frames 20 --warmup 5 --rounds 1",
         "300 frames per run (and 5 rounds of 2 runs with --compare) take minutes on 2 cores; the "

@@ -23,7 +23,7 @@ from tests.conftest import REPO, facecast_env, free_port, popen_facecast
 
 TOKEN = "reliability-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-FUZZ_EXAMPLES = 20  # per operation and phase: about a minute on two busy cores
+FUZZ_EXAMPLES = 10  # per operation and phase: every operation fuzzed, about a minute on two cores
 
 
 class Daemon:
