@@ -383,7 +383,7 @@ def test_a_run_that_makes_another_size_says_so_in_the_job_and_keeps_the_frames(t
 def test_no_audio_on_the_command_line_is_the_audio_param():
     import argparse
 
-    from facecast.jobs.kinds.generate import add_cli_arguments, cli_params
+    from facecast.jobs.kinds.generate_cli import add_cli_arguments, cli_params
 
     parser = argparse.ArgumentParser()
     add_cli_arguments(parser)

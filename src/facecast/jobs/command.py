@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     swap.add_argument("--target", required=True, metavar="VIDEO")
     swap.add_argument("--backend", choices=["mesh", "inswapper"])
     generate = kinds.add_parser("generate", help="text- or image-to-video with a diffusion model, in shots")
-    from facecast.jobs.kinds.generate import add_cli_arguments as add_generate_arguments
+    from facecast.jobs.kinds.generate_cli import add_cli_arguments as add_generate_arguments
 
     add_generate_arguments(generate)
     replace = kinds.add_parser("replace", help="a character in the performer's place in a video (Wan-Animate/VACE)")
@@ -74,7 +74,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
         p = cli_params(args, absolute)
     else:
-        from facecast.jobs.kinds.generate import cli_params as generate_params
+        from facecast.jobs.kinds.generate_cli import cli_params as generate_params
 
         p = generate_params(args, absolute)
     if getattr(args, "backend", None):
