@@ -44,3 +44,5 @@ def test_the_judge_reads_the_driver_right_and_sees_the_character_follow_it(tmp_p
     assert result["yaw"] > 0.9, result
     assert result["eyes"] > 0.7, result
     assert result["mouth"] > 0.85, result
+    # The turn facecast asked for, against the judge's readings of the driver and the character (0.99, 0.98).
+    assert result["yaw_asked_driver"] > 0.9 and result["yaw_asked_output"] > 0.9, result

@@ -14,9 +14,12 @@ same signals from the driver's frame and from the character's frame:
 - mouth: inner-lip gap / mouth width
 
 and the Pearson correlation of the two series is reported per video and signal, with the mean
-over videos and the correlation pooled over all judged frames (each video centred). Frames where dlib
-finds no face in either image are left out (counted). Videos of your own are what this is for: the
-project's tests use generated faces (no real video is committed).
+over videos and the correlation pooled over all judged frames (each video centred). For the head's
+angles it also tells the two steps apart: `pitch_asked_driver` correlates the nod facecast asked
+the character for (tracking and retargeting) with the judge's reading of the performer, and
+`pitch_asked_output` the same nod with the judge's reading of the character (rendering); `yaw_*`
+likewise. Frames where dlib finds no face in either image are left out (counted). Videos of your
+own are what this is for: the project's tests use generated faces (no real video is committed).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from facecast.types import Image
 
 DETECT_EVERY = 10
 SIGNALS = ("eye_left", "eye_right", "eyes", "pitch", "yaw", "mouth")
+# RigParams' angles as the judge's readings run: its pitch is chin up > 0, the judge's nose down > 0.
+ASKED_SIGN = {"pitch": -1.0, "yaw": 1.0}
 
 # Head turn and nod from points that move with the skull only: the nose tip against the eye
 # corners, in eye widths, with the head's roll taken out. The tip stands out in front of the eyes, so
@@ -134,17 +139,21 @@ def _pearson(a: list[float], b: list[float]) -> float | None:
 def pooled(rows: list[dict]) -> dict[str, float | None]:
     """Each signal's correlation over all videos' judged frames, each video's series centred on its
     own median first (so a video with more frames or more motion counts for more, and the videos'
-    different resting levels do not)."""
+    different resting levels do not). The asked angles' splits (see the module's docstring) too."""
+    pairs = {k: (("driver", k), ("output", k)) for k in SIGNALS}
+    for k in ASKED_SIGN:
+        pairs[f"{k}_asked_driver"] = (("asked", k), ("driver", k))
+        pairs[f"{k}_asked_output"] = (("asked", k), ("output", k))
     result: dict[str, float | None] = {}
-    for k in SIGNALS:
+    for name, ((sa, ka), (sb, kb)) in pairs.items():
         a: list[float] = []
         b: list[float] = []
         for row in rows:
-            d, o = np.asarray(row["series"]["driver"][k]), np.asarray(row["series"]["output"][k])
-            if len(d):
-                a += list(d - np.median(d))
-                b += list(o - np.median(o))
-        result[k] = _pearson(a, b)
+            x, y = np.asarray(row["series"][sa][ka]), np.asarray(row["series"][sb][kb])
+            if len(x) and np.isfinite(x).any():
+                a += list(x - np.nanmedian(x))
+                b += list(y - np.median(y))
+        result[name] = _pearson(a, b)
     return result
 
 
@@ -181,6 +190,7 @@ def judge_video(path: Path, overrides: list[str], judge: Judge, max_frames: int 
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     driver: dict[str, list[float]] = {k: [] for k in SIGNALS}
     output: dict[str, list[float]] = {k: [] for k in SIGNALS}
+    asked: dict[str, list[float]] = {k: [] for k in ASKED_SIGN}
     frames = missed = 0
     try:
         while max_frames is None or frames < max_frames:
@@ -205,14 +215,20 @@ def judge_video(path: Path, overrides: list[str], judge: Judge, max_frames: int 
             for k in SIGNALS:
                 driver[k].append(s_in[k])
                 output[k].append(s_out[k])
+            params = effect.last_params
+            for k, sign in ASKED_SIGN.items():
+                asked[k].append(sign * getattr(params, k) if params is not None else float("nan"))
     finally:
         cap.release()
         tracker.close()
     result = {"video": path.name, "frames": frames, "judged": len(driver["eyes"]), "missed": missed}
-    result["series"] = {"driver": driver, "output": output}
+    result["series"] = {"driver": driver, "output": output, "asked": asked}
     for k in SIGNALS:
         result[k] = _pearson(driver[k], output[k])
         result[f"{k}_driver_sd"] = float(np.nanstd(driver[k])) if driver[k] else None
+    for k in ASKED_SIGN:
+        result[f"{k}_asked_driver"] = _pearson(asked[k], driver[k])
+        result[f"{k}_asked_output"] = _pearson(asked[k], output[k])
     return result
 
 
@@ -229,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.videos:
         row = judge_video(path, args.set, judge, args.frames)
         rows.append(row)
-        cells = " ".join(f"{k}={row[k]:.3f}" if row[k] is not None else f"{k}=-" for k in SIGNALS)
+        keys = [*SIGNALS, *(f"{k}_asked_{s}" for k in ASKED_SIGN for s in ("driver", "output"))]
+        cells = " ".join(f"{k}={row[k]:.3f}" if row[k] is not None else f"{k}=-" for k in keys)
         print(f"{row['video']:>12} frames={row['frames']:4d} judged={row['judged']:4d} {cells}", flush=True)
     summary: dict[str, float | None] = {}
     for k in SIGNALS:

@@ -629,6 +629,7 @@ class AnimateMesh(Effect):
         self._retarget = Retargeter(cfg)
         self._recalibrate = threading.Event()
         self._blank: Image | None = None
+        self.last_params: RigParams | None = None  # what the character was last asked to do (tools read it)
 
     def start(self) -> None:
         for character in getattr(self.characters, "characters", lambda: [])():
@@ -656,6 +657,7 @@ class AnimateMesh(Effect):
         faces = packet.faces or []
         face = max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None
         params = self._retarget.update(face, packet.t_capture_ns / 1e9, rig)
+        self.last_params = params
         return compose_background(rig.render(params), self.cfg.background, self.cfg.background_color)
 
     def _no_character(self) -> Image:
