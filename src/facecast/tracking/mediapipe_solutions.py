@@ -15,8 +15,10 @@ already registered lazy module reads its `__spec__`, which loads it.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 import threading
+from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 DEFERRED = ("matplotlib.pyplot", "sounddevice")
@@ -25,11 +27,13 @@ _lock = threading.RLock()  # re-entrant: loading pyplot first loads its deferred
 
 class DeferredModule(ModuleType):
     """Stands in for a module until one of its attributes is first asked for; then imports it and
-    hands every lookup to it. `__spec__` is None, as for a module that is fully initialised."""
+    hands every lookup to it. Its `__spec__` is the real one for a top-level package, a bare one
+    naming the module below it (never None: `importlib.util.find_spec`, which diffusers calls to see
+    what is installed, refuses a module without one)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, spec: ModuleSpec) -> None:
         super().__init__(name)
-        self.__spec__ = None
+        self.__spec__ = spec
         self.__dict__["_real"] = None
 
     def __getattr__(self, attr: str):  # only called for attributes the stand-in does not have
@@ -47,16 +51,24 @@ class DeferredModule(ModuleType):
 
 def _defer(name: str) -> ModuleType | None:
     """A stand-in for `name` and for each package above it that is not imported yet (`import a.b as c`
-    imports package a, then reads its attribute b)."""
+    imports package a, then reads its attribute b). Nothing for a package that is not installed."""
     if name in sys.modules:
         return None
-    module = DeferredModule(name)
-    sys.modules[name] = module
     parent, _, child = name.rpartition(".")
-    if parent:
-        above = _defer(parent)
-        if above is not None:
-            above.__dict__[child] = module
+    if not parent:
+        spec = importlib.util.find_spec(name)  # a top-level name: found without importing anything
+        if spec is None:
+            return None
+        module = DeferredModule(name, spec)
+        sys.modules[name] = module
+        return module
+    if parent not in sys.modules and _defer(parent) is None:
+        return None
+    module = DeferredModule(name, ModuleSpec(name, None))
+    sys.modules[name] = module
+    above = sys.modules[parent]
+    if isinstance(above, DeferredModule):
+        above.__dict__[child] = module
     return module
 
 
