@@ -86,6 +86,12 @@ def synthetic_video(tmp_path: Path):
 _USER_DIRS = Path(tempfile.mkdtemp(prefix="facecast-test-home-"))
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    import shutil
+
+    shutil.rmtree(_USER_DIRS, ignore_errors=True)
+
+
 def facecast_env() -> dict[str, str]:
     env = dict(os.environ)
     env.pop("DISPLAY", None)  # no preview window unless a test asks for one

@@ -4,6 +4,7 @@ jobs back to back while the live pipeline is measured: the live effect applied t
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import threading
 import time
@@ -153,7 +154,16 @@ class BatchLoad:
                 job={k: stored[k] for k in ("mode", "steps", "frames", "width", "height") if k in stored},
                 steps_per_s=round(steps / elapsed, 3) if elapsed > 0 else None,
             )
+        self.close()
         return figures
+
+    def close(self) -> None:
+        """Stop the batch thread if it runs and remove the scratch folder (the clip, the queue, the jobs'
+        outputs). Also after a measurement that failed."""
+        if self.service is not None:
+            self.service.close()
+            self.service = None
+        shutil.rmtree(self._dir, ignore_errors=True)
 
     def _job_frames(self) -> int:
         if self.kind != "generate":
@@ -181,39 +191,42 @@ def jobs_throughput(cfg, count: int, executors: list[str], kind: str = "animate"
     image = str(bundled_characters_dir() / "astronaut.png")
     params = {"character": image, "driving": str(clip)} if kind == "animate" else {"face": image, "target": str(clip)}
     runs = []
-    for name in executors:
-        folder = work / name
-        folder.mkdir()
-        jobs_cfg = cfg.jobs.model_copy(
-            update={"db": folder / "jobs.sqlite", "output_dirs": [folder], "input_dirs": [work], "executor": name}
-        )
-        run_cfg = cfg.model_copy(update={"jobs": jobs_cfg})
-        service = JobService(jobs_cfg, default_kinds(run_cfg), executor=make_executor(run_cfg))
-        try:
-            for i in range(count):
-                service.submit(kind, params, str(folder / f"out-{i}.mp4"))
-            t0 = time.monotonic()
-            service.runner.start()  # ExecutorUnavailable (no Ray, no cluster) says why
-            while True:
-                counts = service.store.counts()
-                if counts["done"] + counts["failed"] + counts["cancelled"] >= count:
-                    break
-                time.sleep(0.1)
-            wall = time.monotonic() - t0
-        finally:
-            service.close()
-        runs.append(
-            {
-                "executor": name,
-                "slots": service.runner.executor.slots,
-                "jobs": count,
-                "done": counts["done"],
-                "failed": counts["failed"],
-                "wall_s": round(wall, 2),
-                "jobs_per_min": round(counts["done"] / wall * 60, 2) if wall > 0 else None,
-                "errors": sorted({j.error or "" for j in service.store.list("failed")}) if counts["failed"] else [],
-            }
-        )
+    try:  # the clip, the queues and the outputs are scratch: removed whatever happens
+        for name in executors:
+            folder = work / name
+            folder.mkdir()
+            jobs_cfg = cfg.jobs.model_copy(
+                update={"db": folder / "jobs.sqlite", "output_dirs": [folder], "input_dirs": [work], "executor": name}
+            )
+            run_cfg = cfg.model_copy(update={"jobs": jobs_cfg})
+            service = JobService(jobs_cfg, default_kinds(run_cfg), executor=make_executor(run_cfg))
+            try:
+                for i in range(count):
+                    service.submit(kind, params, str(folder / f"out-{i}.mp4"))
+                t0 = time.monotonic()
+                service.runner.start()  # ExecutorUnavailable (no Ray, no cluster) says why
+                while True:
+                    counts = service.store.counts()
+                    if counts["done"] + counts["failed"] + counts["cancelled"] >= count:
+                        break
+                    time.sleep(0.1)
+                wall = time.monotonic() - t0
+            finally:
+                service.close()
+            runs.append(
+                {
+                    "executor": name,
+                    "slots": service.runner.executor.slots,
+                    "jobs": count,
+                    "done": counts["done"],
+                    "failed": counts["failed"],
+                    "wall_s": round(wall, 2),
+                    "jobs_per_min": round(counts["done"] / wall * 60, 2) if wall > 0 else None,
+                    "errors": sorted({j.error or "" for j in service.store.list("failed")}) if counts["failed"] else [],
+                }
+            )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return {"kind": kind, "clip_frames": CLIP_FRAMES, "clip_size": list(CLIP_SIZE), "runs": runs}
 
 

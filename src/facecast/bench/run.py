@@ -325,6 +325,8 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
     finally:
         if monitoring:
             monitor.stop()
+        if batch is not None:
+            batch.close()  # a no-op after batch.stop(); after a failure it stops the batch thread
         clean = daemon.stop()
     if not clean:
         log.warning("some pipeline threads did not stop in time; the figures are still valid")
