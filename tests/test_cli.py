@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 
-from tests.conftest import count_frames, popen_facecast, run_facecast
+from tests.conftest import count_frames, facecast_env, free_port, popen_facecast, run_facecast
 
 
 def test_run_on_a_video_file_records_exactly_n_frames(synthetic_video, tmp_path):
@@ -97,3 +99,21 @@ def test_doctor_reports_the_machine():
     for expected in ("Python 3.", "OS:", "CPU:", "onnxruntime", "CPUExecutionProvider", "display:", "NDI:"):
         assert expected in out, out
     assert "GPU" in out
+
+
+def test_ctl_reads_only_the_control_section_and_imports_no_stage():
+    """`facecast ctl` (a hotkey script, a Stream Deck button) starts without importing the stages'
+    modules; a wrong control section is still named, key and reason."""
+    probe = (
+        "import sys\n"
+        "from facecast.cli import main\n"
+        f"rc = main(['ctl', '--set', 'control.port={free_port()}', '--set', 'capture.fps=unused', 'state'])\n"
+        "print('rc', rc, 'loaded', [m for m in ('cv2', 'facecast.config', 'mediapipe') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=facecast_env())
+    assert "rc 3 loaded []" in out.stdout, out.stdout + out.stderr  # 3: no daemon answers there
+    assert "no facecast daemon answers" in out.stderr
+
+    wrong = run_facecast("ctl", "--set", "control.port=eighty", "state")
+    assert wrong.returncode == 2
+    assert "control.port" in wrong.stderr and "integer" in wrong.stderr

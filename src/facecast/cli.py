@@ -25,8 +25,14 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every subcommand; only `command`'s with its arguments when one is named (the others are listed
+    with their help line). Their argument code lives with the code that runs them and imports it
+    (OpenCV, the job kinds, the model registry): half a second that `facecast ctl` should not pay."""
     from facecast import __version__
+
+    def full(name: str) -> bool:
+        return command is None or command == name
 
     parser = argparse.ArgumentParser(
         prog="facecast", description="Real-time face animation and face swap for livestreams."
@@ -46,19 +52,21 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="what this machine offers: GPU, providers, cameras, display, outputs")
     _add_config_args(doctor)
 
-    from facecast.jobs.command import add_arguments as add_jobs_arguments
-
     jobs = sub.add_parser(
         "jobs", help="offline video jobs: submit animate|swap|generate, list, show, cancel, retry, run"
     )
-    _add_config_args(jobs)
-    add_jobs_arguments(jobs)
+    if full("jobs"):
+        from facecast.jobs.command import add_arguments as add_jobs_arguments
 
-    from facecast.models.command import add_arguments as add_models_arguments
+        _add_config_args(jobs)
+        add_jobs_arguments(jobs)
 
     models = sub.add_parser("models", help="model weights for the neural effects: list | download NAME | verify")
-    _add_config_args(models)
-    add_models_arguments(models)
+    if full("models"):
+        from facecast.models.command import add_arguments as add_models_arguments
+
+        _add_config_args(models)
+        add_models_arguments(models)
 
     ctl = sub.add_parser(
         "ctl",
@@ -81,19 +89,30 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("action", metavar="COMMAND", help="state, stats, actions, characters, upload, watch or an action")
     ctl.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="the action's arguments")
 
-    from facecast.bench.args import add_arguments as add_bench_arguments
-
     bench = sub.add_parser("bench", help="measure fps, latency and resources of the real pipeline on this machine")
-    _add_config_args(bench)
-    add_bench_arguments(bench)
+    if full("bench"):
+        from facecast.bench.args import add_arguments as add_bench_arguments
 
-    from facecast.render import add_parser as add_render_parsers
+        _add_config_args(bench)
+        add_bench_arguments(bench)
 
-    add_render_parsers(sub, _add_config_args)  # `render animate|swap` and `character check`
+    render = sub.add_parser("render", help="apply animate or swap to a video file (keeps fps, frame count, audio)")
+    if full("render"):
+        from facecast.render import add_render_arguments
 
-    from facecast.analyze.camera import add_parser as add_analyze_parser
+        add_render_arguments(render, _add_config_args)  # `render animate|swap`
 
-    add_analyze_parser(sub)  # `analyze VIDEO`: camera movement per segment
+    character = sub.add_parser("character", help="character images: check PATH... says whether each is usable")
+    if full("character"):
+        from facecast.render import add_character_arguments
+
+        add_character_arguments(character, _add_config_args)  # `character check`
+
+    analyze = sub.add_parser("analyze", help="a video's camera movement per segment (pan, tilt, zoom, shake)")
+    if full("analyze"):
+        from facecast.analyze.camera import add_arguments as add_analyze_arguments
+
+        add_analyze_arguments(analyze)  # `analyze VIDEO`
     return parser
 
 
@@ -133,8 +152,43 @@ def _exit_past_the_shutdown_limit(rc: int) -> None:
     os._exit(rc or 1)
 
 
+def _ctl(args: argparse.Namespace) -> int:
+    """`facecast ctl`: it talks to a daemon that checked its whole config when it started, so it reads
+    only the `control:` section (a quarter of the start-up: the whole config imports every stage),
+    and the whole config only for the commands that wait as long as pipeline.shutdown_timeout_s, or
+    to name the key and the allowed values when the section is wrong."""
+    from pydantic import ValidationError
+
+    from facecast.config_file import ConfigError, default_config_path, read_config_file
+    from facecast.control.client import run_ctl
+    from facecast.control.config import ControlConfig
+
+    timeout = args.timeout
+    try:
+        if timeout is None and args.action in ("quit", "record", "output"):
+            cfg = _load(args)  # stopping a recording waits for its remux: give it the daemon's own limit
+            control, timeout = cfg.control, cfg.pipeline.shutdown_timeout_s + 5.0
+        else:
+            path = args.config if args.config is not None else default_config_path()
+            section = read_config_file(path, args.overrides)[0].get("control")
+            try:
+                control = ControlConfig.model_validate(section if section is not None else {})
+            except ValidationError:
+                _load(args)  # raises ConfigError with the message every command gives
+                raise
+            timeout = 5.0 if timeout is None else timeout
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    return run_ctl(control, args.action, args.args, url=args.url, token=args.token, as_json=args.json, timeout=timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv and not argv[0].startswith("-") else None
+    args = build_parser(command).parse_args(argv)
+    if args.command == "ctl":
+        return _ctl(args)
     if args.command == "analyze":
         from facecast.analyze.camera import run_analyze
 
@@ -172,16 +226,6 @@ def main(argv: list[str] | None = None) -> int:
         from facecast.models.command import run_models
 
         return run_models(args, cfg.models.resolved_dir())
-    if args.command == "ctl":
-        from facecast.control.client import run_ctl
-
-        timeout = args.timeout
-        if timeout is None:  # stopping a recording waits for its remux: give it the daemon's own limit
-            finalises = args.action in ("quit", "record", "output")
-            timeout = cfg.pipeline.shutdown_timeout_s + 5.0 if finalises else 5.0
-        return run_ctl(
-            cfg.control, args.action, args.args, url=args.url, token=args.token, as_json=args.json, timeout=timeout
-        )
     if args.command == "render":
         from facecast.render import run_render
 

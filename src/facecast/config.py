@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from facecast.capture.stage import CaptureConfig
 from facecast.characters.library import CharactersConfig
+from facecast.config_file import (  # noqa: F401  (re-exported: the names callers import from here)
+    DEFAULT_CONFIG_FILE,
+    DISCRIMINATORS,
+    ConfigError,
+    apply_override,
+    default_config_path,
+    read_config_file,
+)
 from facecast.configbase import StrictModel
 from facecast.control.config import ControlConfig, HotkeysConfig
 from facecast.effects.stage import EffectConfig
@@ -29,8 +35,6 @@ from facecast.outputs.virtualcam import VirtualCamOutputConfig
 from facecast.pipeline.work_size import WORK_SIZE_HELP, check_work_size
 from facecast.threads import ThreadsConfig
 from facecast.tracking.face_mesh import TrackingConfig
-
-DEFAULT_CONFIG_FILE = "config.yaml"
 
 
 class PipelineConfig(StrictModel):
@@ -99,37 +103,8 @@ class Config(StrictModel):
         return value
 
 
-class ConfigError(ValueError):
-    """A config problem, already phrased as one line per problem for the streamer."""
-
-
-def default_config_path() -> Path | None:
-    """FACECAST_CONFIG, else ./config.yaml when it exists, else None (built-in defaults)."""
-    env = os.environ.get("FACECAST_CONFIG")
-    if env:
-        return Path(env)
-    local = Path(DEFAULT_CONFIG_FILE)
-    return local if local.is_file() else None
-
-
 def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    raw: dict[str, Any] = {}
-    origin = "defaults"
-    if path is not None:
-        origin = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"config file {path}: {exc.strerror or exc}") from exc
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}".replace("\n", " ")) from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path}: the top level must be a mapping of sections")
-        raw = loaded or {}
-    for item in overrides:
-        apply_override(raw, item)
+    raw, origin = read_config_file(path, overrides)
     try:
         return Config.model_validate(merge(Config().model_dump(mode="json"), raw))
     except ValidationError as exc:
@@ -149,32 +124,8 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-DISCRIMINATORS = ("type", "backend")  # keys that pick a plug-in (outputs' type, effects' backend)
-
-
 def _switches_backend(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return any(k in old and k in new and old[k] != new[k] for k in DISCRIMINATORS)
-
-
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """`a.b.c=value`: the value is read as YAML, so 30, true, [1, 2] and {type: null} work."""
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set capture.fps=30")
-    parts = key.strip().split(".")
-    node = raw
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set {item!r}: {'.'.join(parts[: depth + 1])} is a value, not a section")
-        node = child
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
-    if parts[-1] in DISCRIMINATORS and node.get(parts[-1], parsed) != parsed:
-        node.clear()  # another backend: the old one's keys do not apply to it
-    node[parts[-1]] = parsed
 
 
 def format_error(error: Mapping[str, Any], origin: str) -> str:

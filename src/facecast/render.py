@@ -28,8 +28,7 @@ class RenderError(RuntimeError):
     """The render cannot be done; the message says why, for the user."""
 
 
-def add_parser(sub, add_config_args) -> None:
-    render = sub.add_parser("render", help="apply animate or swap to a video file (keeps fps, frame count, audio)")
+def add_render_arguments(render: argparse.ArgumentParser, add_config_args) -> None:
     kinds = render.add_subparsers(dest="render_kind", required=True)
     animate = kinds.add_parser("animate", help="a character portrait driven by the face in a video")
     animate.add_argument("--character", type=Path, required=True, metavar="IMG", help="the portrait to animate")
@@ -71,7 +70,8 @@ def add_parser(sub, add_config_args) -> None:
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         add_config_args(p)
 
-    character = sub.add_parser("character", help="character images: check PATH... says whether each is usable")
+
+def add_character_arguments(character: argparse.ArgumentParser, add_config_args) -> None:
     actions = character.add_subparsers(dest="character_action", required=True)
     check = actions.add_parser("check", help="say whether each image can be a character, and why not")
     check.add_argument("paths", nargs="+", type=Path, metavar="PATH")

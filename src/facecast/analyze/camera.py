@@ -186,8 +186,7 @@ def camera_prompt(video: Path) -> str:
     return describe_for_prompt(analyze_camera(video))
 
 
-def add_parser(sub) -> None:
-    analyze = sub.add_parser("analyze", help="a video's camera movement per segment (pan, tilt, zoom, shake)")
+def add_arguments(analyze: argparse.ArgumentParser) -> None:
     analyze.add_argument("video", type=Path)
     analyze.add_argument("--json", action="store_true", help="machine-readable output")
 
