@@ -389,8 +389,10 @@ def test_with_batch_measures_live_fps_alone_and_beside_a_real_job(tmp_path):
         "--json",
         str(out),
         timeout=600,
+        env={**facecast_env(), "TMPDIR": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(tmp_path.glob("facecast-bench-*"))  # each round's clip, queue and outputs removed
     data = json.loads(out.read_text())
     order = [line.split(": ", 1)[1].rstrip(".") for line in result.stderr.splitlines() if line.startswith("round ")]
     assert order == ["live alone", "live + swap job", "live + swap job", "live alone"]  # alternated
@@ -449,6 +451,8 @@ def test_with_batch_can_run_a_real_generate_job_on_a_diffusion_pipeline(tmp_path
         ),
     ],
 )
-def test_batch_options_are_checked(args, message):
-    result = run_facecast("bench", *args, "--warmup", "0", "--rounds", "1", timeout=300)
+def test_batch_options_are_checked(args, message, tmp_path):
+    env = {**facecast_env(), "TMPDIR": str(tmp_path)}  # where the batch load makes its scratch folder
+    result = run_facecast("bench", *args, "--warmup", "0", "--rounds", "1", timeout=300, env=env)
     assert result.returncode == 2 and message in result.stderr, result.stderr[-2000:]
+    assert not list(tmp_path.glob("facecast-bench-*"))  # removed after the refused job too

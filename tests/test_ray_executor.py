@@ -171,10 +171,11 @@ def test_bench_jobs_reports_wall_time_and_jobs_per_minute_per_executor(tmp_path)
         capture_output=True,
         text=True,
         timeout=300,
-        env=facecast_env(),
+        env={**facecast_env(), "TMPDIR": str(tmp_path)},
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert not list(tmp_path.glob("facecast-bench-jobs-*"))  # the clip, queues and outputs: scratch, removed
     (run,) = json.loads(out.read_text())["runs"]
     assert run["executor"] == "local" and run["done"] == 2 and run["failed"] == 0
     assert run["wall_s"] > 0 and run["jobs_per_min"] == pytest.approx(2 / run["wall_s"] * 60, rel=0.01)

@@ -39,6 +39,8 @@ DETECT_EVERY = 10
 SIGNALS = ("eye_left", "eye_right", "eyes", "pitch", "yaw", "mouth")
 # RigParams' angles as the judge's readings run: its pitch is chin up > 0, the judge's nose down > 0.
 ASKED_SIGN = {"pitch": -1.0, "yaw": 1.0}
+# The splits: the asked angle against the judge's reading of the driver, and of the output.
+ASKED_PAIRS = {f"{k}_asked_{side}": (k, side) for k in ASKED_SIGN for side in ("driver", "output")}
 
 # Head turn and nod from points that move with the skull only: the nose tip against the eye
 # corners, in eye widths, with the head's roll taken out. The tip stands out in front of the eyes, so
@@ -141,9 +143,7 @@ def pooled(rows: list[dict]) -> dict[str, float | None]:
     own median first (so a video with more frames or more motion counts for more, and the videos'
     different resting levels do not). The asked angles' splits (see the module's docstring) too."""
     pairs = {k: (("driver", k), ("output", k)) for k in SIGNALS}
-    for k in ASKED_SIGN:
-        pairs[f"{k}_asked_driver"] = (("asked", k), ("driver", k))
-        pairs[f"{k}_asked_output"] = (("asked", k), ("output", k))
+    pairs.update({name: (("asked", k), (side, k)) for name, (k, side) in ASKED_PAIRS.items()})
     result: dict[str, float | None] = {}
     for name, ((sa, ka), (sb, kb)) in pairs.items():
         a: list[float] = []
@@ -226,9 +226,8 @@ def judge_video(path: Path, overrides: list[str], judge: Judge, max_frames: int 
     for k in SIGNALS:
         result[k] = _pearson(driver[k], output[k])
         result[f"{k}_driver_sd"] = float(np.nanstd(driver[k])) if driver[k] else None
-    for k in ASKED_SIGN:
-        result[f"{k}_asked_driver"] = _pearson(asked[k], driver[k])
-        result[f"{k}_asked_output"] = _pearson(asked[k], output[k])
+    for name, (k, side) in ASKED_PAIRS.items():
+        result[name] = _pearson(asked[k], result["series"][side][k])
     return result
 
 
@@ -245,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.videos:
         row = judge_video(path, args.set, judge, args.frames)
         rows.append(row)
-        keys = [*SIGNALS, *(f"{k}_asked_{s}" for k in ASKED_SIGN for s in ("driver", "output"))]
+        keys = [*SIGNALS, *ASKED_PAIRS]
         cells = " ".join(f"{k}={row[k]:.3f}" if row[k] is not None else f"{k}=-" for k in keys)
         print(f"{row['video']:>12} frames={row['frames']:4d} judged={row['judged']:4d} {cells}", flush=True)
     summary: dict[str, float | None] = {}

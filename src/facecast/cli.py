@@ -154,7 +154,7 @@ def _exit_past_the_shutdown_limit(rc: int) -> None:
 
 def _ctl(args: argparse.Namespace) -> int:
     """`facecast ctl`: it talks to a daemon that checked its whole config when it started, so it reads
-    only the `control:` section (a quarter of the start-up: the whole config imports every stage),
+    only the `control:` section (a sixth of the start-up: the whole config imports every stage),
     and the whole config only for the commands that wait as long as pipeline.shutdown_timeout_s, or
     to name the key and the allowed values when the section is wrong."""
     from pydantic import ValidationError
