@@ -28,7 +28,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -221,13 +221,14 @@ def judge_video(path: Path, overrides: list[str], judge: Judge, max_frames: int 
     finally:
         cap.release()
         tracker.close()
-    result = {"video": path.name, "frames": frames, "judged": len(driver["eyes"]), "missed": missed}
-    result["series"] = {"driver": driver, "output": output, "asked": asked}
+    series = {"driver": driver, "output": output, "asked": asked}
+    result: dict[str, Any] = {"video": path.name, "frames": frames, "judged": len(driver["eyes"]), "missed": missed}
+    result["series"] = series
     for k in SIGNALS:
         result[k] = _pearson(driver[k], output[k])
         result[f"{k}_driver_sd"] = float(np.nanstd(driver[k])) if driver[k] else None
     for name, (k, side) in ASKED_PAIRS.items():
-        result[name] = _pearson(asked[k], result["series"][side][k])
+        result[name] = _pearson(asked[k], series[side][k])
     return result
 
 
