@@ -227,8 +227,8 @@ def judge_video(path: Path, overrides: list[str], judge: Judge, max_frames: int 
     for k in SIGNALS:
         result[k] = _pearson(driver[k], output[k])
         result[f"{k}_driver_sd"] = float(np.nanstd(driver[k])) if driver[k] else None
-    for name, (k, side) in ASKED_PAIRS.items():
-        result[name] = _pearson(asked[k], series[side][k])
+    for split, (angle, reading) in ASKED_PAIRS.items():
+        result[split] = _pearson(asked[angle], series[reading][angle])
     return result
 
 
