@@ -46,3 +46,58 @@ def test_the_judge_reads_the_driver_right_and_sees_the_character_follow_it(tmp_p
     assert result["mouth"] > 0.85, result
     # The turn facecast asked for, against the judge's readings of the driver and the character (0.99, 0.98).
     assert result["yaw_asked_driver"] > 0.9 and result["yaw_asked_output"] > 0.9, result
+
+
+def _whenet_shaped_model(path: Path, peaks: dict[str, int]) -> None:
+    """An ONNX model with WHENet's contract (input_1: N x 224 x 224 x 3; yaw_new 120 bins, pitch_new
+    and roll_new 66) whose logits peak at the given bins whatever the image."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("ReduceMean", ["input_1"], ["m"], axes=[1, 2, 3], keepdims=0)]
+    inits = [numpy_helper.from_array(np.zeros((1, 1), np.float32), "zero")]
+    nodes.append(helper.make_node("Unsqueeze", ["m", "axis1"], ["m2"]))
+    inits.append(numpy_helper.from_array(np.array([1], np.int64), "axis1"))
+    nodes.append(helper.make_node("Mul", ["m2", "zero"], ["nothing"]))  # (N, 1) of zeros
+    outputs = []
+    for name, bins in (("yaw_new", 120), ("pitch_new", 66), ("roll_new", 66)):
+        logits = np.full((1, bins), -30.0, np.float32)
+        logits[0, peaks[name]] = 30.0
+        inits.append(numpy_helper.from_array(logits, f"{name}_logits"))
+        nodes.append(helper.make_node("Add", ["nothing", f"{name}_logits"], [name]))
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [None, bins]))
+    graph = helper.make_graph(
+        nodes,
+        "whenet_shaped",
+        [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [None, 224, 224, 3])],
+        outputs,
+        inits,
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+
+
+def test_the_pose_model_reads_whenets_bins_as_degrees_in_rigparams_signs(tmp_path):
+    # WHENet's decoding: 3 degrees a bin, yaw from -180, pitch and roll from -99; its yaw runs against
+    # RigParams' (measured on the real model: WHENet's yaw against facecast's asked yaw, -0.99 on d3).
+    model = tmp_path / "whenet_shaped.onnx"
+    _whenet_shaped_model(model, {"yaw_new": 70, "pitch_new": 40, "roll_new": 33})
+    pose = judge_animate.PoseNet(model)
+    frame = synthetic_frames(1, 480, 360, 30.0, SyntheticConfig())[0].image
+    points = judge_animate.Judge().points(frame, "driver")
+    assert points is not None
+    crop = pose.crop(frame, points)
+    assert crop.shape == (224, 224, 3)
+    read = pose.read(frame, points)
+    assert read["pitch_deg"] == pytest.approx(40 * 3 - 99, abs=1e-3)
+    assert read["yaw_deg"] == pytest.approx(-(70 * 3 - 180), abs=1e-3)
+
+    wrong = tmp_path / "not_whenet.onnx"
+    _whenet_shaped_model(wrong, {"yaw_new": 0, "pitch_new": 0, "roll_new": 0})
+    import onnx
+
+    m = onnx.load(str(wrong))
+    m.graph.output[0].name = "yaw"
+    m.graph.node[-3].output[0] = "yaw"
+    onnx.save(m, str(wrong))
+    with pytest.raises(SystemExit, match="not WHENet's"):
+        judge_animate.PoseNet(wrong)

@@ -18,7 +18,13 @@ over videos and the correlation pooled over all judged frames (each video centre
 angles it also tells the two steps apart: `pitch_asked_driver` correlates the nod facecast asked
 the character for (tracking and retargeting) with the judge's reading of the performer, and
 `pitch_asked_output` the same nod with the judge's reading of the character (rendering); `yaw_*`
-likewise. Frames where dlib finds no face in either image are left out (counted). Videos of your
+likewise.
+
+With `--pose-model whenet.onnx` (tools/whenet_to_onnx.py makes it) the head's angles are also read in
+degrees by WHENet, a published head-pose network trained on its own data (`pitch_deg`, `yaw_deg` and
+their `*_asked_*` splits): dlib's nose-vs-eyes reading moves when a performer smiles or opens the
+mouth, and is noise for a head that barely nods. Frames where dlib finds no face in either image are
+left out (counted). Videos of your
 own are what this is for: the project's tests use generated faces (no real video is committed).
 """
 
@@ -37,8 +43,11 @@ from facecast.types import Image
 
 DETECT_EVERY = 10
 SIGNALS = ("eye_left", "eye_right", "eyes", "pitch", "yaw", "mouth")
-# RigParams' angles as the judge's readings run: its pitch is chin up > 0, the judge's nose down > 0.
-ASKED_SIGN = {"pitch": -1.0, "yaw": 1.0}
+# With --pose-model: the head's angles in degrees as WHENet reads them (RigParams' signs).
+POSE_SIGNALS = ("pitch_deg", "yaw_deg")
+# Each angle signal against the RigParams angle it reads, with the sign that makes them run the same
+# way: RigParams' pitch is chin up > 0, the dlib reading's nose down > 0.
+ASKED_SIGN = {"pitch": ("pitch", -1.0), "yaw": ("yaw", 1.0), "pitch_deg": ("pitch", 1.0), "yaw_deg": ("yaw", 1.0)}
 # The splits: the asked angle against the judge's reading of the driver, and of the output.
 ASKED_PAIRS = {f"{k}_asked_{side}": (k, side) for k in ASKED_SIGN for side in ("driver", "output")}
 
@@ -129,6 +138,55 @@ class Judge:
         }
 
 
+class PoseNet:
+    """WHENet (tools/whenet_to_onnx.py makes its ONNX file) on onnxruntime: the head's pitch and yaw
+    in degrees from a 224x224 crop. The crop is placed by dlib's eye corners and nose tip, points
+    that move with the skull only, so an opening mouth or a smile does not move or resize it."""
+
+    MEAN = np.array([0.485, 0.456, 0.406], np.float32)  # WHENet's input normalisation (ImageNet's)
+    STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        if not path.is_file():
+            raise SystemExit(f"--pose-model {path}: no such file (tools/whenet_to_onnx.py makes it)")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        names = {o.name for o in self.session.get_outputs()}
+        if names != {"yaw_new", "pitch_new", "roll_new"}:
+            raise SystemExit(f"--pose-model {path}: outputs {sorted(names)}, not WHENet's yaw_new/pitch_new/roll_new")
+        self.input = self.session.get_inputs()[0].name
+
+    @staticmethod
+    def crop(bgr: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """224x224 RGB around the face: centred a little above the eyes and nose tip, 3.6 eye
+        distances wide (about the padded detector box WHENet was trained on)."""
+        centre = np.vstack([p[_EYE_CORNERS], p[[_NOSE_TIP]]]).mean(0)
+        eyes_apart = float(np.linalg.norm(p[[42, 45]].mean(0) - p[[36, 39]].mean(0)))
+        side = 3.6 * max(eyes_apart, 1.0)
+        k = 224 / side
+        m = np.array([[k, 0, 112 - centre[0] * k], [0, k, 112 - (centre[1] - 0.1 * side) * k]])
+        out = cv2.warpAffine(bgr, m, (224, 224), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+        return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+
+    @staticmethod
+    def degrees(logits: np.ndarray, bins: int) -> np.ndarray:
+        """WHENet's angle: the expected bin under the softmax, 3 degrees a bin, centred."""
+        z = np.exp(logits - logits.max(axis=1, keepdims=True))
+        prob = z / z.sum(axis=1, keepdims=True)
+        return (prob * np.arange(bins)).sum(axis=1) * 3 - (180 if bins == 120 else 99)
+
+    def read(self, bgr: np.ndarray, p: np.ndarray) -> dict[str, float]:
+        x = (self.crop(bgr, p).astype(np.float32) / 255 - self.MEAN) / self.STD
+        names = [o.name for o in self.session.get_outputs()]
+        out = dict(zip(names, self.session.run(None, {self.input: x[None].astype(np.float32)}), strict=True))
+        pitch = float(self.degrees(out["pitch_new"], 66)[0])  # chin up > 0, as RigParams
+        yaw = float(self.degrees(out["yaw_new"], 120)[0])  # WHENet's yaw runs against RigParams'
+        return {"pitch_deg": pitch, "yaw_deg": -yaw}
+
+
 def _pearson(a: list[float], b: list[float]) -> float | None:
     x, y = np.asarray(a), np.asarray(b)
     keep = np.isfinite(x) & np.isfinite(y)
@@ -142,8 +200,9 @@ def pooled(rows: list[dict]) -> dict[str, float | None]:
     """Each signal's correlation over all videos' judged frames, each video's series centred on its
     own median first (so a video with more frames or more motion counts for more, and the videos'
     different resting levels do not). The asked angles' splits (see the module's docstring) too."""
-    pairs = {k: (("driver", k), ("output", k)) for k in SIGNALS}
-    pairs.update({name: (("asked", k), (side, k)) for name, (k, side) in ASKED_PAIRS.items()})
+    read = [k for k in (*SIGNALS, *POSE_SIGNALS) if all(k in row["series"]["driver"] for row in rows)]
+    pairs = {k: (("driver", k), ("output", k)) for k in read}
+    pairs.update({name: (("asked", k), (side, k)) for name, (k, side) in ASKED_PAIRS.items() if k in read})
     result: dict[str, float | None] = {}
     for name, ((sa, ka), (sb, kb)) in pairs.items():
         a: list[float] = []
@@ -157,7 +216,9 @@ def pooled(rows: list[dict]) -> dict[str, float | None]:
     return result
 
 
-def judge_video(path: Path, overrides: list[str], judge: Judge, max_frames: int | None) -> dict:
+def judge_video(
+    path: Path, overrides: list[str], judge: Judge, max_frames: int | None, pose: PoseNet | None = None
+) -> dict:
     from facecast.assets import bundled_characters_dir
     from facecast.characters.library import CharacterLibrary, CharactersConfig
     from facecast.config import load_config
@@ -188,9 +249,10 @@ def judge_video(path: Path, overrides: list[str], judge: Judge, max_frames: int 
     tracker = FaceTracker(cfg.tracking)
     cap = cv2.VideoCapture(str(path))
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    driver: dict[str, list[float]] = {k: [] for k in SIGNALS}
-    output: dict[str, list[float]] = {k: [] for k in SIGNALS}
-    asked: dict[str, list[float]] = {k: [] for k in ASKED_SIGN}
+    signals = (*SIGNALS, *POSE_SIGNALS) if pose is not None else SIGNALS
+    driver: dict[str, list[float]] = {k: [] for k in signals}
+    output: dict[str, list[float]] = {k: [] for k in signals}
+    asked: dict[str, list[float]] = {k: [] for k in ASKED_SIGN if k in signals}
     frames = missed = 0
     try:
         while max_frames is None or frames < max_frames:
@@ -212,23 +274,28 @@ def judge_video(path: Path, overrides: list[str], judge: Judge, max_frames: int 
                 continue
             s_in = judge.signals(p_in)
             s_out = judge.signals(p_out)
-            for k in SIGNALS:
+            if pose is not None:
+                s_in.update(pose.read(frame, p_in))
+                s_out.update(pose.read(crop, p_out))
+            for k in signals:
                 driver[k].append(s_in[k])
                 output[k].append(s_out[k])
             params = effect.last_params
-            for k, sign in ASKED_SIGN.items():
-                asked[k].append(sign * getattr(params, k) if params is not None else float("nan"))
+            for k in asked:
+                attribute, sign = ASKED_SIGN[k]
+                asked[k].append(sign * getattr(params, attribute) if params is not None else float("nan"))
     finally:
         cap.release()
         tracker.close()
     series = {"driver": driver, "output": output, "asked": asked}
     result: dict[str, Any] = {"video": path.name, "frames": frames, "judged": len(driver["eyes"]), "missed": missed}
     result["series"] = series
-    for k in SIGNALS:
+    for k in signals:
         result[k] = _pearson(driver[k], output[k])
         result[f"{k}_driver_sd"] = float(np.nanstd(driver[k])) if driver[k] else None
     for split, (angle, reading) in ASKED_PAIRS.items():
-        result[split] = _pearson(asked[angle], series[reading][angle])
+        if angle in asked:
+            result[split] = _pearson(asked[angle], series[reading][angle])
     return result
 
 
@@ -239,17 +306,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=None, help="at most this many frames of each video")
     ap.add_argument("--json", type=Path, default=None, help="write the per-video results here")
     ap.add_argument("--series", action="store_true", help="keep each frame's readings in the JSON")
+    ap.add_argument(
+        "--pose-model",
+        type=Path,
+        default=None,
+        help="WHENet as ONNX (tools/whenet_to_onnx.py): also judge the head's angles in degrees",
+    )
     args = ap.parse_args(argv)
     judge = Judge()
+    pose = PoseNet(args.pose_model) if args.pose_model is not None else None
+    signals = (*SIGNALS, *POSE_SIGNALS) if pose is not None else SIGNALS
     rows = []
     for path in args.videos:
-        row = judge_video(path, args.set, judge, args.frames)
+        row = judge_video(path, args.set, judge, args.frames, pose)
         rows.append(row)
-        keys = [*SIGNALS, *ASKED_PAIRS]
+        keys = [*signals, *(k for k in ASKED_PAIRS if k in row)]
         cells = " ".join(f"{k}={row[k]:.3f}" if row[k] is not None else f"{k}=-" for k in keys)
         print(f"{row['video']:>12} frames={row['frames']:4d} judged={row['judged']:4d} {cells}", flush=True)
     summary: dict[str, float | None] = {}
-    for k in SIGNALS:
+    for k in signals:
         vals = [r[k] for r in rows if r[k] is not None]
         summary[k] = float(np.mean(vals)) if vals else None
     pool = pooled(rows)
