@@ -101,3 +101,48 @@ def test_the_pose_model_reads_whenets_bins_as_degrees_in_rigparams_signs(tmp_pat
     onnx.save(m, str(wrong))
     with pytest.raises(SystemExit, match="not WHENet's"):
         judge_animate.PoseNet(wrong)
+
+
+def test_the_judges_own_errors_are_taken_out_of_the_angles_correlations():
+    # Known truth: the performer's nod T, the character's C (follows T, not perfectly), three readings
+    # of each side with independent errors of different sizes. The estimates must find the readings'
+    # correlations with the truth and C's with T, which no single pair of readings shows.
+    rng = np.random.default_rng(7)
+    rows, truth_in, truth_out, asked_all, dlib_all, net_all = [], [], [], [], [], []
+    for _ in range(4):  # videos
+        n = 3000
+        t = np.cumsum(rng.normal(0, 1, n))
+        t -= t.mean()
+        c = t + rng.normal(0, 0.25 * t.std(), n)
+        asked = t + rng.normal(0, 0.2 * t.std(), n)
+        dlib_in, net_in = t + rng.normal(0, 0.6 * t.std(), n), t + rng.normal(0, 0.4 * t.std(), n)
+        dlib_out, net_out = c + rng.normal(0, 0.5 * t.std(), n), c + rng.normal(0, 0.3 * t.std(), n)
+        sign = judge_animate.ASKED_SIGN["pitch"][1]  # dlib's own sign (nose down > 0)
+        series = {
+            "asked": {"pitch_deg": list(asked), "yaw_deg": list(asked)},
+            "driver": {
+                "pitch": list(sign * dlib_in),
+                "pitch_deg": list(net_in),
+                "yaw": list(dlib_in),
+                "yaw_deg": list(net_in),
+            },
+            "output": {
+                "pitch": list(sign * dlib_out),
+                "pitch_deg": list(net_out),
+                "yaw": list(dlib_out),
+                "yaw_deg": list(net_out),
+            },
+        }
+        rows.append({"series": series})
+        truth_in += list(t)
+        truth_out += list(c)
+        asked_all += list(asked)
+        dlib_all += list(dlib_in)
+        net_all += list(net_in)
+    got = judge_animate.corrected_for_judges(rows)
+    r = lambda a, b: float(np.corrcoef(a, b)[0, 1])  # noqa: E731
+    # What a single judge shows is lower than the truth: that is what the correction is for.
+    assert r(asked_all, net_all) < r(truth_in, truth_out) - 0.02
+    for angle in ("pitch", "yaw"):
+        assert got[f"{angle}_corrected_asked_driver"] == pytest.approx(r(asked_all, truth_in), abs=0.01)
+        assert got[f"{angle}_corrected"] == pytest.approx(r(truth_in, truth_out), abs=0.015)

@@ -216,6 +216,65 @@ def pooled(rows: list[dict]) -> dict[str, float | None]:
     return result
 
 
+def corrected_for_judges(rows: list[dict]) -> dict[str, float | None]:
+    """With two judges of the head's angles (dlib's points and WHENet), how well facecast follows the
+    performer with each judge's own reading errors taken out, for pitch and yaw, pooled as `pooled`.
+
+    Three readings of the performer's angle whose errors are independent (facecast's asked angle, dlib
+    and WHENet on the driver's frame): the correlation of each with the true angle is
+    sqrt(r_ab * r_ac / r_bc) (the triad estimate of measurement theory). Likewise on the character's
+    side. Then the performer's true angle against the character's, from the judges' cross pairs
+    (dlib on one side, WHENet on the other, so no judge's habits are shared across the two), each
+    divided by the two readings' own correlations with the truth (Spearman's correction for
+    attenuation); the mean of the two pairs. These are estimates: a value over 1 is their noise, and
+    errors two judges share (both misreading the same faces) make them too high."""
+    result: dict[str, float | None] = {}
+    for angle in ("pitch", "yaw"):
+        degrees = f"{angle}_deg"
+        if not rows or not all(degrees in row["series"]["driver"] for row in rows):
+            return result
+        sign = ASKED_SIGN[angle][1]  # the dlib reading turned to RigParams' sign, as WHENet's is
+        streams: dict[str, list[float]] = {k: [] for k in ("asked", "dlib_in", "dlib_out", "net_in", "net_out")}
+        for row in rows:
+            s = row["series"]
+            parts = {
+                "asked": np.asarray(s["asked"][degrees], np.float64),
+                "dlib_in": sign * np.asarray(s["driver"][angle], np.float64),
+                "dlib_out": sign * np.asarray(s["output"][angle], np.float64),
+                "net_in": np.asarray(s["driver"][degrees], np.float64),
+                "net_out": np.asarray(s["output"][degrees], np.float64),
+            }
+            keep = np.logical_and.reduce([np.isfinite(v) for v in parts.values()])
+            if keep.sum() < 10:
+                continue
+            for k, v in parts.items():
+                streams[k] += list(v[keep] - np.median(v[keep]))
+
+        def corr(a: str, b: str, streams: dict[str, list[float]] = streams) -> float | None:
+            return _pearson(streams[a], streams[b])
+
+        def truth(x: str, y: str, z: str) -> float | None:
+            """x's correlation with the true angle, from its agreement with y and z."""
+            xy, xz, yz = corr(x, y), corr(x, z), corr(y, z)
+            if xy is None or xz is None or yz is None or yz <= 0 or xy * xz < 0:
+                return None
+            return float(np.sqrt(xy * xz / yz))
+
+        true_in = {k: truth(k, *(o for o in ("asked", "dlib_in", "net_in") if o != k)) for k in ("dlib_in", "net_in")}
+        true_out = {
+            k: truth(k, *(o for o in ("asked", "dlib_out", "net_out") if o != k)) for k in ("dlib_out", "net_out")
+        }
+        result[f"{angle}_corrected_asked_driver"] = truth("asked", "dlib_in", "net_in")
+        result[f"{angle}_corrected_asked_output"] = truth("asked", "dlib_out", "net_out")
+        crossed = []
+        for a, b in (("dlib_in", "net_out"), ("net_in", "dlib_out")):
+            ab, ta, tb = corr(a, b), true_in[a], true_out[b]
+            if ab is not None and ta and tb:
+                crossed.append(ab / (ta * tb))
+        result[f"{angle}_corrected"] = float(np.mean(crossed)) if crossed else None
+    return result
+
+
 def judge_video(
     path: Path, overrides: list[str], judge: Judge, max_frames: int | None, pose: PoseNet | None = None
 ) -> dict:
@@ -328,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         vals = [r[k] for r in rows if r[k] is not None]
         summary[k] = float(np.mean(vals)) if vals else None
     pool = pooled(rows)
+    if pose is not None:
+        pool.update(corrected_for_judges(rows))
 
     def line(values: dict[str, float | None]) -> str:
         return " ".join(f"{k}={v:.3f}" if v is not None else f"{k}=-" for k, v in values.items())
