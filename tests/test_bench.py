@@ -110,6 +110,14 @@ def test_cpu_per_frame_and_thread_pools_are_reported(synthetic_max):
     assert threads["plan"]["total"] >= 1 and threads["plan"]["opencv"] == 1
     assert threads["in_use"]["opencv"] == 1 and threads["in_use"]["blas"] == 1
     assert "CPU/frame" in result.stdout and "threads" in result.stdout
+    # The same CPU time by thread: the stages by name, MediaPipe's graph threads by theirs, the
+    # rest ("native", "other") named as such; together they are the process's CPU time.
+    by_thread = data["cpu_ms_per_frame_by_thread"]
+    assert {"capture", "tracking"} <= set(by_thread), by_thread
+    assert sum(by_thread.values()) == pytest.approx(cpu_ms, rel=0.15), by_thread
+    if sys.platform.startswith("linux"):
+        assert by_thread.get("mediapipe", 0) > 0, by_thread  # the face mesh runs on its own threads
+    assert "CPU/thread" in result.stdout
 
 
 def test_frame_counts_add_up(synthetic_max):

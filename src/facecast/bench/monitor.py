@@ -1,11 +1,14 @@
 """What the machine spends while a benchmark measures: process CPU and memory (psutil), GPU (pynvml).
 
 A `ResourceMonitor` samples on its own thread between `start()` and `stop()`. Without an NVIDIA GPU,
-driver or nvidia-ml-py the GPU part says why ("no GPU: ..."), it never raises.
+driver or nvidia-ml-py the GPU part says why ("no GPU: ..."), it never raises. A `ThreadCpu` says
+which threads spent the process's CPU time over the same window.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -118,6 +121,64 @@ class GpuSampler:
                 for d in self.devices
             ],
         }
+
+
+class ThreadCpu:
+    """CPU time per thread between `start()` and `stop()`, grouped by who runs it: facecast's own
+    threads by their names (the stages, each output's sender, the bench's own loop: MainThread);
+    native threads by the name their library gave them, its number taken off (MediaPipe's graph
+    threads: "mediapipe"); unnamed native threads (video decoders', onnxruntime's and BLAS's
+    workers) as "native". psutil reads every thread's times (Linux, Windows, macOS); the native
+    threads' names come from /proc on Linux only, elsewhere they are all "native". A thread that
+    ended inside the window is not listed (its time is in the process's, not here)."""
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process()
+        self._start: dict[int, float] = {}
+        self._names: dict[int, str] = {}
+
+    def _times(self) -> dict[int, float]:
+        try:
+            return {t.id: t.user_time + t.system_time for t in self._proc.threads()}
+        except (psutil.Error, OSError):  # a platform without per-thread times
+            return {}
+
+    def _learn_names(self) -> None:
+        for thread in threading.enumerate():
+            if thread.native_id is not None:
+                self._names[thread.native_id] = thread.name
+
+    def _group(self, tid: int) -> str:
+        name = self._names.get(tid)
+        if name is not None:
+            return name
+        if sys.platform.startswith("linux"):
+            try:
+                with open(f"/proc/self/task/{tid}/comm", encoding="utf-8", errors="replace") as comm:
+                    native = comm.read().strip()
+            except OSError:
+                return "native"
+            # An unnamed thread carries the process's own name ("python3.11"); a named one its
+            # library's, often with a number ("mediapipe/4711").
+            native = re.sub(r"[/:_-]?\d+$", "", native)
+            if native and not native.startswith(("python", "facecast", "pytest")):
+                return native
+        return "native"
+
+    def start(self) -> None:
+        self._learn_names()
+        self._start = self._times()
+
+    def stop(self) -> dict[str, float]:
+        """Seconds of CPU per group, largest first."""
+        self._learn_names()
+        groups: dict[str, float] = {}
+        for tid, seconds in self._times().items():
+            spent = seconds - self._start.get(tid, 0.0)
+            if spent > 0:
+                group = self._group(tid)
+                groups[group] = groups.get(group, 0.0) + spent
+        return dict(sorted(groups.items(), key=lambda item: -item[1]))
 
 
 class ResourceMonitor:

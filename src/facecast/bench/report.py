@@ -131,6 +131,10 @@ def format_result(r: dict[str, Any]) -> str:
             f"CPU/frame  {_ms(r['cpu_ms_per_frame'])} ms of process CPU per delivered frame;"
             f" stages busy {_ms(r['stage_busy_ms_per_frame'])} ms (wall time inside the stages, summed)"
         )
+    by_thread = r.get("cpu_ms_per_frame_by_thread")
+    if by_thread:
+        spent = ", ".join(f"{name} {_ms(ms)}" for name, ms in by_thread.items() if ms >= 0.05)
+        lines.append(f"CPU/thread {spent} (ms per delivered frame)")
     threads = r.get("threads")
     if threads:
         now = ", ".join(f"{k} {v}" for k, v in threads["in_use"].items() if v is not None)

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from facecast.bench.monitor import ResourceMonitor
+from facecast.bench.monitor import ResourceMonitor, ThreadCpu
 from facecast.bench.system import providers_in_use
 from facecast.config import Config, ConfigError, load_config
 from facecast.outputs.null import NullOutputConfig
@@ -267,6 +267,16 @@ def _input_size(reader, cfg: Config) -> tuple[int | None, int | None]:
     return getattr(reader, "width", None), getattr(reader, "height", None)
 
 
+def _per_frame_by_thread(by_thread: dict[str, float], cpu_s: float, frames: int) -> dict[str, float]:
+    if not frames:
+        return {}
+    figures = {name: round(1000 * seconds / frames, 3) for name, seconds in by_thread.items()}
+    other = 1000 * (cpu_s - sum(by_thread.values())) / frames
+    if other >= 0.05:
+        figures["other"] = round(other, 3)
+    return figures
+
+
 def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None) -> BenchRun:
     """Start the pipeline, warm up, measure `opts.frames` delivered frames, stop. Raises StartupError
     when a stage cannot start and BenchError when nothing could be measured. `batch`: a BatchLoad
@@ -278,6 +288,7 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
     stats = daemon.stats
     stats.start_trace(total)
     monitor = ResourceMonitor()
+    thread_cpu = ThreadCpu()
     monitoring = False
     resources: dict[str, Any] | None = None
     try:
@@ -297,9 +308,11 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
             engine.transfers.reset()
         monitor.start()
         monitoring = True
+        thread_cpu.start()
         cpu0 = time.process_time()  # every thread of the process: stages, pools, decoders, the bench itself
         _wait(daemon, lambda: False, "measurement", 0.05)
         cpu_s, cpu_frames = time.process_time() - cpu0, stats.frames_out
+        by_thread = thread_cpu.stop()
         pools = pools_now()
         resources = monitor.stop()
         monitoring = False
@@ -407,6 +420,8 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
         "stage_busy_ms_per_frame": round(
             sum(s["mean"] for s in figures["stages"].values() if s["mean"] is not None), 3
         ),
+        # The same CPU time by thread (monitor.ThreadCpu), with what threads that ended took as "other".
+        "cpu_ms_per_frame_by_thread": _per_frame_by_thread(by_thread, cpu_s, cpu_frames),
         "threads": {"plan": plan_threads(cfg.threads).as_dict(), "in_use": pools},
         "engines": per_model,
         "transfers": transfers,
