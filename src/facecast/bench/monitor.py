@@ -136,6 +136,13 @@ class ThreadCpu:
         self._proc = psutil.Process()
         self._start: dict[int, float] = {}
         self._names: dict[int, str] = {}
+        self._process_name = ""  # what an unnamed thread is called: the process's own name
+        if sys.platform.startswith("linux"):
+            try:
+                with open("/proc/self/comm", encoding="utf-8", errors="replace") as comm:
+                    self._process_name = comm.read().strip()
+            except OSError:
+                pass
 
     def _times(self) -> dict[int, float]:
         try:
@@ -160,9 +167,8 @@ class ThreadCpu:
                 return "native"
             # An unnamed thread carries the process's own name ("python3.11"); a named one its
             # library's, often with a number ("mediapipe/4711").
-            native = re.sub(r"[/:_-]?\d+$", "", native)
-            if native and not native.startswith(("python", "facecast", "pytest")):
-                return native
+            if native != self._process_name:
+                return re.sub(r"[/:_-]?\d+$", "", native) or "native"
         return "native"
 
     def start(self) -> None:
