@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -114,7 +115,10 @@ def test_cpu_per_frame_and_thread_pools_are_reported(synthetic_max):
     # rest ("native", "other") named as such; together they are the process's CPU time.
     by_thread = data["cpu_ms_per_frame_by_thread"]
     assert {"capture", "tracking"} <= set(by_thread), by_thread
-    assert sum(by_thread.values()) == pytest.approx(cpu_ms, rel=0.15), by_thread
+    named = sum(ms for name, ms in by_thread.items() if name != "other")
+    # Per-thread times come in clock ticks (10 ms on Linux): each thread may be up to one tick over.
+    tick_ms_per_frame = 1000 / os.sysconf("SC_CLK_TCK") / data["frames"] if hasattr(os, "sysconf") else 1.0
+    assert 0.75 * cpu_ms <= named <= cpu_ms + len(by_thread) * tick_ms_per_frame, by_thread
     if sys.platform.startswith("linux"):
         assert by_thread.get("mediapipe", 0) > 0, by_thread  # the face mesh runs on its own threads
     assert "CPU/thread" in result.stdout
