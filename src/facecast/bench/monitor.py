@@ -129,13 +129,23 @@ class ThreadCpu:
     native threads by the name their library gave them, its number taken off (MediaPipe's graph
     threads: "mediapipe"); unnamed native threads (video decoders', onnxruntime's and BLAS's
     workers) as "native". psutil reads every thread's times (Linux, Windows, macOS); the native
-    threads' names come from /proc on Linux only, elsewhere they are all "native". A thread that
-    ended inside the window is not listed (its time is in the process's, not here)."""
+    threads' names come from /proc on Linux only, elsewhere they are all "native".
 
-    def __init__(self) -> None:
+    A thread's time can only be read while it lives, and some end inside the window (a bounded
+    bench's capture thread stops once it has read its last frame, before that frame is out): the
+    times are sampled every `interval_s` on a thread of its own, and a thread that has ended counts
+    with its last sample (what it spent after that is the process's, not here)."""
+
+    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+        self.interval_s = interval_s
         self._proc = psutil.Process()
         self._start: dict[int, float] = {}
+        self._last: dict[int, float] = {}
         self._names: dict[int, str] = {}
+        self._groups: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
         self._process_name = ""  # what an unnamed thread is called: the process's own name
         if sys.platform.startswith("linux"):
             try:
@@ -171,19 +181,44 @@ class ThreadCpu:
                 return re.sub(r"[/:_-]?\d+$", "", native) or "native"
         return "native"
 
+    def _sample(self) -> None:
+        times = self._times()
+        with self._lock:
+            self._learn_names()
+            self._last.update(times)
+            for tid in times:
+                if tid not in self._groups:
+                    self._groups[tid] = self._group(tid)  # named while it lives: /proc forgets it after
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()
+
     def start(self) -> None:
-        self._learn_names()
-        self._start = self._times()
+        with self._lock:
+            self._learn_names()
+            self._groups = {}
+            self._start = self._times()
+            self._last = dict(self._start)
+            for tid in self._start:
+                self._groups[tid] = self._group(tid)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="bench-threads", daemon=True)
+        self._thread.start()
 
     def stop(self) -> dict[str, float]:
         """Seconds of CPU per group, largest first."""
-        self._learn_names()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._sample()
         groups: dict[str, float] = {}
-        for tid, seconds in self._times().items():
-            spent = seconds - self._start.get(tid, 0.0)
-            if spent > 0:
-                group = self._group(tid)
-                groups[group] = groups.get(group, 0.0) + spent
+        with self._lock:
+            for tid, seconds in self._last.items():
+                spent = seconds - self._start.get(tid, 0.0)
+                if spent > 0:
+                    group = self._groups.get(tid, "native")
+                    groups[group] = groups.get(group, 0.0) + spent
         return dict(sorted(groups.items(), key=lambda item: -item[1]))
 
 
