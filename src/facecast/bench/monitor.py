@@ -124,7 +124,7 @@ class GpuSampler:
 
 
 class ThreadCpu:
-    """CPU time per thread between `start()` and `stop()`, grouped by who runs it: facecast's own
+    """CPU time per thread between `start()` and `result()`, grouped by who runs it: facecast's own
     threads by their names (the stages, each output's sender, the bench's own loop: MainThread);
     native threads by the name their library gave them, its number taken off (MediaPipe's graph
     threads: "mediapipe"); unnamed native threads (video decoders', onnxruntime's and BLAS's
@@ -133,19 +133,15 @@ class ThreadCpu:
 
     A thread's time can only be read while it lives, and some end inside the window (a bounded
     bench's capture thread stops once it has read its last frame, before that frame is out): the
-    times are sampled every `interval_s` on a thread of its own, and a thread that has ended counts
-    with its last sample (what it spent after that is the process's, not here)."""
+    `ResourceMonitor` that owns it calls `sample()` on every one of its samples, and a thread that
+    has ended counts with its last sample (what it spent after that is the process's, not here)."""
 
-    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
-        self.interval_s = interval_s
+    def __init__(self) -> None:
         self._proc = psutil.Process()
         self._start: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._names: dict[int, str] = {}
         self._groups: dict[int, str] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._process_name = ""  # what an unnamed thread is called: the process's own name
         if sys.platform.startswith("linux"):
             try:
@@ -159,11 +155,6 @@ class ThreadCpu:
             return {t.id: t.user_time + t.system_time for t in self._proc.threads()}
         except (psutil.Error, OSError):  # a platform without per-thread times
             return {}
-
-    def _learn_names(self) -> None:
-        for thread in threading.enumerate():
-            if thread.native_id is not None:
-                self._names[thread.native_id] = thread.name
 
     def _group(self, tid: int) -> str:
         name = self._names.get(tid)
@@ -181,52 +172,36 @@ class ThreadCpu:
                 return re.sub(r"[/:_-]?\d+$", "", native) or "native"
         return "native"
 
-    def _sample(self) -> None:
+    def sample(self) -> None:
         times = self._times()
-        with self._lock:
-            self._learn_names()
-            self._last.update(times)
-            for tid in times:
-                if tid not in self._groups:
-                    self._groups[tid] = self._group(tid)  # named while it lives: /proc forgets it after
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
+        self._names.update((t.native_id, t.name) for t in threading.enumerate() if t.native_id is not None)
+        self._last.update(times)
+        for tid in times:
+            if tid not in self._groups:
+                self._groups[tid] = self._group(tid)  # named while it lives: /proc forgets it after
 
     def start(self) -> None:
-        with self._lock:
-            self._learn_names()
-            self._groups = {}
-            self._start = self._times()
-            self._last = dict(self._start)
-            for tid in self._start:
-                self._groups[tid] = self._group(tid)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="bench-threads", daemon=True)
-        self._thread.start()
+        self._groups.clear()
+        self._last.clear()
+        self.sample()
+        self._start = dict(self._last)
 
-    def stop(self) -> dict[str, float]:
-        """Seconds of CPU per group, largest first."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self._sample()
+    def result(self) -> dict[str, float]:
+        """Seconds of CPU per group from `start()` to the last sample, largest first."""
         groups: dict[str, float] = {}
-        with self._lock:
-            for tid, seconds in self._last.items():
-                spent = seconds - self._start.get(tid, 0.0)
-                if spent > 0:
-                    group = self._groups.get(tid, "native")
-                    groups[group] = groups.get(group, 0.0) + spent
+        for tid, seconds in self._last.items():
+            spent = seconds - self._start.get(tid, 0.0)
+            if spent > 0:
+                groups[self._groups[tid]] = groups.get(self._groups[tid], 0.0) + spent
         return dict(sorted(groups.items(), key=lambda item: -item[1]))
 
 
 class ResourceMonitor:
     """Process CPU % (CPU time / wall time: 200 % = two cores busy), peak RSS, system CPU, GPU."""
 
-    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S, threads: ThreadCpu | None = None) -> None:
         self.interval_s = interval_s
+        self.threads = threads  # sampled with the rest when given (see ThreadCpu)
         self._proc = psutil.Process()
         self._gpu = GpuSampler()
         self._stop = threading.Event()
@@ -242,6 +217,8 @@ class ResourceMonitor:
     def _sample(self) -> None:
         self._rss_peak = max(self._rss_peak, self._proc.memory_info().rss)
         self._gpu.sample()
+        if self.threads is not None:
+            self.threads.sample()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -252,6 +229,8 @@ class ResourceMonitor:
         self._stop.clear()
         self._rss_peak = 0
         psutil.cpu_percent(None)  # starts the system-wide CPU measurement
+        if self.threads is not None:
+            self.threads.start()
         self._t0, self._cpu0 = time.perf_counter(), self._cpu_seconds()
         self._sample()
         self._thread = threading.Thread(target=self._run, name="bench-monitor", daemon=True)

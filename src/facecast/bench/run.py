@@ -287,8 +287,8 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
     daemon = Daemon(cfg, max_frames=total)
     stats = daemon.stats
     stats.start_trace(total)
-    monitor = ResourceMonitor()
     thread_cpu = ThreadCpu()
+    monitor = ResourceMonitor(threads=thread_cpu)
     monitoring = False
     resources: dict[str, Any] | None = None
     try:
@@ -308,13 +308,12 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
             engine.transfers.reset()
         monitor.start()
         monitoring = True
-        thread_cpu.start()
         cpu0 = time.process_time()  # every thread of the process: stages, pools, decoders, the bench itself
         _wait(daemon, lambda: False, "measurement", 0.05)
         cpu_s, cpu_frames = time.process_time() - cpu0, stats.frames_out
-        by_thread = thread_cpu.stop()
         pools = pools_now()
         resources = monitor.stop()
+        by_thread = thread_cpu.result()  # up to the monitor's last sample, as its other figures
         monitoring = False
         if batch is not None:
             batch_figures = batch.stop()
@@ -420,7 +419,7 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
         "stage_busy_ms_per_frame": round(
             sum(s["mean"] for s in figures["stages"].values() if s["mean"] is not None), 3
         ),
-        # The same CPU time by thread (monitor.ThreadCpu), with what threads that ended took as "other".
+        # The same CPU time by thread (monitor.ThreadCpu); "other": the rest of the process's CPU time.
         "cpu_ms_per_frame_by_thread": _per_frame_by_thread(by_thread, cpu_s, cpu_frames),
         "threads": {"plan": plan_threads(cfg.threads).as_dict(), "in_use": pools},
         "engines": per_model,
