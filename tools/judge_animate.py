@@ -260,10 +260,8 @@ def corrected_for_judges(rows: list[dict]) -> dict[str, float | None]:
                 return None
             return float(np.sqrt(xy * xz / yz))
 
-        true_in = {k: truth(k, *(o for o in ("asked", "dlib_in", "net_in") if o != k)) for k in ("dlib_in", "net_in")}
-        true_out = {
-            k: truth(k, *(o for o in ("asked", "dlib_out", "net_out") if o != k)) for k in ("dlib_out", "net_out")
-        }
+        true_in = {"dlib_in": truth("dlib_in", "asked", "net_in"), "net_in": truth("net_in", "asked", "dlib_in")}
+        true_out = {"dlib_out": truth("dlib_out", "asked", "net_out"), "net_out": truth("net_out", "asked", "dlib_out")}
         result[f"{angle}_corrected_asked_driver"] = truth("asked", "dlib_in", "net_in")
         result[f"{angle}_corrected_asked_output"] = truth("asked", "dlib_out", "net_out")
         crossed = []
