@@ -130,3 +130,26 @@ def test_importing_the_face_mesh_defers_matplotlib_until_something_draws():
     assert "loaded_at_start False" in out.stdout
     assert "found True" in out.stdout
     assert "draws matplotlib.figure module" in out.stdout
+
+
+def test_the_direct_graph_call_gives_what_process_gives_frame_by_frame():
+    """SolutionCall skips the namedtuple class `process` builds per frame; MediaPipe's own `process`,
+    on a second graph fed the same frames, is the reference: the same landmarks, bit for bit, frame
+    after frame (the graph's tracking state carries from one to the next the same way)."""
+    from facecast.tracking.face_mesh import _face_mesh_graph
+    from facecast.tracking.mediapipe_solutions import SolutionCall
+
+    frames = synthetic_frames(20, 480, 360, 30.0, SyntheticConfig(yaw_deg=20, period_s=0.6))
+    ours, reference = _face_mesh_graph(TrackingConfig(), False), _face_mesh_graph(TrackingConfig(), False)
+    call = SolutionCall(ours, "multi_face_landmarks")
+    try:
+        assert call.direct, "with the pinned mediapipe the graph is called directly"
+        for f in frames:
+            rgb = cv2.cvtColor(f.image, cv2.COLOR_BGR2RGB)
+            got, want = call(rgb), reference.process(rgb).multi_face_landmarks
+            assert got is not None and want is not None and len(got) == len(want) == 1
+            assert got[0].SerializeToString() == want[0].SerializeToString()
+        assert call(np.zeros((360, 480, 3), np.uint8)) is None  # no face: None, as process() gives
+    finally:
+        ours.close()
+        reference.close()

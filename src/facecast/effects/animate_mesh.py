@@ -257,6 +257,7 @@ class MeshRig:
         self.n_face, self.n_ring = len(face_xy), len(ring)
         self.grid = warp.Grid.covering(0, 0, width, height, GRID_STEP)
         self.tps = warp.TpsField(centres, self.grid, smoothing=1e-5, pinned=len(border))
+        self._field_split()
         self.grid_points = self.grid.points()
         self.n_border = len(border)
 
@@ -264,9 +265,39 @@ class MeshRig:
         self.lid_skin, self.lash = self._lid_skin()
         # Mouth interior colours: a dark throat from the lip colour, teeth if the portrait shows them.
         self.cavity, self.teeth = self._mouth_colours()
-        self._identity = warp.identity_map(width, height)
+        self._upsample = warp.PositionUpsampler(self.grid, width, height)
 
     # -- per character precomputation ---------------------------------------------------------------
+    def _field_split(self) -> None:
+        """The spline field of a frame as the head's rigid motion plus what the face does on it.
+
+        Every control point follows the head: target = A (p - pivot) + pivot + shift, A the first two
+        rows of scale * rotation; the ring does the same, weighted. That displacement, (A - E) rel +
+        shift (E = [I 0]), is linear in the 8 numbers of (A - E) and shift, so its field is 4
+        precomputed grid fields mixed per frame. Only the points the face moves on the skull (mouth,
+        brows, lids, the lips and eyes that a rendered nod's gain moves as blocks) leave a residual,
+        and only their ~110 basis columns are multiplied each frame instead of all ~230.
+        """
+        L = self.landmarks.astype(np.float64)
+        self._rel_face = L[self.face_idx] - self.pivot  # (n_face, 3)
+        rel_ring = (self.ring - self.pivot) * self.ring_weight
+        columns = np.vstack(
+            [
+                np.hstack([self._rel_face, np.ones((self.n_face, 1))]),
+                np.hstack([rel_ring, self.ring_weight]),
+            ]
+        )
+        self._rigid_fields = np.ascontiguousarray(self.tps.basis @ columns.astype(np.float32))  # (grid, 4)
+        moved = (
+            set(MOUTH_REGION)
+            | set(BROW_REGION)
+            | set(np.concatenate(GAIN_BLOCKS).tolist())
+            | set(MOUTH_DROP)
+            | {upper for upper, _ in warp.LID_PAIRS_LEFT + warp.LID_PAIRS_RIGHT}
+        )
+        self._expressive = np.array([i for i, idx in enumerate(self.face_idx) if idx in moved])
+        self._expressive_basis = np.ascontiguousarray(self.tps.basis[:, self._expressive])
+
     def _lid_skin(self) -> tuple[np.ndarray, tuple[int, int, int]]:
         """The portrait with its eyes filled in by the skin around them (what a closing lid shows),
         and the colour of the lash line drawn along the lid's edge."""
@@ -312,6 +343,12 @@ class MeshRig:
     # -- per frame -----------------------------------------------------------------------------------
     def targets(self, params: RigParams) -> tuple[np.ndarray, np.ndarray]:
         """Where the landmarks (478, 2) and the skull ring (n, 2) go for these params."""
+        lm_t, ring_t, _ = self._targets(params)
+        return lm_t, ring_t
+
+    def _targets(self, params: RigParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """targets(), and the head's rigid motion as the (3, 2) matrix [(A - E).T; shift] of
+        `_field_split`."""
         L = self.landmarks.astype(np.float64)
         moved = L.copy()
         if params.expression is not None:
@@ -321,7 +358,7 @@ class MeshRig:
             for i, wgt in MOUTH_DROP.items():
                 moved[i, 1] += wgt * drop
         for eye, pairs in zip(params.eyes, (warp.LID_PAIRS_LEFT, warp.LID_PAIRS_RIGHT), strict=True):
-            widen = float(np.clip(eye - 1.0, 0.0, MAX_EYE - 1.0))
+            widen = _clamp(eye - 1.0, 0.0, MAX_EYE - 1.0)
             if widen:  # wider than drawn: the upper lid's skin is pulled up (closing is painted instead)
                 up, lo = [p[0] for p in pairs], [p[1] for p in pairs]
                 moved[up] -= 0.75 * widen * (moved[lo] - moved[up])
@@ -341,20 +378,30 @@ class MeshRig:
                 out[region] = block @ asked.T + flat @ (r - asked).T
         out = out * params.scale + self.pivot
         ring = (self.ring - self.pivot) @ r.T * params.scale + self.pivot
-        return out[:, :2] + shift, ring[:, :2] + shift
+        rigid = np.vstack([(params.scale * r[:2] - np.eye(2, 3)).T, shift])
+        return out[:, :2] + shift, ring[:, :2] + shift, rigid
 
     def backward_map(self, params: RigParams) -> tuple[np.ndarray, np.ndarray]:
         """(map (h, w, 2) float32 for cv2.remap, landmark targets (478, 2))."""
-        lm_t, ring_t = self.targets(params)
-        disp = np.empty((self.n_face + self.n_ring, 2), np.float32)  # the image borders stay where they are
-        disp[: self.n_face] = lm_t[self.face_idx] - self.landmarks[self.face_idx, :2]
-        disp[self.n_face :] = (ring_t - self.ring[:, :2]) * self.ring_weight
-        forward = self.tps.field(disp)
+        forward, lm_t = self.forward_field(params)
         back = warp.invert_displacement(self.grid, forward, self.grid_points)
-        back -= self.grid_points
-        fine = warp.upsample(back, self.width, self.height)
-        cv2.add(fine, self._identity, dst=fine)
-        return fine, lm_t
+        return self._upsample(back), lm_t
+
+    def forward_field(self, params: RigParams) -> tuple[np.ndarray, np.ndarray]:
+        """(the spline's displacement field on the coarse grid (rows, cols, 2), landmark targets)."""
+        lm_t, _, rigid = self._targets(params)  # the ring moves rigidly: its field is in _rigid_fields
+        # The image borders stay where they are; the ring moves with the head (rigidly, weighted).
+        forward = (self._rigid_fields @ rigid.astype(np.float32)).reshape(self.grid.rows, self.grid.cols, 2)
+        face = lm_t[self.face_idx] - self.landmarks[self.face_idx, :2]
+        face -= self._rel_face @ rigid[:3] + rigid[3]  # what the face does beyond the head's motion
+        residual = np.abs(face).max(1) > 1e-6
+        if residual.any():
+            if residual[self._expressive].sum() == residual.sum():
+                extra = self._expressive_basis @ face[self._expressive].astype(np.float32)
+            else:  # an expression moved other points too (a caller's own RigParams.expression)
+                extra = self.tps.basis[:, : self.n_face] @ face.astype(np.float32)
+            forward += extra.reshape(forward.shape)
+        return forward, lm_t
 
     def render(self, params: RigParams) -> Image:
         """The character as `params` say: BGRA, straight alpha, the rig's output size."""
@@ -366,7 +413,7 @@ class MeshRig:
             Image, cv2.remap(self.source, fixed_xy, fixed_frac, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         )
         for eye, (upper, lower) in zip(params.eyes, LIDS, strict=True):
-            closure = float(np.clip(1.0 - eye, 0.0, 1.0))
+            closure = _clamp(1.0 - eye, 0.0, 1.0)
             if closure > 0.01:  # below that the lid would be painted at under 2 % (tracker noise)
                 self._paint_lids(out, fmap, lm_t[upper], lm_t[lower], closure)
         self._paint_mouth(out, lm_t)
@@ -462,6 +509,11 @@ class MeshRig:
         region[:] = (region * (1 - a) + paint * a).astype(np.uint8)
 
 
+def _clamp(x: float, lo: float, hi: float) -> float:
+    """np.clip for one number, at a fraction of its cost (a frame calls it a dozen times)."""
+    return float(min(max(x, lo), hi))
+
+
 def _smoothstep(e0: float, e1: float, x: float) -> float:
     t = min(1.0, max(0.0, (x - e0) / (e1 - e0)))
     return t * t * (3 - 2 * t)
@@ -502,7 +554,7 @@ class EyeCalibration:
         self._recent.append(reading)
         if len(self._recent) == BLINK_FRAMES:
             lo, hi = CLOSED_RANGE
-            self.closed = min(self.closed, float(np.clip(max(self._recent), lo * self.open, hi * self.open)))
+            self.closed = min(self.closed, _clamp(max(self._recent), lo * self.open, hi * self.open))
         return (reading - self.closed) / (self.open - self.closed)
 
 
@@ -517,6 +569,7 @@ class Retargeter:
     _last_t: float | None = None
     _eyes: tuple[EyeCalibration, EyeCalibration] | None = None
     _dt: float = 0.0
+    _rotation: tuple[MeshRig, Neutral, np.ndarray] | None = None
 
     def recalibrate(self) -> None:
         self.neutral = None
@@ -548,15 +601,14 @@ class Retargeter:
         cur = face.landmarks.astype(np.float64)
         s, r, t = warp.kabsch(n.landmarks[warp.RIGID], cur[warp.RIGID])  # the skull frame, for the expression
         pose = pose_from_rotation(warp.kabsch(n.landmarks[warp.POSE], cur[warp.POSE])[1])  # the angles shown
-        pitch = float(np.clip(pose.pitch * cfg.pose.pitch, -MAX_ANGLE["pitch"], MAX_ANGLE["pitch"]))
-        yaw = float(np.clip(pose.yaw * cfg.pose.yaw, -MAX_ANGLE["yaw"], MAX_ANGLE["yaw"]))
-        roll = float(np.clip(pose.roll * cfg.pose.roll, -MAX_ANGLE["roll"], MAX_ANGLE["roll"]))
+        pitch = _clamp(pose.pitch * cfg.pose.pitch, -MAX_ANGLE["pitch"], MAX_ANGLE["pitch"])
+        yaw = _clamp(pose.yaw * cfg.pose.yaw, -MAX_ANGLE["yaw"], MAX_ANGLE["yaw"])
+        roll = _clamp(pose.roll * cfg.pose.roll, -MAX_ANGLE["roll"], MAX_ANGLE["roll"])
         # Expression: the landmarks in the neutral skull frame, minus the neutral face.
         in_skull = (cur - t) @ r / s
         resid = in_skull - n.landmarks
         k = rig.scale / n.scale
-        q = warp.similarity(n.landmarks[warp.RIGID, :2], rig.landmarks[warp.RIGID, :2])[:, :2]
-        q = q / max(np.sqrt(abs(np.linalg.det(q))), 1e-9)  # rotation only
+        q = self._to_rig(rig, n)
         expr = np.zeros((len(cur), 3))
         for idx, mult in ((MOUTH_REGION, cfg.mouth), (BROW_REGION, cfg.brows)):
             if mult:
@@ -569,13 +621,13 @@ class Retargeter:
         eyes = []
         for reading, calibration in zip(face.eye_openness, self._eyes, strict=True):
             closure = (1.0 - calibration(reading, self._dt)) * cfg.eyes
-            eyes.append(float(np.clip(1.0 - closure, 0.0, MAX_EYE)))
+            eyes.append(_clamp(1.0 - closure, 0.0, MAX_EYE))
         centre_now = cur[warp.RIGID, :2].mean(0)
         centre_neutral = n.landmarks[warp.RIGID, :2].mean(0)
         move = (centre_now - centre_neutral) / n.scale * rig.scale * cfg.movement
         limit = 0.25 * np.array([rig.width, rig.height])
         move = np.clip(move, -limit, limit)
-        scale = float(np.clip(1.0 + (s - 1.0) * cfg.movement, 0.75, 1.33))
+        scale = _clamp(1.0 + (s - 1.0) * cfg.movement, 0.75, 1.33)
         return RigParams(
             pitch=pitch,
             yaw=yaw,
@@ -585,6 +637,13 @@ class Retargeter:
             eyes=(eyes[0], eyes[1]),
             expression=expr,
         )
+
+    def _to_rig(self, rig: MeshRig, n: Neutral) -> np.ndarray:
+        """The 2x2 rotation from the performer's neutral face to the character's, kept while both last."""
+        if self._rotation is None or self._rotation[0] is not rig or self._rotation[1] is not n:
+            q = warp.similarity(n.landmarks[warp.RIGID, :2], rig.landmarks[warp.RIGID, :2])[:, :2]
+            self._rotation = (rig, n, q / max(np.sqrt(abs(np.linalg.det(q))), 1e-9))  # rotation only
+        return self._rotation[2]
 
 
 def _neutral_from(faces: list[Face]) -> Neutral:

@@ -23,6 +23,7 @@ from pydantic import Field
 from facecast.configbase import StrictModel
 from facecast.pipeline.stage import Stage, StartupError
 from facecast.tracking.geometry import eye_openness, face_box, head_pose, mouth_openness
+from facecast.tracking.mediapipe_solutions import SolutionCall
 from facecast.tracking.one_euro import OneEuroFilter, SmoothingConfig
 from facecast.types import NUM_LANDMARKS, Face, FramePacket, Image, Landmarks
 
@@ -106,6 +107,7 @@ class FaceTracker:
     def __init__(self, cfg: TrackingConfig, static_images: bool = False) -> None:
         self.cfg = cfg
         self._mesh = _face_mesh_graph(cfg, static_images)
+        self._landmarks_of = SolutionCall(self._mesh, "multi_face_landmarks")
         self._filters: list[OneEuroFilter] = []
         self._eye_filters: list[OneEuroFilter] = []
         self._prep = FramePrep()
@@ -113,8 +115,7 @@ class FaceTracker:
     def detect(self, image: Image, t: float | None = None) -> list[Face]:
         """Faces in a BGR image; `t` (seconds) drives the smoothing, None = no smoothing."""
         h, w = image.shape[:2]
-        result = self._mesh.process(self._prep(image))
-        found = result.multi_face_landmarks or []
+        found = self._landmarks_of(self._prep(image)) or []
         if len(found) != len(self._filters):
             # Faces entered or left: per-face filters would mix identities, so start them afresh.
             smoothing = self.cfg.smoothing

@@ -72,15 +72,12 @@ def prepare(frame: Image, box: tuple[int, int, int, int]) -> np.ndarray:
     return rgb
 
 
-def postprocess(result, box: tuple[int, int, int, int]) -> list[Hand]:
+def postprocess(found, box: tuple[int, int, int, int]) -> list[Hand]:
     """MediaPipe's hands (normalised to the crop) as landmarks in frame pixels."""
     x0, y0, x1, y1 = box
     scale = np.array([x1 - x0, y1 - y0], np.float32)
     origin = np.array([x0, y0], np.float32)
-    return [
-        np.array([(p.x, p.y) for p in hand.landmark], np.float32) * scale + origin
-        for hand in result.multi_hand_landmarks or []
-    ]
+    return [np.array([(p.x, p.y) for p in hand.landmark], np.float32) * scale + origin for hand in found or []]
 
 
 class HandTracker:
@@ -88,20 +85,21 @@ class HandTracker:
 
     def __init__(self, max_hands: int = MAX_HANDS, search_every: int = SEARCH_EVERY) -> None:
         try:
-            from facecast.tracking.mediapipe_solutions import solution
+            from facecast.tracking.mediapipe_solutions import SolutionCall, solution
 
             Hands = solution("hands").Hands
         except ImportError as exc:  # pragma: no cover - mediapipe is a core requirement
             raise StartupError(f"hand occlusion needs mediapipe==0.10.21 ({exc}); run: make run") from exc
         # model_complexity 0: the lite palm detector and landmark model, both in the wheel.
         self._graph = Hands(static_image_mode=False, max_num_hands=max_hands, model_complexity=0)
+        self._landmarks_of = SolutionCall(self._graph, "multi_hand_landmarks")
         self.search_every = search_every
         self._tracked = 0  # hands found on the last frame searched
         self._since_search = search_every  # so the first frame is searched
 
     def forward(self, rgb: np.ndarray):
-        """The only call into MediaPipe."""
-        return self._graph.process(rgb)
+        """The only call into MediaPipe: the hands' landmark lists (None when none was found)."""
+        return self._landmarks_of(rgb)
 
     def __call__(self, frame: Image, T: np.ndarray) -> list[Hand]:
         """The hands over the face with landmarks `T` in `frame` (BGR), in frame pixels."""
