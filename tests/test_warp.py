@@ -108,3 +108,12 @@ def test_the_backward_map_is_the_plain_newton_inversion(rig):
     assert np.percentile(np.abs(x - reference), 99) < 1e-3
     residual = np.abs(x + rig.grid.sample(forward, x) - rig.grid_points).max(-1)
     assert np.median(residual) < 0.01 and np.percentile(residual, 95) < 0.5
+
+
+def test_grid_points_through_an_affine_map_are_built_from_one_row_and_one_column():
+    grid = warp.Grid.covering(37.0, 11.0, 301, 197, 9.5)
+    m = np.array([[0.93, -0.21, 14.5], [0.19, 1.07, -8.25]])
+    want = warp.apply_affine(m, grid.points().reshape(-1, 2).astype(np.float64)).reshape(grid.rows, grid.cols, 2)
+    got = grid.mapped(m)
+    assert got.dtype == np.float32 and got.shape == (grid.rows, grid.cols, 2)
+    assert np.abs(got - want).max() < 1e-4

@@ -386,7 +386,7 @@ class SwapMesh(Effect):
         disp = (warp.apply_affine(minv, T[src.control]) - src.landmarks[src.control]).astype(np.float32)
         forward = src.tps.field(disp)
         grid = warp.Grid.covering(x0, y0, rw, rh, max(rw, rh) / GRID_CELLS)
-        z = warp.apply_affine(minv, grid.points().reshape(-1, 2)).reshape(grid.rows, grid.cols, 2).astype(np.float32)
+        z = grid.mapped(minv)
         back = warp.invert_displacement(src.tps.grid, forward, z)
         fmap = warp.upsample(back, rw, rh)
         # Through a fixed-point copy of the map: OpenCV remaps in fixed point anyway, and converting

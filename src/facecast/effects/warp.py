@@ -169,6 +169,17 @@ class Grid:
         gx, gy = np.meshgrid(xs, ys)
         return np.stack([gx, gy], axis=-1).astype(np.float32)  # (rows, cols, 2)
 
+    def mapped(self, m: np.ndarray) -> FloatArray:
+        """The grid's points taken through the 2x3 affine `m`, (rows, cols, 2) float32: built from
+        one row and one column (an affine map of a regular grid is a sum of the two), not from every
+        point."""
+        xs = self.x0 + self.sx * np.arange(self.cols)
+        ys = self.y0 + self.sy * np.arange(self.rows)
+        out = np.empty((self.rows, self.cols, 2), np.float32)
+        for k in (0, 1):
+            out[..., k] = (m[k, 0] * xs + m[k, 2])[None, :] + (m[k, 1] * ys)[:, None]
+        return out
+
     def sample(self, field: FloatArray, at: FloatArray) -> FloatArray:
         """Bilinear sample of a (rows, cols, 2) field at image points `at` (..., 2); edges replicate."""
         u = ((at[..., 0] - self.x0) / self.sx).astype(np.float32)
