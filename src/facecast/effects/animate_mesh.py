@@ -7,8 +7,9 @@ MediaPipe face mesh.
   size with its matte as alpha, a thin-plate-spline basis over ~200 control points (face mesh, a
   rigid ring around the head, fixed image borders), the skin the eyelids show and the mouth colours.
   `render(RigParams)` turns head angles, eye openness, mouth opening and an expression field into
-  the output image: a (grid x points) matrix product, a fixed-point inversion on the coarse grid,
-  one cv2.remap, then the eyelids and the mouth interior painted in their small boxes.
+  the output image: the head's rigid motion mixed from precomputed fields plus a (grid x expressive
+  points) matrix product, a Newton inversion on the coarse grid, one cv2.remap, then the eyelids and
+  the mouth interior painted in their small boxes.
 - `Retargeter` turns the tracked driver face into RigParams, relative to a neutral pose taken from
   the first tracked frames (and again on `recalibrate()`), scaled by the configured multipliers,
   easing back to neutral when the face is lost.
@@ -389,8 +390,9 @@ class MeshRig:
 
     def forward_field(self, params: RigParams) -> tuple[np.ndarray, np.ndarray]:
         """(the spline's displacement field on the coarse grid (rows, cols, 2), landmark targets)."""
-        lm_t, _, rigid = self._targets(params)  # the ring moves rigidly: its field is in _rigid_fields
-        # The image borders stay where they are; the ring moves with the head (rigidly, weighted).
+        lm_t, _, rigid = self._targets(params)
+        # The image borders stay where they are; the ring moves with the head (rigidly, weighted), so
+        # its share is all in the rigid fields.
         forward = (self._rigid_fields @ rigid.astype(np.float32)).reshape(self.grid.rows, self.grid.cols, 2)
         face = lm_t[self.face_idx] - self.landmarks[self.face_idx, :2]
         face -= self._rel_face @ rigid[:3] + rigid[3]  # what the face does beyond the head's motion
