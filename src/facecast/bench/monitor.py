@@ -183,6 +183,7 @@ class ThreadCpu:
     def start(self) -> None:
         self._groups.clear()
         self._last.clear()
+        self._names.clear()  # a thread id of an earlier window may belong to another thread now
         self.sample()
         self._start = dict(self._last)
 

@@ -344,12 +344,12 @@ class MeshRig:
     # -- per frame -----------------------------------------------------------------------------------
     def targets(self, params: RigParams) -> tuple[np.ndarray, np.ndarray]:
         """Where the landmarks (478, 2) and the skull ring (n, 2) go for these params."""
-        lm_t, ring_t, _ = self._targets(params)
-        return lm_t, ring_t
+        lm_t, r = self._landmark_targets(params)
+        ring = (self.ring - self.pivot) @ r.T * params.scale + self.pivot
+        return lm_t, ring[:, :2] + np.array(params.shift)
 
-    def _targets(self, params: RigParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """targets(), and the head's rigid motion as the (3, 2) matrix [(A - E).T; shift] of
-        `_field_split`."""
+    def _landmark_targets(self, params: RigParams) -> tuple[np.ndarray, np.ndarray]:
+        """Where the landmarks (478, 2) go, and the head's rotation (3x3, as rendered) that took them."""
         L = self.landmarks.astype(np.float64)
         moved = L.copy()
         if params.expression is not None:
@@ -378,9 +378,7 @@ class MeshRig:
                 flat[:, 2] = block[:, 2].mean()
                 out[region] = block @ asked.T + flat @ (r - asked).T
         out = out * params.scale + self.pivot
-        ring = (self.ring - self.pivot) @ r.T * params.scale + self.pivot
-        rigid = np.vstack([(params.scale * r[:2] - np.eye(2, 3)).T, shift])
-        return out[:, :2] + shift, ring[:, :2] + shift, rigid
+        return out[:, :2] + shift, r
 
     def backward_map(self, params: RigParams) -> tuple[np.ndarray, np.ndarray]:
         """(map (h, w, 2) float32 for cv2.remap, landmark targets (478, 2))."""
@@ -390,7 +388,8 @@ class MeshRig:
 
     def forward_field(self, params: RigParams) -> tuple[np.ndarray, np.ndarray]:
         """(the spline's displacement field on the coarse grid (rows, cols, 2), landmark targets)."""
-        lm_t, _, rigid = self._targets(params)
+        lm_t, r = self._landmark_targets(params)
+        rigid = np.vstack([(params.scale * r[:2] - np.eye(2, 3)).T, params.shift])  # [(A - E).T; shift]
         # The image borders stay where they are; the ring moves with the head (rigidly, weighted), so
         # its share is all in the rigid fields.
         forward = (self._rigid_fields @ rigid.astype(np.float32)).reshape(self.grid.rows, self.grid.cols, 2)
