@@ -280,7 +280,7 @@ def judge_video(
     from facecast.characters.library import CharacterLibrary, CharactersConfig
     from facecast.config import load_config
     from facecast.effects.animate_mesh import AnimateMesh, AnimateMeshConfig
-    from facecast.tracking.face_mesh import FaceTracker
+    from facecast.tracking.face_mesh import TrackingStage
     from facecast.types import FramePacket
 
     judge.reset()
@@ -303,7 +303,8 @@ def judge_video(
     x0, y0 = (np.maximum(centre - side / 2, 0)).astype(int)
     x1, y1 = int(min(x0 + side, rig.width)), int(min(y0 + side, rig.height))
     zoom = 660 / side
-    tracker = FaceTracker(cfg.tracking)
+    tracking = TrackingStage(cfg.tracking)  # the live stage: tracking.max_fps applies as it does live
+    tracking.start()
     cap = cv2.VideoCapture(str(path))
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     signals = (*SIGNALS, *POSE_SIGNALS) if pose is not None else SIGNALS
@@ -319,8 +320,7 @@ def judge_video(
             frame = cast(Image, read)
             t_ns = int(frames / fps * 1e9)
             frames += 1
-            faces = tracker.detect(frame, t_ns / 1e9)
-            packet = FramePacket(seq=frames, t_capture_ns=t_ns, image=frame, faces=faces)
+            packet = tracking.process(FramePacket(seq=frames, t_capture_ns=t_ns, image=frame))
             out = effect.apply(packet)
             if frames <= animate.calibration_frames:
                 continue  # the neutral pose is being taken
@@ -343,7 +343,7 @@ def judge_video(
                 asked[k].append(sign * getattr(params, attribute) if params is not None else float("nan"))
     finally:
         cap.release()
-        tracker.close()
+        tracking.close()
     series = {"driver": driver, "output": output, "asked": asked}
     result: dict[str, Any] = {"video": path.name, "frames": frames, "judged": len(driver["eyes"]), "missed": missed}
     result["series"] = series

@@ -25,6 +25,7 @@ from facecast.pipeline.stage import Stage, StartupError
 from facecast.tracking.geometry import eye_openness, face_box, head_pose, mouth_openness
 from facecast.tracking.mediapipe_solutions import SolutionCall
 from facecast.tracking.one_euro import OneEuroFilter, SmoothingConfig
+from facecast.tracking.prediction import FacePredictor
 from facecast.types import NUM_LANDMARKS, Face, FramePacket, Image, Landmarks
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,14 @@ class TrackingConfig(StrictModel):
     max_faces: int = Field(1, ge=1, le=8)
     min_detection_confidence: float = Field(0.5, ge=0, le=1)
     min_tracking_confidence: float = Field(0.5, ge=0, le=1)
+    max_fps: float = Field(
+        0.0,
+        ge=0,
+        le=240,
+        description="live: run the face mesh on at most this many frames a second (0 = every frame); the "
+        "frames between get faces predicted from the last two tracked (tracking/prediction.py). Offline "
+        "renders and jobs read every frame",
+    )
     smoothing: SmoothingConfig = SmoothingConfig()
 
 
@@ -155,14 +164,39 @@ class TrackingStage(Stage):
     def __init__(self, cfg: TrackingConfig) -> None:
         self.cfg = cfg
         self._tracker: FaceTracker | None = None
+        self._predictor = FacePredictor()
+        self._t_tracked: float | None = None
+        self._size_tracked: tuple[int, ...] = ()
+        self.tracked_frames = 0
+        self.predicted_frames = 0
 
     def start(self) -> None:
         if self.cfg.enabled:
             self._tracker = FaceTracker(self.cfg)
+        self._predictor.reset()
+        self._t_tracked = None
+
+    def _due(self, t: float, size: tuple[int, ...]) -> bool:
+        """Whether the face mesh reads this frame. With `max_fps`, once 3/4 of its interval has passed
+        since the last tracked frame: a 60 fps camera at max_fps 30 is tracked every second frame
+        despite the camera's jitter, a 30 fps camera every frame. A frame of another size (a camera
+        reopened) is always read: the last faces are in the old frame's pixels."""
+        if self.cfg.max_fps <= 0 or self._t_tracked is None or size != self._size_tracked:
+            return True
+        return not 0 <= t - self._t_tracked < 0.75 / self.cfg.max_fps
 
     def process(self, packet: FramePacket) -> FramePacket:
         if self._tracker is not None:
-            packet.faces = self._tracker.detect(packet.image, packet.t_capture_ns / 1e9)
+            t = packet.t_capture_ns / 1e9
+            size = packet.image.shape[:2]
+            if self._due(t, size):
+                packet.faces = self._tracker.detect(packet.image, t)
+                self._predictor.tracked(t, packet.faces)
+                self._t_tracked, self._size_tracked = t, size
+                self.tracked_frames += 1
+            else:
+                packet.faces = self._predictor.predict(t, size[1], size[0])
+                self.predicted_frames += 1
         return packet
 
     def close(self) -> None:
