@@ -213,6 +213,34 @@ def test_realtime_mode_is_paced_at_the_source_rate(tmp_path):
     assert data["frames"] == 20 and data["frames_lost"] == seqs[-1] - seqs[0] + 1 - len(seqs) >= 0
 
 
+def test_a_paced_face_mesh_is_reported_with_its_predicted_frames(tmp_path, synthetic_max):
+    """tracking.max_fps 10 on a 20 fps source: the face mesh reads every second frame, the others
+    get predicted faces, which count as faces."""
+    data, _, result = bench(
+        tmp_path,
+        "--source",
+        "synthetic",
+        *SMALL,
+        "--set",
+        "capture.fps=20",
+        "--set",
+        "tracking.max_fps=10",
+        "--effect",
+        "debug",
+        "--realtime",
+        "--frames",
+        "30",
+        "--warmup",
+        "4",
+    )
+    mesh = data["face_mesh"]
+    assert mesh["max_fps"] == 10 and mesh["read"] + mesh["predicted"] >= 34
+    assert abs(mesh["read"] - mesh["predicted"]) <= 3, mesh
+    assert data["tracked_ratio"] >= 0.9 and "got predicted faces" in result.stdout
+    unpaced = synthetic_max[0]["face_mesh"]
+    assert unpaced["max_fps"] == 0 and unpaced["predicted"] == 0 and unpaced["read"] >= 45
+
+
 def test_compare_runs_both_configs_alternately_and_reports_ratios(tmp_path):
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text("capture: {width: 320, height: 240}\neffect: {active: passthrough}\n")

@@ -98,6 +98,12 @@ def format_result(r: dict[str, Any]) -> str:
             f" p95 {_ms(olat.get('p95'))} ms (counts include the warm-up)"
         )
     tracked = "tracking off" if r["tracked_ratio"] is None else f"{_pct(r['tracked_ratio'])} of frames with a face"
+    mesh = r.get("face_mesh")
+    if mesh and mesh["predicted"]:
+        tracked += (
+            f"; the face mesh read {mesh['read']} frames, {mesh['predicted']} got predicted faces"
+            f" (tracking.max_fps {mesh['max_fps']:g}; counts include the warm-up)"
+        )
     lines.append(f"tracked    {tracked}")
     enhancer = r.get("enhancer")  # the swap's face enhancer (effects/enhancer.py), when one ran
     if enhancer:

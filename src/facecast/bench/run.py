@@ -432,6 +432,13 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
     }
     if batch_figures is not None:
         result["batch"] = batch_figures
+    if daemon.tracking.cfg.enabled:
+        # How many frames the face mesh read and how many got predicted faces (tracking.max_fps).
+        result["face_mesh"] = {
+            "max_fps": daemon.tracking.cfg.max_fps,
+            "read": daemon.tracking.tracked_frames,
+            "predicted": daemon.tracking.predicted_frames,
+        }
     if enhancer is not None and enhancer.spec is not None:
         result["enhancer"] = enhancer.stats()  # frames enhanced, carried, skipped (live: asynchronous)
     return BenchRun(result, measured, stats.stage_names)
