@@ -30,7 +30,9 @@ from tests.conftest import PORTRAIT, facecast_env, free_port, write_video  # noq
 
 pytest.importorskip("ray", reason='Ray is not installed: pip install "facecast[ray]"')
 
-SHORT, LONG = 24, 120  # frames of the clips: one quick job, and ones long enough to interrupt
+SHORT, LONG = 24, 240  # frames of the clips: one quick job, and ones long enough to interrupt
+# (the job's progress reaches the daemon about once a second: a 120-frame job, 3 s on a quick machine,
+# could go from no progress to done between two reports)
 # The daemon's live side: small and cheap, the jobs are what is tested.
 LIVE_SIDE = {"capture.source": "synthetic", "capture.width": 320, "capture.height": 240, "capture.fps": 15}
 LIVE = [f"--set={k}={v}" for k, v in {**LIVE_SIDE, "effect.active": "passthrough"}.items()]

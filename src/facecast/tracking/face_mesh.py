@@ -173,6 +173,12 @@ class TrackingStage(Stage):
     def start(self) -> None:
         if self.cfg.enabled:
             self._tracker = FaceTracker(self.cfg)
+            if self.cfg.max_fps > 0:
+                log.info(
+                    "tracking: the face mesh reads at most %g frames a second (tracking.max_fps); the frames "
+                    "between get faces predicted from the last two it read",
+                    self.cfg.max_fps,
+                )
         self._predictor.reset()
         self._t_tracked = None
 
