@@ -235,7 +235,8 @@ def test_a_paced_face_mesh_is_reported_with_its_predicted_frames(tmp_path, synth
     )
     mesh = data["face_mesh"]
     assert mesh["max_fps"] == 10 and mesh["read"] + mesh["predicted"] >= 34
-    assert abs(mesh["read"] - mesh["predicted"]) <= 3, mesh
+    # about every second frame (a loaded machine delays some frames: a late one is read)
+    assert 0.35 <= mesh["read"] / (mesh["read"] + mesh["predicted"]) <= 0.65, mesh
     assert data["tracked_ratio"] >= 0.9 and "got predicted faces" in result.stdout
     unpaced = synthetic_max[0]["face_mesh"]
     assert unpaced["max_fps"] == 0 and unpaced["predicted"] == 0 and unpaced["read"] >= 45
