@@ -1,12 +1,12 @@
 """The faces of a frame the face mesh skips (`tracking.max_fps`), carried on from the last two it tracked.
 
-Tracking at 30 Hz on a 60 fps camera halves MediaPipe's CPU, the largest share of a frame's. The
-frames between still need faces: held, the effect would move in 30 Hz steps on a 60 fps stream; so
-each number of the last tracked faces (landmarks, head angles, eye and mouth openness) moves on at
-the speed it had between the last two tracked frames. Nothing waits for a later frame, so the
-latency stays what it is; what a prediction can miss is a change of direction between two tracked
-frames, for at most the frames until the next one. The landmarks are the smoothed ones (the One Euro
-filter's output), so their speed is steady enough to carry on.
+Tracking at 30 Hz on a 60 fps camera halves MediaPipe's CPU, with the effect's the largest share of
+a frame's (docs/PERFORMANCE.md). The frames between still need faces: held, the effect would move
+in 30 Hz steps on a 60 fps stream; so each number of the last tracked faces (landmarks, head angles,
+eye and mouth openness) moves on at the speed it had between the last two tracked frames. Nothing
+waits for a later frame, so the latency stays what it is; what a prediction can miss is a change of
+direction between two tracked frames, for at most the frames until the next one. The landmarks are
+the smoothed ones (the One Euro filter's output), so their speed is steady enough to carry on.
 """
 
 from __future__ import annotations
