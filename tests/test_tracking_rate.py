@@ -91,6 +91,24 @@ def test_the_face_mesh_reads_frames_at_most_max_fps(camera_fps, max_fps, jitter_
     assert stage.tracked_frames + stage.predicted_frames == 24
 
 
+def test_a_frame_of_another_size_or_from_before_the_last_read_is_read():
+    """A reopened camera's first frame (another size: the last faces are in the old pixels) and a
+    frame stamped before the last read one (a clock step) are read although max_fps says not yet."""
+    stage = TrackingStage(TrackingConfig(max_fps=30))  # next read due 25 ms after the last
+    stage.start()
+    small, large = np.zeros((120, 160, 3), np.uint8), np.zeros((240, 320, 3), np.uint8)
+    frames = [(small, 0), (small, 16), (large, 20), (large, 30), (large, 10)]
+    read = []
+    try:
+        for i, (image, t_ms) in enumerate(frames):
+            before = stage.tracked_frames
+            stage.process(FramePacket(seq=i, image=image, t_capture_ns=int(t_ms * 1e6)))
+            read.append(stage.tracked_frames > before)
+    finally:
+        stage.close()
+    assert read == [True, False, True, False, True]
+
+
 def test_predicted_faces_are_nearer_the_tracker_than_the_last_tracked_ones():
     """A 60 fps camera tracked at 30 Hz: on each frame between, the predicted landmarks against what
     the face mesh itself reads on that frame (a second stage reading every frame), and against

@@ -165,7 +165,6 @@ class TrackingStage(Stage):
         self.cfg = cfg
         self._tracker: FaceTracker | None = None
         self._predictor = FacePredictor()
-        self._t_tracked: float | None = None
         self._size_tracked: tuple[int, ...] = ()
         self.tracked_frames = 0
         self.predicted_frames = 0
@@ -180,16 +179,16 @@ class TrackingStage(Stage):
                     self.cfg.max_fps,
                 )
         self._predictor.reset()
-        self._t_tracked = None
 
     def _due(self, t: float, size: tuple[int, ...]) -> bool:
         """Whether the face mesh reads this frame. With `max_fps`, once 3/4 of its interval has passed
         since the last tracked frame: a 60 fps camera at max_fps 30 is tracked every second frame
         despite the camera's jitter, a 30 fps camera every frame. A frame of another size (a camera
         reopened) is always read: the last faces are in the old frame's pixels."""
-        if self.cfg.max_fps <= 0 or self._t_tracked is None or size != self._size_tracked:
+        last = self._predictor.last_t
+        if self.cfg.max_fps <= 0 or last is None or size != self._size_tracked:
             return True
-        return not 0 <= t - self._t_tracked < 0.75 / self.cfg.max_fps
+        return not 0 <= t - last < 0.75 / self.cfg.max_fps
 
     def process(self, packet: FramePacket) -> FramePacket:
         if self._tracker is not None:
@@ -198,7 +197,7 @@ class TrackingStage(Stage):
             if self._due(t, size):
                 packet.faces = self._tracker.detect(packet.image, t)
                 self._predictor.tracked(t, packet.faces)
-                self._t_tracked, self._size_tracked = t, size
+                self._size_tracked = size
                 self.tracked_frames += 1
             else:
                 packet.faces = self._predictor.predict(t, size[1], size[0])

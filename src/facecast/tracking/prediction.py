@@ -27,23 +27,20 @@ def _nearest(face: Face, candidates: list[Face]) -> Face:
     return min(candidates, key=lambda c: (c.center[0] - cx) ** 2 + (c.center[1] - cy) ** 2)
 
 
+def _on(before: float, last: float, k: float) -> float:
+    return last + (last - before) * k
+
+
 def _carried(before: Face, last: Face, k: float, width: int, height: int) -> Face:
     """`last` moved on by k times its change since `before`."""
     lm = last.landmarks + (last.landmarks - before.landmarks) * np.float32(k)
     p0, p1 = before.pose, last.pose
-    eyes = (
-        max(0.0, last.eye_openness[0] + (last.eye_openness[0] - before.eye_openness[0]) * k),
-        max(0.0, last.eye_openness[1] + (last.eye_openness[1] - before.eye_openness[1]) * k),
-    )
+    e0, e1 = before.eye_openness, last.eye_openness
     return Face(
         landmarks=lm,
-        pose=HeadPose(
-            pitch=p1.pitch + (p1.pitch - p0.pitch) * k,
-            yaw=p1.yaw + (p1.yaw - p0.yaw) * k,
-            roll=p1.roll + (p1.roll - p0.roll) * k,
-        ),
-        eye_openness=eyes,
-        mouth_openness=max(0.0, last.mouth_openness + (last.mouth_openness - before.mouth_openness) * k),
+        pose=HeadPose(pitch=_on(p0.pitch, p1.pitch, k), yaw=_on(p0.yaw, p1.yaw, k), roll=_on(p0.roll, p1.roll, k)),
+        eye_openness=(max(0.0, _on(e0[0], e1[0], k)), max(0.0, _on(e0[1], e1[1], k))),
+        mouth_openness=max(0.0, _on(before.mouth_openness, last.mouth_openness, k)),
         box=face_box(lm, width, height),
     )
 
@@ -54,6 +51,11 @@ class FacePredictor:
     def __init__(self) -> None:
         self._before: tuple[float, list[Face]] | None = None
         self._last: tuple[float, list[Face]] | None = None
+
+    @property
+    def last_t(self) -> float | None:
+        """When the last tracked frame was taken (None: none since the start or a reset)."""
+        return None if self._last is None else self._last[0]
 
     def tracked(self, t: float, faces: list[Face]) -> None:
         self._before, self._last = self._last, (t, faces)
