@@ -109,6 +109,7 @@ def test_the_judges_own_errors_are_taken_out_of_the_angles_correlations():
     # correlations with the truth and C's with T, which no single pair of readings shows.
     rng = np.random.default_rng(7)
     rows, truth_in, truth_out, asked_all, dlib_all, net_all = [], [], [], [], [], []
+    dlib_out_all, net_out_all = [], []
     for _ in range(4):  # videos
         n = 3000
         t = np.cumsum(rng.normal(0, 1, n))
@@ -139,6 +140,8 @@ def test_the_judges_own_errors_are_taken_out_of_the_angles_correlations():
         asked_all += list(asked)
         dlib_all += list(dlib_in)
         net_all += list(net_in)
+        dlib_out_all += list(dlib_out)
+        net_out_all += list(net_out)
     got = judge_animate.corrected_for_judges(rows)
     r = lambda a, b: float(np.corrcoef(a, b)[0, 1])  # noqa: E731
     # What a single judge shows is lower than the truth: that is what the correction is for.
@@ -146,3 +149,12 @@ def test_the_judges_own_errors_are_taken_out_of_the_angles_correlations():
     for angle in ("pitch", "yaw"):
         assert got[f"{angle}_corrected_asked_driver"] == pytest.approx(r(asked_all, truth_in), abs=0.01)
         assert got[f"{angle}_corrected"] == pytest.approx(r(truth_in, truth_out), abs=0.015)
+        # Each judge's own ceiling: its readings against the true angles, and their product.
+        for judge, judged_in, judged_out in (("dlib", dlib_all, dlib_out_all), ("whenet", net_all, net_out_all)):
+            reads_in, reads_out = got[f"{angle}_{judge}_reads_performer"], got[f"{angle}_{judge}_reads_character"]
+            assert reads_in == pytest.approx(r(judged_in, truth_in), abs=0.01)
+            assert reads_out == pytest.approx(r(judged_out, truth_out), abs=0.01)
+            assert got[f"{angle}_{judge}_ceiling"] == pytest.approx(reads_in * reads_out)
+            # The judge's end-to-end figure is the ceiling times how well the character follows.
+            end_to_end = r(judged_in, judged_out)
+            assert end_to_end == pytest.approx(reads_in * reads_out * r(truth_in, truth_out), abs=0.015)

@@ -216,6 +216,10 @@ def pooled(rows: list[dict]) -> dict[str, float | None]:
     return result
 
 
+# Each judge's reading of the performer and of the character, as `corrected_for_judges` names them.
+JUDGE_READINGS = {"dlib": ("dlib_in", "dlib_out"), "whenet": ("net_in", "net_out")}
+
+
 def corrected_for_judges(rows: list[dict]) -> dict[str, float | None]:
     """With two judges of the head's angles (dlib's points and WHENet), how well facecast follows the
     performer with each judge's own reading errors taken out, for pitch and yaw, pooled as `pooled`.
@@ -227,7 +231,12 @@ def corrected_for_judges(rows: list[dict]) -> dict[str, float | None]:
     (dlib on one side, WHENet on the other, so no judge's habits are shared across the two), each
     divided by the two readings' own correlations with the truth (Spearman's correction for
     attenuation); the mean of the two pairs. These are estimates: a value over 1 is their noise, and
-    errors two judges share (both misreading the same faces) make them too high."""
+    errors two judges share (both misreading the same faces) make them too high.
+
+    Per judge, its own ceiling: `*_<judge>_reads_performer` and `*_<judge>_reads_character` (its
+    readings' correlations with the two true angles) and `*_<judge>_ceiling`, their product: what that
+    judge alone would read for a character that followed the performer exactly. No character scores
+    above `*_reads_performer` with that judge."""
     result: dict[str, float | None] = {}
     for angle in ("pitch", "yaw"):
         degrees = f"{angle}_deg"
@@ -270,6 +279,15 @@ def corrected_for_judges(rows: list[dict]) -> dict[str, float | None]:
             if ab is not None and ta and tb:
                 crossed.append(ab / (ta * tb))
         result[f"{angle}_corrected"] = float(np.mean(crossed)) if crossed else None
+        # The most each judge alone can read, whatever the character does: its own correlations with the
+        # two true angles multiply into every end-to-end figure it gives (a character that followed the
+        # performer exactly scores their product), and the first alone bounds it (a character read
+        # without error).
+        for judge, (j_in, j_out) in JUDGE_READINGS.items():
+            ta, tb = true_in[j_in], true_out[j_out]
+            result[f"{angle}_{judge}_reads_performer"] = ta
+            result[f"{angle}_{judge}_reads_character"] = tb
+            result[f"{angle}_{judge}_ceiling"] = ta * tb if ta is not None and tb is not None else None
     return result
 
 
