@@ -21,8 +21,9 @@ waking and spinning its workers costs, so the plan gives each pool what its stag
   than spin (`num_threads` in the graph config changes neither: checked).
 
 `total` counts the stage threads too: capture, tracking and output together keep about one core
-busy, so the neural models get the rest. Video decoders and encoders (capture, outputs) size their
-own threads.
+busy, so the neural models get the rest. Video encoders (outputs) size their own threads; the
+capture's decoder has its own key (`capture.file.decoder_threads`, `capture.url.decoder_threads`:
+one thread up to 1080p60, see capture/decoder.py).
 """
 
 from __future__ import annotations

@@ -6,8 +6,16 @@ from pathlib import Path
 from typing import cast
 
 import cv2
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from facecast.capture.decoder import (
+    DECODER_THREADS_HELP,
+    DecoderThreads,
+    check_decoder_threads,
+    decoding_threads,
+    open_ffmpeg,
+    threads_note,
+)
 from facecast.capture.reader import CapturedFrame, FrameReader
 from facecast.configbase import StrictModel
 from facecast.types import Image
@@ -17,6 +25,9 @@ class FileConfig(StrictModel):
     path: Path | None = Field(None, description="video file to play as the camera")
     loop: bool = Field(True, description="start again at the end instead of stopping")
     realtime: bool = Field(True, description="play at the file's fps; false = as fast as the pipeline goes")
+    decoder_threads: DecoderThreads = Field("auto", description=DECODER_THREADS_HELP)
+
+    _decoder_threads = field_validator("decoder_threads", mode="before")(check_decoder_threads)
 
 
 class VideoFileReader(FrameReader):
@@ -30,11 +41,12 @@ class VideoFileReader(FrameReader):
         self.self_paced = not cfg.realtime  # not paced = read as fast as the queues take frames
         self._cap: cv2.VideoCapture | None = None
         self.frame_count = 0
+        self.threads = 0  # FFmpeg's decoding threads, once open
 
     def open(self) -> None:
         if not self.path.is_file():
             raise OSError(f"capture.file.path: no such file: {self.path}")
-        cap = cv2.VideoCapture(str(self.path))
+        cap = open_ffmpeg(str(self.path), self.cfg.decoder_threads)
         ok, first = cap.read() if cap.isOpened() else (False, None)
         if not ok or first is None:
             cap.release()
@@ -43,6 +55,7 @@ class VideoFileReader(FrameReader):
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and fps > 0 else 30.0
         self.frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.threads = decoding_threads(cap)
         self._cap = cap
 
     def read(self) -> CapturedFrame | None:
@@ -61,4 +74,5 @@ class VideoFileReader(FrameReader):
             self._cap = None
 
     def describe(self) -> str:
-        return f"file {self.path} ({self.fps:.2f} fps, {'looped' if self.cfg.loop else 'once'})"
+        play = "looped" if self.cfg.loop else "once"
+        return f"file {self.path} ({self.fps:.2f} fps, {play}{threads_note(self.threads)})"
