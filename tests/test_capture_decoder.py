@@ -3,6 +3,7 @@ the same frames, and what each frame thread costs a live stream, counted with FF
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -64,11 +65,13 @@ def test_auto_decodes_up_to_1080p60_with_one_thread_and_the_same_frames(tmp_path
     at_the_limit.close()
 
 
-def test_auto_leaves_a_larger_video_to_opencvs_threads_and_a_number_is_used_as_given(tmp_path):
+def test_auto_leaves_a_larger_video_to_opencvs_threads_and_a_number_is_used_as_given(tmp_path, caplog):
     large = _clip(tmp_path / "1440p60.mp4", 2560, 1440, 2)
     reader = VideoFileReader(FileConfig(path=large))
-    reader.open()
+    with caplog.at_level(logging.INFO, logger="facecast.capture.decoder"):
+        reader.open()
     assert reader.threads == _opencv_default_threads(large)
+    assert "decoding 2560x1440 at 60 fps with OpenCV's default threads" in caplog.text
     reader.close()
     given = VideoFileReader(FileConfig(path=large, decoder_threads=3))
     given.open()

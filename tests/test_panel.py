@@ -491,6 +491,8 @@ def test_the_preview_shows_frames_that_change_and_stops_when_nobody_watches(brow
     until(lambda: daemon.state()["effect"] == "passthrough", what="passthrough")
     preview = page.page.locator("#preview")
     page.page.wait_for_function("Number(document.getElementById('preview').dataset.frames) >= 3")
+    # The frames counted may be animate's (512x512) from before the switch: compare passthrough's only.
+    page.page.wait_for_function("document.getElementById('preview').naturalWidth === 320")
     shots = []
     for _ in range(3):
         shots.append(cv2.imdecode(np.frombuffer(preview.screenshot(), np.uint8), cv2.IMREAD_COLOR))

@@ -55,7 +55,7 @@ def open_ffmpeg(source: str, threads: DecoderThreads, params: list[int] | None =
         fps = fps if 0 < fps <= 240 else 60.0
         if width * height * fps > ONE_THREAD_MAX_PIXEL_RATE:
             log.info(
-                "decoding %dx%d at %.0f fps with OpenCV's default threads (more than one thread decodes in time)",
+                "decoding %dx%d at %.0f fps with OpenCV's default threads: more than one thread keeps up with",
                 width,
                 height,
                 fps,
