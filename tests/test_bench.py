@@ -181,6 +181,7 @@ def test_a_video_without_a_face_has_tracked_ratio_zero(tmp_path):
         tmp_path, "--source", str(video), "--effect", "passthrough", "--frames", "30", "--warmup", "3"
     )
     assert data["source"]["kind"] == "file" and data["frames"] == 30 == len(rows)
+    assert data["source"]["decoder_threads"] == 1  # capture.file.decoder_threads: auto, a small file
     assert data["tracked_ratio"] == 0.0
     assert all(r["faces"] == "0" for r in rows)
     assert data["frames_lost"] == 0
@@ -203,6 +204,7 @@ def test_realtime_mode_is_paced_at_the_source_rate(tmp_path):
         "3",
     )
     assert data["mode"] == "realtime" and data["source"]["paced"] is True
+    assert data["source"]["decoder_threads"] is None  # nothing is decoded
     assert data["source"]["fps"] == 20 and data["pipeline"]["queue_policy"] == "drop_oldest"
     # Pacing bounds the rate from above: a check that --realtime paces, not a speed threshold (the
     # pacer may catch up a few periods after a stall, hence the margin; unpaced runs many times faster).
