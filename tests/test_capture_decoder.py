@@ -41,7 +41,7 @@ def test_auto_decodes_up_to_1080p60_with_one_thread_and_the_same_frames(tmp_path
     reader = VideoFileReader(FileConfig(path=clip, loop=False))
     reader.open()
     try:
-        assert reader.threads == 1
+        assert reader.decoder_threads == 1
         assert "1 decoding thread" in reader.describe()
         ours = []
         while (frame := reader.read()) is not None:
@@ -61,7 +61,7 @@ def test_auto_decodes_up_to_1080p60_with_one_thread_and_the_same_frames(tmp_path
 
     at_the_limit = VideoFileReader(FileConfig(path=_clip(tmp_path / "1080p60.mp4", 1920, 1080, 2)))
     at_the_limit.open()
-    assert at_the_limit.threads == 1
+    assert at_the_limit.decoder_threads == 1
     at_the_limit.close()
 
 
@@ -70,12 +70,12 @@ def test_auto_leaves_a_larger_video_to_opencvs_threads_and_a_number_is_used_as_g
     reader = VideoFileReader(FileConfig(path=large))
     with caplog.at_level(logging.INFO, logger="facecast.capture.decoder"):
         reader.open()
-    assert reader.threads == _opencv_default_threads(large)
+    assert reader.decoder_threads == _opencv_default_threads(large)
     assert "decoding 2560x1440 at 60 fps with OpenCV's default threads" in caplog.text
     reader.close()
     given = VideoFileReader(FileConfig(path=large, decoder_threads=3))
     given.open()
-    assert given.threads == 3 and "3 decoding threads" in given.describe()
+    assert given.decoder_threads == 3 and "3 decoding threads" in given.describe()
     given.close()
 
 
@@ -97,7 +97,7 @@ def _frames_before_the_stall(server: ClipServer, threads: int | str) -> tuple[in
     )
     reader.open()
     try:
-        assert reader.threads == (1 if threads == "auto" else threads)
+        assert reader.decoder_threads == (1 if threads == "auto" else threads)
         prompt = total = 0
         while True:
             t0 = time.monotonic()

@@ -333,8 +333,7 @@ def run_once(cfg: Config, opts: BenchOptions, system: dict[str, Any], batch=None
             "width": width,
             "height": height,
             "measured_fps": None,
-            # FFmpeg's decoding threads for a file or a stream (capture/decoder.py); null for the others.
-            "decoder_threads": getattr(reader, "threads", None) or None,
+            "decoder_threads": reader.decoder_threads or None,  # null: not decoded by FFmpeg
         }
     finally:
         if monitoring:

@@ -19,26 +19,32 @@ their MJPEG themselves, frame by frame.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Annotated, Literal
 
 import cv2
+from pydantic import BeforeValidator, Field
 
 log = logging.getLogger(__name__)
 
-DecoderThreads = int | Literal["auto"]
-DECODER_THREADS_HELP = (
-    "threads FFmpeg decodes with: auto = 1 up to 1920x1080 at 60 fps (the least delay and CPU), "
-    "OpenCV's default (one per core) above; or a number, at least 1"
-)
 # The most pixels a second `auto` leaves to one decoding thread.
 ONE_THREAD_MAX_PIXEL_RATE = 1920 * 1080 * 60
 
 
-def check_decoder_threads(value: object) -> object:
-    """A pydantic 'before' validator: `auto` or a whole number of threads, at least 1."""
+def _auto_or_threads(value: object) -> object:
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         return value
     raise ValueError("allowed: auto or a number of threads, at least 1")
+
+
+# The config key's type (capture.file.decoder_threads, capture.url.decoder_threads).
+DecoderThreads = Annotated[
+    int | Literal["auto"],
+    BeforeValidator(_auto_or_threads),
+    Field(
+        description="threads FFmpeg decodes with: auto = 1 up to 1920x1080 at 60 fps (the least delay and CPU), "
+        "OpenCV's default (one per core) above; or a number, at least 1"
+    ),
+]
 
 
 def open_ffmpeg(source: str, threads: DecoderThreads, params: list[int] | None = None) -> cv2.VideoCapture:
@@ -66,7 +72,7 @@ def open_ffmpeg(source: str, threads: DecoderThreads, params: list[int] | None =
 
 
 def decoding_threads(cap: cv2.VideoCapture) -> int:
-    """The threads an open capture decodes with, as FFmpeg was asked for them."""
+    """The threads an open capture decodes with, as FFmpeg was asked for them (`FrameReader.decoder_threads`)."""
     return int(cap.get(cv2.CAP_PROP_N_THREADS))
 
 

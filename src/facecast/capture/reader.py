@@ -22,6 +22,8 @@ class FrameReader(ABC):
     # Every frame matters (files): downstream queues block instead of dropping.
     lossless: bool = False
     fps: float = 30.0
+    # FFmpeg's decoding threads once open (files, streams: capture/decoder.py); 0 = not decoded by FFmpeg.
+    decoder_threads: int = 0
 
     @abstractmethod
     def open(self) -> None:

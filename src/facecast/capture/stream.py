@@ -12,16 +12,9 @@ import re
 from typing import cast
 
 import cv2
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from facecast.capture.decoder import (
-    DECODER_THREADS_HELP,
-    DecoderThreads,
-    check_decoder_threads,
-    decoding_threads,
-    open_ffmpeg,
-    threads_note,
-)
+from facecast.capture.decoder import DecoderThreads, decoding_threads, open_ffmpeg, threads_note
 from facecast.capture.reader import CapturedFrame, FrameReader
 from facecast.configbase import StrictModel
 from facecast.types import Image
@@ -33,9 +26,7 @@ class UrlConfig(StrictModel):
     read_timeout_s: float = Field(
         5.0, gt=0, le=300, description="a frame not read within this long = the stream dropped"
     )
-    decoder_threads: DecoderThreads = Field("auto", description=DECODER_THREADS_HELP)
-
-    _decoder_threads = field_validator("decoder_threads", mode="before")(check_decoder_threads)
+    decoder_threads: DecoderThreads = "auto"
 
 
 # user:password@ (or user@) after the scheme, and secret-looking query parameters.
@@ -59,7 +50,6 @@ class StreamReader(FrameReader):
         self.safe_url = redact_url(cfg.url)
         self.cfg = cfg
         self._cap: cv2.VideoCapture | None = None
-        self.threads = 0  # FFmpeg's decoding threads, once open
 
     def open(self) -> None:
         params = [
@@ -78,7 +68,7 @@ class StreamReader(FrameReader):
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 240 else 30.0
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        self.threads = decoding_threads(cap)
+        self.decoder_threads = decoding_threads(cap)
         self._cap = cap
 
     def read(self) -> CapturedFrame | None:
@@ -94,4 +84,4 @@ class StreamReader(FrameReader):
             self._cap = None
 
     def describe(self) -> str:
-        return f"stream {self.safe_url}{threads_note(self.threads)}"
+        return f"stream {self.safe_url}{threads_note(self.decoder_threads)}"

@@ -6,16 +6,9 @@ from pathlib import Path
 from typing import cast
 
 import cv2
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from facecast.capture.decoder import (
-    DECODER_THREADS_HELP,
-    DecoderThreads,
-    check_decoder_threads,
-    decoding_threads,
-    open_ffmpeg,
-    threads_note,
-)
+from facecast.capture.decoder import DecoderThreads, decoding_threads, open_ffmpeg, threads_note
 from facecast.capture.reader import CapturedFrame, FrameReader
 from facecast.configbase import StrictModel
 from facecast.types import Image
@@ -25,9 +18,7 @@ class FileConfig(StrictModel):
     path: Path | None = Field(None, description="video file to play as the camera")
     loop: bool = Field(True, description="start again at the end instead of stopping")
     realtime: bool = Field(True, description="play at the file's fps; false = as fast as the pipeline goes")
-    decoder_threads: DecoderThreads = Field("auto", description=DECODER_THREADS_HELP)
-
-    _decoder_threads = field_validator("decoder_threads", mode="before")(check_decoder_threads)
+    decoder_threads: DecoderThreads = "auto"
 
 
 class VideoFileReader(FrameReader):
@@ -41,7 +32,6 @@ class VideoFileReader(FrameReader):
         self.self_paced = not cfg.realtime  # not paced = read as fast as the queues take frames
         self._cap: cv2.VideoCapture | None = None
         self.frame_count = 0
-        self.threads = 0  # FFmpeg's decoding threads, once open
 
     def open(self) -> None:
         if not self.path.is_file():
@@ -55,7 +45,7 @@ class VideoFileReader(FrameReader):
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and fps > 0 else 30.0
         self.frame_count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        self.threads = decoding_threads(cap)
+        self.decoder_threads = decoding_threads(cap)
         self._cap = cap
 
     def read(self) -> CapturedFrame | None:
@@ -75,4 +65,4 @@ class VideoFileReader(FrameReader):
 
     def describe(self) -> str:
         play = "looped" if self.cfg.loop else "once"
-        return f"file {self.path} ({self.fps:.2f} fps, {play}{threads_note(self.threads)})"
+        return f"file {self.path} ({self.fps:.2f} fps, {play}{threads_note(self.decoder_threads)})"
